@@ -1,0 +1,184 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use vigil_schema::{Payload, Stage};
+
+use crate::headers::{
+    HEADER_CONSUMER, HEADER_DEAD_LETTER_REASON, HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT,
+    HEADER_SCHEMA,
+};
+use crate::metrics_names::DEAD_LETTERS;
+use crate::{Acker, BusError, Headers, Result, Subject, trace};
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// Where it goes.
+    pub subject: Subject,
+    /// Stable id: the `Nats-Msg-Id` used for deduplication and downstream idempotency.
+    pub id: String,
+    /// Headers, trace context included.
+    pub headers: Headers,
+    /// The encoded payload.
+    pub payload: Bytes,
+}
+
+impl OutgoingMessage {
+    /// A message with the current span's trace context in its headers.
+    pub fn new(subject: Subject, id: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        let mut headers = Headers::new();
+        trace::inject_current(&mut headers);
+        Self {
+            subject,
+            id: id.into(),
+            headers,
+            payload: payload.into(),
+        }
+    }
+
+    /// Encodes `payload` as JSON for its tenant's subject of its stage, with the schema header.
+    pub fn encode<T: Payload>(payload: &T, id: impl Into<String>) -> Result<Self> {
+        let tenant = payload.tenant().ok_or_else(|| {
+            BusError::Codec(format!(
+                "a platform-wide {} has no tenant subject to publish on",
+                T::KIND
+            ))
+        })?;
+        let bytes = serde_json::to_vec(payload)
+            .map_err(|err| BusError::Codec(format!("cannot encode {}: {err}", T::KIND)))?;
+        let mut message = Self::new(Subject::new(tenant.clone(), T::STAGE), id, bytes);
+        message.headers.insert(HEADER_SCHEMA, T::schema_header());
+        Ok(message)
+    }
+}
+
+/// The bus's confirmation that a message is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The stream sequence of the stored message.
+    pub sequence: u64,
+    /// Whether a message with the same id was already stored within the duplicate window; the
+    /// new one was dropped.
+    pub duplicate: bool,
+}
+
+/// A message handed to a consumer. Exactly one of [`Delivery::ack`], [`Delivery::nak`] or
+/// [`Delivery::dead_letter`] should be called; dropping it unacknowledged means it is redelivered
+/// after the consumer's ack wait.
+pub struct Delivery {
+    /// The subject it was published on; its tenant is the message's tenant.
+    pub subject: Subject,
+    /// The publisher's message id.
+    pub id: Option<String>,
+    /// Headers.
+    pub headers: Headers,
+    /// The payload.
+    pub payload: Bytes,
+    /// How often this message has been delivered to the consumer, from 1.
+    pub deliveries: u32,
+    /// The stream sequence.
+    pub sequence: u64,
+    pub(crate) consumer: Arc<str>,
+    pub(crate) acker: Box<dyn Acker>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject.to_string())
+            .field("id", &self.id)
+            .field("deliveries", &self.deliveries)
+            .field("sequence", &self.sequence)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Confirms the message was processed and its output is durable.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Asks for redelivery, after `delay` when given.
+    pub async fn nak(self, delay: Option<Duration>) -> Result<()> {
+        self.acker.nak(delay).await
+    }
+
+    /// Tells the bus the message is still being worked on, restarting its ack wait.
+    pub async fn in_progress(&self) -> Result<()> {
+        self.acker.in_progress().await
+    }
+
+    /// Moves the message to its tenant's dead-letter subject with `reason`, then stops its
+    /// redelivery. `kind` is a short, bounded label for metrics (`decode`, `handler`, ...).
+    pub async fn dead_letter(self, kind: &'static str, reason: &str) -> Result<()> {
+        let stage = self.subject.stage;
+        let mut message = OutgoingMessage {
+            subject: Subject::new(self.subject.tenant.clone(), Stage::Deadletter),
+            id: format!(
+                "dl.{}.{}",
+                self.consumer,
+                self.id.clone().unwrap_or_else(|| self.sequence.to_string())
+            ),
+            headers: self.headers.clone(),
+            payload: self.payload.clone(),
+        };
+        // Header values are single-line; keep the reason readable and bounded.
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(1024)
+            .collect();
+        message.headers.insert(HEADER_DEAD_LETTER_REASON, reason);
+        message
+            .headers
+            .insert(HEADER_ORIGINAL_SUBJECT, self.subject.to_string());
+        message
+            .headers
+            .insert(HEADER_CONSUMER, self.consumer.to_string());
+        message
+            .headers
+            .insert(HEADER_DELIVERIES, self.deliveries.to_string());
+        self.acker.dead_letter(message).await?;
+        metrics::counter!(DEAD_LETTERS, "stage" => stage.as_str(), "consumer" => self.consumer.to_string(), "reason" => kind)
+            .increment(1);
+        Ok(())
+    }
+
+    /// Decodes the payload as `T`, checking the schema header and that the payload's tenant is
+    /// the subject's tenant.
+    pub fn decode<T: Payload>(&self) -> Result<T> {
+        if let Some(schema) = self.headers.get(HEADER_SCHEMA) {
+            let expected = T::schema_header();
+            if schema != expected {
+                return Err(BusError::Codec(format!(
+                    "payload schema {schema} is not the expected {expected}"
+                )));
+            }
+        }
+        let value: T = serde_json::from_slice(&self.payload)
+            .map_err(|err| BusError::Codec(format!("cannot decode {}: {err}", T::KIND)))?;
+        match value.tenant() {
+            Some(tenant) if *tenant != self.subject.tenant => Err(BusError::Codec(format!(
+                "payload of tenant {tenant} arrived on subject {} of another tenant",
+                self.subject
+            ))),
+            _ => Ok(value),
+        }
+    }
+
+    /// The publisher's trace context, to parent the consumer's span.
+    pub fn parent_context(&self) -> opentelemetry::Context {
+        trace::extract(&self.headers)
+    }
+
+    /// Makes `span` a child of the publisher's span.
+    pub fn follow(&self, span: &tracing::Span) {
+        // Fails only when no OpenTelemetry layer is installed, where there is nothing to link.
+        let _ = span.set_parent(self.parent_context());
+    }
+}

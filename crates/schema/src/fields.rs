@@ -1,0 +1,477 @@
+//! The source's own fields of an event, stored for fast lookup by detection rules.
+//!
+//! Nested JSON objects are flattened into dotted keys (`Event.System.EventID`) and the keys are
+//! kept sorted, so a lookup is a binary search over borrowed strings: no JSON is parsed and
+//! nothing is allocated per lookup. Arrays keep their elements; objects inside arrays stay
+//! objects ([`FieldValue::Object`]).
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One field value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// JSON `null`: present but empty, distinct from an absent field.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer that fits in `i64`.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// A string.
+    Str(Box<str>),
+    /// A list of values.
+    Array(Vec<FieldValue>),
+    /// An object inside an array (top-level objects are flattened into dotted keys).
+    Object(Fields),
+}
+
+impl FieldValue {
+    /// The value as a string slice, if it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            FieldValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as an integer, if it is one or is a string holding one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            FieldValue::Int(n) => Some(*n),
+            FieldValue::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Converts a JSON value, flattening nothing (see [`Fields::from_json`] for objects).
+    pub fn from_json(value: serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Null => FieldValue::Null,
+            serde_json::Value::Bool(b) => FieldValue::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => FieldValue::Int(i),
+                None => FieldValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => FieldValue::Str(s.into_boxed_str()),
+            serde_json::Value::Array(items) => {
+                FieldValue::Array(items.into_iter().map(FieldValue::from_json).collect())
+            }
+            serde_json::Value::Object(map) => {
+                FieldValue::Object(Fields::from_json(serde_json::Value::Object(map)))
+            }
+        }
+    }
+
+    /// Converts back to a JSON value.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            FieldValue::Null => serde_json::Value::Null,
+            FieldValue::Bool(b) => serde_json::Value::Bool(*b),
+            FieldValue::Int(n) => serde_json::Value::from(*n),
+            FieldValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            FieldValue::Str(s) => serde_json::Value::String(s.to_string()),
+            FieldValue::Array(items) => {
+                serde_json::Value::Array(items.iter().map(FieldValue::to_json).collect())
+            }
+            FieldValue::Object(fields) => fields.to_json(),
+        }
+    }
+}
+
+impl From<&str> for FieldValue {
+    fn from(value: &str) -> Self {
+        FieldValue::Str(value.into())
+    }
+}
+
+impl From<String> for FieldValue {
+    fn from(value: String) -> Self {
+        FieldValue::Str(value.into_boxed_str())
+    }
+}
+
+impl From<i64> for FieldValue {
+    fn from(value: i64) -> Self {
+        FieldValue::Int(value)
+    }
+}
+
+impl From<bool> for FieldValue {
+    fn from(value: bool) -> Self {
+        FieldValue::Bool(value)
+    }
+}
+
+/// A flat, sorted map from dotted field names to values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields {
+    entries: Vec<(Box<str>, FieldValue)>,
+}
+
+impl Fields {
+    /// An empty field set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a field set from any pairs; nested objects are flattened, the last of duplicate
+    /// keys wins.
+    pub fn from_pairs<K: Into<Box<str>>>(pairs: impl IntoIterator<Item = (K, FieldValue)>) -> Self {
+        let mut entries = Vec::new();
+        for (key, value) in pairs {
+            push_flattened(&mut entries, key.into(), value);
+        }
+        Self::from_unsorted(entries)
+    }
+
+    /// Flattens a JSON value: an object becomes dotted keys, anything else is stored under the
+    /// key `value`.
+    pub fn from_json(value: serde_json::Value) -> Self {
+        match value {
+            serde_json::Value::Object(map) => Self::from_pairs(
+                map.into_iter()
+                    .map(|(key, value)| (key, FieldValue::from_json(value))),
+            ),
+            other => Self::from_pairs([("value", FieldValue::from_json(other))]),
+        }
+    }
+
+    fn from_unsorted(mut entries: Vec<(Box<str>, FieldValue)>) -> Self {
+        // Stable sort keeps insertion order among equal keys, so keeping the last one of each
+        // run makes "last duplicate wins" hold.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut deduplicated: Vec<(Box<str>, FieldValue)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match deduplicated.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => deduplicated.push(entry),
+            }
+        }
+        Self {
+            entries: deduplicated,
+        }
+    }
+
+    /// Looks a field up by its exact dotted name. Binary search, no allocation.
+    #[inline]
+    pub fn get(&self, key: &str) -> Option<&FieldValue> {
+        self.entries
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|index| &self.entries[index].1)
+    }
+
+    /// Looks a field up and returns it if it is a string.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(FieldValue::as_str)
+    }
+
+    /// Inserts or replaces one field (objects are flattened under `key`).
+    pub fn insert(&mut self, key: impl Into<Box<str>>, value: FieldValue) {
+        let mut flattened = Vec::new();
+        push_flattened(&mut flattened, key.into(), value);
+        for (key, value) in flattened {
+            match self.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(index) => self.entries[index].1 = value,
+                Err(index) => self.entries.insert(index, (key, value)),
+            }
+        }
+    }
+
+    /// Removes a field and returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
+        let index = self
+            .entries
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()?;
+        Some(self.entries.remove(index).1)
+    }
+
+    /// Iterates over fields in key order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &FieldValue)> {
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    /// Number of (flattened) fields.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Converts to a flat JSON object with dotted keys.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_json()))
+                .collect(),
+        )
+    }
+}
+
+fn push_flattened(entries: &mut Vec<(Box<str>, FieldValue)>, key: Box<str>, value: FieldValue) {
+    match value {
+        FieldValue::Object(inner) => {
+            for (inner_key, inner_value) in inner.entries {
+                let mut joined = String::with_capacity(key.len() + 1 + inner_key.len());
+                joined.push_str(&key);
+                joined.push('.');
+                joined.push_str(&inner_key);
+                entries.push((joined.into_boxed_str(), inner_value));
+            }
+        }
+        other => entries.push((key, other)),
+    }
+}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a str, &'a FieldValue);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a FieldValue)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Null => serializer.serialize_unit(),
+            FieldValue::Bool(b) => serializer.serialize_bool(*b),
+            FieldValue::Int(n) => serializer.serialize_i64(*n),
+            FieldValue::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
+            FieldValue::Float(_) => serializer.serialize_unit(),
+            FieldValue::Str(s) => serializer.serialize_str(s),
+            FieldValue::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            FieldValue::Object(fields) => fields.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldValueVisitor)
+    }
+}
+
+struct FieldValueVisitor;
+
+impl<'de> Visitor<'de> for FieldValueVisitor {
+    type Value = FieldValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<FieldValue, D::Error> {
+        FieldValue::deserialize(deserializer)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<FieldValue, E> {
+        Ok(i64::try_from(v).map_or(FieldValue::Float(v as f64), FieldValue::Int))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v.into()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<FieldValue, E> {
+        Ok(FieldValue::Str(v.into_boxed_str()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(FieldValue::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldValue, A::Error> {
+        FieldsVisitor.visit_map(map).map(FieldValue::Object)
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
+        for (key, value) in &self.entries {
+            map.serialize_entry(key.as_ref(), value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of fields")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+        while let Some((key, value)) = map.next_entry::<std::borrow::Cow<'de, str>, FieldValue>()? {
+            push_flattened(&mut entries, key.into(), value);
+        }
+        // Serialized fields are already flat and sorted; only foreign input pays for the sort.
+        if entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            Ok(Fields { entries })
+        } else {
+            Ok(Fields::from_unsorted(entries))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn windows_event() -> serde_json::Value {
+        json!({
+            "Event": {
+                "System": {"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational"},
+                "EventData": {"Image": "C:\\Windows\\System32\\cmd.exe", "CommandLine": "cmd /c whoami"}
+            },
+            "tags": ["a", {"k": "v"}],
+            "empty": null
+        })
+    }
+
+    #[test]
+    fn flattens_nested_objects_and_looks_up_by_dotted_key() {
+        let fields = Fields::from_json(windows_event());
+        assert_eq!(
+            fields.get("Event.System.EventID"),
+            Some(&FieldValue::Int(1))
+        );
+        assert_eq!(
+            fields.get_str("Event.EventData.Image"),
+            Some("C:\\Windows\\System32\\cmd.exe")
+        );
+        assert_eq!(fields.get("empty"), Some(&FieldValue::Null));
+        assert_eq!(fields.get("missing"), None);
+        assert_eq!(
+            fields.get("Event"),
+            None,
+            "intermediate objects are not fields"
+        );
+        let tags = fields.get("tags").unwrap();
+        assert!(matches!(tags, FieldValue::Array(items) if items.len() == 2));
+    }
+
+    #[test]
+    fn serde_round_trip_is_flat_and_stable() {
+        let fields = Fields::from_json(windows_event());
+        let text = serde_json::to_string(&fields).unwrap();
+        assert!(text.contains("\"Event.EventData.CommandLine\""), "{text}");
+        let back: Fields = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, fields);
+        // Nested input deserializes to the same flat fields.
+        let nested: Fields = serde_json::from_value(windows_event()).unwrap();
+        assert_eq!(nested, fields);
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_insert_keeps_order() {
+        let mut fields = Fields::from_pairs([
+            ("b", FieldValue::from("first")),
+            ("a", FieldValue::from(1)),
+            ("b", FieldValue::from("second")),
+        ]);
+        assert_eq!(fields.get_str("b"), Some("second"));
+        fields.insert("aa", FieldValue::from(true));
+        fields.insert("a", FieldValue::from(2));
+        let keys: Vec<&str> = fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "aa", "b"]);
+        assert_eq!(fields.remove("aa"), Some(FieldValue::Bool(true)));
+        assert_eq!(fields.len(), 2);
+    }
+
+    #[test]
+    fn non_finite_floats_serialize_as_null() {
+        let fields = Fields::from_pairs([("x", FieldValue::Float(f64::NAN))]);
+        assert_eq!(serde_json::to_string(&fields).unwrap(), r#"{"x":null}"#);
+    }
+
+    #[test]
+    fn big_unsigned_numbers_become_floats() {
+        let fields: Fields = serde_json::from_str(r#"{"n": 18446744073709551615}"#).unwrap();
+        assert!(matches!(fields.get("n"), Some(FieldValue::Float(_))));
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-zA-Z]{1,6}", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_round_trips_through_fields(value in arb_json()) {
+            let fields = Fields::from_json(value);
+            let text = serde_json::to_string(&fields).unwrap();
+            let back: Fields = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&back, &fields);
+            for (key, field) in fields.iter() {
+                prop_assert_eq!(back.get(key), Some(field));
+            }
+        }
+    }
+}

