@@ -1,1 +1,209 @@
-//! placeholder while dependencies build
+//! Vigil's storage: one sea-orm connection to PostgreSQL (production) or SQLite (the embedded
+//! default), from one URL.
+//!
+//! This crate owns the connection, its readiness check and, as they are added, the migrations
+//! and the tenant-scoped repositories: every repository method takes a tenant scope, so no query
+//! depends on remembering a filter.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
+
+/// What went wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not a PostgreSQL or SQLite URL.
+    #[error("unsupported store URL {url:?}: expected postgres://… or sqlite://…")]
+    UnsupportedUrl {
+        /// The URL without credentials.
+        url: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("cannot connect to the store at {url}: {reason}")]
+    Connect {
+        /// The URL without credentials.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("store query failed: {0}")]
+    Query(String),
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A connection pool to Vigil's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    connection: DatabaseConnection,
+    display_url: String,
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…`, or `sqlite://PATH` which is created if missing).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let display_url = redact(url);
+        let url = if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = path.split('?').next().unwrap_or_default();
+            if file != ":memory:" && !file.is_empty() {
+                if let Some(parent) = Path::new(file)
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(parent).map_err(|err| StoreError::Connect {
+                        url: display_url.clone(),
+                        reason: format!("cannot create directory {}: {err}", parent.display()),
+                    })?;
+                }
+            }
+            if path.contains("mode=") {
+                url.to_owned()
+            } else if path.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.to_owned()
+        } else {
+            return Err(StoreError::UnsupportedUrl { url: display_url });
+        };
+        let mut options = ConnectOptions::new(url);
+        options
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let connection = Database::connect(options)
+            .await
+            .map_err(|err| StoreError::Connect {
+                url: display_url.clone(),
+                reason: err.to_string(),
+            })?;
+        let store = Self {
+            connection,
+            display_url,
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// Checks the database answers; used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        self.connection
+            .ping()
+            .await
+            .map_err(|err| StoreError::Connect {
+                url: self.display_url.clone(),
+                reason: err.to_string(),
+            })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self.connection.get_database_backend() {
+            DatabaseBackend::Postgres => "postgres",
+            DatabaseBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
+    /// The URL with credentials removed, for logs.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// The sea-orm connection, for repositories in this crate.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.connection
+    }
+
+    /// Runs a statement that returns nothing (maintenance, tests).
+    pub async fn execute_unprepared(&self, sql: &str) -> Result<()> {
+        self.connection
+            .execute_unprepared(sql)
+            .await
+            .map(drop)
+            .map_err(|err| StoreError::Query(err.to_string()))
+    }
+}
+
+/// Removes the password from a URL like `postgres://user:secret@host/db`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user_info = &url[scheme + 3..at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            let masked = if user_info.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{}{}@{}", &url[..scheme + 3], masked, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://vigil:s3cret@db:5432/vigil"),
+            "postgres://vigil:***@db:5432/vigil"
+        );
+        assert_eq!(
+            redact("postgres://vigil@db/vigil"),
+            "postgres://vigil@db/vigil"
+        );
+        assert_eq!(
+            redact("sqlite://./data/vigil.db"),
+            "sqlite://./data/vigil.db"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_with_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/vigil.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        store.ping().await.unwrap();
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn postgres_connects() {
+        let url = std::env::var("VIGIL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(store.backend(), "postgres");
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_urls_fail_with_a_clear_error() {
+        let err = Store::connect("mysql://root@localhost/x")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("expected postgres://"), "{err}");
+        let err = Store::connect("postgres://nobody:pw@127.0.0.1:1/none")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "cannot connect to the store at postgres://nobody:***@127.0.0.1:1/none"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(":pw@"), "{text}");
+    }
+}

@@ -1,0 +1,66 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// Vigil: a multi-tenant security operations platform for MSSPs.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Vigil's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start Vigil's services in this process (all of them on embedded defaults).
+    Run(RunArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `vigil run` options; each overrides the configuration file and `VIGIL_*` variables.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory for the embedded store and first-start files [default: ./vigil-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated services to run [default: all].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub services: Option<Vec<String>>,
+    /// `in-process`, or a NATS URL such as nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL")]
+    pub bus: Option<String>,
+    /// postgres://… or sqlite://PATH [default: sqlite://DIR/vigil.db].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+impl RunArgs {
+    /// The flags as configuration overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            services: self.services.clone(),
+            bus_url: self.bus.clone(),
+            store_url: self.store.clone(),
+        }
+    }
+}
+
+/// `vigil config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: parse it, reject unknown keys, validate values.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}

@@ -1,0 +1,63 @@
+//! The `vigil` binary: `vigil run` starts Vigil's services in one process; the other commands
+//! check configuration and, as services land, administer and hunt.
+//!
+//! Exit codes: 0 success, 1 runtime failure (unreachable bus or store, a service failed),
+//! 2 usage or configuration error.
+
+mod cli;
+pub mod config;
+mod run;
+pub mod services;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use cli::{Cli, Command, ConfigCommand, RunArgs};
+
+/// Parses the command line and runs the command; errors are printed as one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let config = match config::Config::load(args.config.as_deref(), &args.overrides()) {
+                Ok(config) => config,
+                Err(err) => return fail(2, &err),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("vigil")
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => return fail(1, &format!("cannot start the async runtime: {err}")),
+            };
+            match runtime.block_on(run::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(err.exit_code(), &err.to_string()),
+            }
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            match config::Config::load(Some(&file), &config::Overrides::default()) {
+                Ok(_) => {
+                    println_stdout(&format!("{}: ok", file.display()));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(2, &err),
+            }
+        }
+    }
+}
+
+fn println_stdout(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    use std::io::Write;
+    // One line: the first line of the message, so scripts and logs stay readable.
+    let first_line = message.lines().next().unwrap_or(message);
+    let _ = writeln!(std::io::stderr(), "error: {first_line}");
+    ExitCode::from(code)
+}
