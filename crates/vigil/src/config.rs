@@ -222,12 +222,17 @@ impl Config {
             figment = figment.merge(("store.url", url));
         }
         let config: Config = figment.extract().map_err(|err| describe(&err))?;
-        config.validate()?;
+        config.validate().map_err(|(key, message)| {
+            match figment.find_metadata(key).and_then(|m| source_name(m, key)) {
+                Some(source) => format!("{source}: {message}"),
+                None => message,
+            }
+        })?;
         Ok(config)
     }
 
-    /// Checks values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks values that parse but cannot work; the error names the offending key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !self.bus.is_in_process() {
             for url in self.bus.url.split(',') {
                 let url = url.trim();
@@ -235,8 +240,11 @@ impl Config {
                     .iter()
                     .any(|scheme| url.starts_with(scheme));
                 if !scheme_ok {
-                    return Err(format!(
-                        "bus.url: {url:?} is neither \"in-process\" nor a nats://, tls://, ws:// or wss:// URL"
+                    return Err((
+                        "bus.url",
+                        format!(
+                            "bus.url: {url:?} is neither \"in-process\" nor a nats://, tls://, ws:// or wss:// URL"
+                        ),
                     ));
                 }
             }
@@ -246,31 +254,48 @@ impl Config {
                 .iter()
                 .any(|scheme| url.starts_with(scheme));
             if !ok {
-                return Err(format!(
-                    "store.url: {:?} is neither a postgres:// nor a sqlite:// URL",
-                    vigil_store::redact(url)
+                return Err((
+                    "store.url",
+                    format!(
+                        "store.url: {:?} is neither a postgres:// nor a sqlite:// URL",
+                        vigil_store::redact(url)
+                    ),
                 ));
             }
         }
         if self.bus.replicas == 0 || self.bus.replicas > 5 {
-            return Err(format!(
-                "bus.replicas: {} is not between 1 and 5",
-                self.bus.replicas
+            return Err((
+                "bus.replicas",
+                format!("bus.replicas: {} is not between 1 and 5", self.bus.replicas),
             ));
         }
-        if self.bus.max_publish_in_flight == 0 || self.bus.in_process_max_messages == 0 {
-            return Err("bus.max_publish_in_flight and bus.in_process_max_messages must be greater than zero".into());
+        if self.bus.max_publish_in_flight == 0 {
+            return Err((
+                "bus.max_publish_in_flight",
+                "bus.max_publish_in_flight: must be greater than zero".into(),
+            ));
         }
-        if let Err(err) = tracing_subscriber_filter_check(&self.telemetry.log_filter) {
-            return Err(format!("telemetry.log_filter: {err}"));
+        if self.bus.in_process_max_messages == 0 {
+            return Err((
+                "bus.in_process_max_messages",
+                "bus.in_process_max_messages: must be greater than zero".into(),
+            ));
         }
-        for service in &self.services {
-            if !service.is_available() {
-                return Err(format!(
-                    "service {service} is not available in this build of vigil {}",
+        let filter = &self.telemetry.log_filter;
+        if filter.trim().is_empty() || filter.contains(char::is_whitespace) {
+            return Err((
+                "telemetry.log_filter",
+                format!("telemetry.log_filter: {filter:?} is empty or contains whitespace"),
+            ));
+        }
+        if let Some(service) = self.services.iter().find(|s| !s.is_available()) {
+            return Err((
+                "services",
+                format!(
+                    "services: {service} is not available in this build of vigil {}",
                     env!("CARGO_PKG_VERSION")
-                ));
-            }
+                ),
+            ));
         }
         Ok(())
     }
@@ -296,15 +321,16 @@ impl Config {
     }
 }
 
-fn tracing_subscriber_filter_check(filter: &str) -> Result<(), String> {
-    // The same grammar the telemetry crate parses; checked here so `config check` catches it.
-    if filter.trim().is_empty() {
-        return Err("is empty".into());
+/// Where the value of `key` came from, for error messages: the file, or the variable.
+fn source_name(metadata: &figment::Metadata, key: &str) -> Option<String> {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => Some(path.display().to_string()),
+        _ if metadata.name.contains("environment") => Some(format!(
+            "environment variable VIGIL_{}",
+            key.replace('.', "__").to_ascii_uppercase()
+        )),
+        _ => None,
     }
-    if filter.contains(char::is_whitespace) {
-        return Err(format!("{filter:?} contains whitespace"));
-    }
-    Ok(())
 }
 
 /// Figment's message on one line, with the key and the source (file or variable).
@@ -430,7 +456,7 @@ mod tests {
             ),
             (
                 "services = [\"ingest\"]\n",
-                "service ingest is not available in this build",
+                "services: ingest is not available in this build",
             ),
             ("[telemetry]\nlog_format = \"xml\"\n", "xml"),
             ("[bus\nurl = 1", "invalid TOML"),
