@@ -2,6 +2,9 @@
 //! a real JetStream hop, exported over OTLP to an in-process collector; and gRPC metadata
 //! carries the same context.
 
+// Test helpers panic with the value: the clearest failure a test can give.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use fake_opentelemetry_collector::FakeCollectorServer;

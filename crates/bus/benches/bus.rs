@@ -1,1 +1,346 @@
-fn main() {}
+// A benchmark binary: it reports on stdout and stops at the first error.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+//! Bus throughput on a real `nats-server` (file storage), Vigil's JetStream bus against raw
+//! async-nats with the same payloads, stream settings and pipelining, in the same run.
+//!
+//! `cargo xtask bench bus [--messages N] [--runs N] [--batch N]`
+//!
+//! Scenarios, each with a publisher and a consumer running at the same time; a run ends when
+//! the consumer has acknowledged every message:
+//! 1. raw async-nats, one event per message;
+//! 2. Vigil's bus, one event per message (the overhead figure compares 2 with 1);
+//! 3. Vigil's bus, `--batch` events per message as an `EventBatch`, pre-encoded;
+//! 4. as 3, with JSON encoding in the publisher and decoding in the consumer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
+use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage, Subject};
+use vigil_e2e::NatsServer;
+use vigil_schema::{
+    Entities, Event, EventBatch, EventId, FieldValue, Fields, Logsource, RawRecord, Source, Stage,
+    TenantId,
+};
+
+const WINDOW: usize = 4096;
+
+struct Args {
+    messages: usize,
+    runs: usize,
+    batch: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        messages: 200_000,
+        runs: 3,
+        batch: 100,
+    };
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        let mut value = || {
+            iter.next()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        match arg.as_str() {
+            "--messages" => args.messages = value(),
+            "--runs" => args.runs = value(),
+            "--batch" => args.batch = value(),
+            // `cargo bench` passes `--bench`; ignore it and anything unknown.
+            _ => {}
+        }
+    }
+    args.messages = args.messages.max(1);
+    args.runs = args.runs.max(1);
+    args.batch = args.batch.max(1);
+    args
+}
+
+fn sample_event(tenant: &TenantId, i: usize) -> Event {
+    let now = time::OffsetDateTime::now_utc();
+    let command_line = format!("C:\\Windows\\System32\\cmd.exe /c whoami /all #{i}");
+    Event {
+        id: EventId::derive(&[tenant.as_str().as_bytes(), &i.to_le_bytes()]),
+        tenant: tenant.clone(),
+        event_time: now,
+        received_time: now,
+        source: Source {
+            transport: "http".into(),
+            format: "windows-evtx-json".into(),
+            peer: Some("10.20.30.40".into()),
+        },
+        logsource: Logsource {
+            product: Some("windows".into()),
+            category: Some("process_creation".into()),
+            service: Some("sysmon".into()),
+        },
+        entities: Entities {
+            user: Some("ACME\\alice".into()),
+            host: Some("ws-0042.acme.local".into()),
+            src_ip: None,
+            dst_ip: None,
+            process: Some("C:\\Windows\\System32\\cmd.exe".into()),
+        },
+        fields: Fields::from_pairs([
+            ("EventID", FieldValue::Int(1)),
+            (
+                "Channel",
+                FieldValue::from("Microsoft-Windows-Sysmon/Operational"),
+            ),
+            ("Image", FieldValue::from("C:\\Windows\\System32\\cmd.exe")),
+            ("CommandLine", FieldValue::from(command_line.clone())),
+            ("ParentImage", FieldValue::from("C:\\Windows\\explorer.exe")),
+            ("User", FieldValue::from("ACME\\alice")),
+            ("Computer", FieldValue::from("ws-0042.acme.local")),
+            ("ProcessId", FieldValue::Int(4242)),
+        ]),
+        raw: Some(RawRecord::new(&command_line)),
+        parse_error: None,
+    }
+}
+
+struct Outcome {
+    messages_per_second: f64,
+    events_per_second: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn stream_config(name: &str, subject: &str) -> stream::Config {
+    // The same settings Vigil uses for its stage streams.
+    let mut config = JetStreamConfig::new("").stream_config(Stage::Events);
+    config.name = name.to_owned();
+    config.subjects = vec![subject.to_owned()];
+    config
+}
+
+async fn raw_run(url: &str, payloads: &[Bytes], run: usize) -> Outcome {
+    let client = async_nats::connect(url).await.unwrap();
+    let context = jetstream::ContextBuilder::new()
+        .max_ack_inflight(WINDOW)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    let name = format!("RAW_{run}");
+    let stream = context
+        .create_stream(stream_config(&name, &format!("raw{run}.*.events")))
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: WINDOW as i64 * 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let total = payloads.len();
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(1024)
+            .messages()
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while seen < total {
+            let message = messages.next().await.unwrap().unwrap();
+            message.ack().await.unwrap();
+            seen += 1;
+        }
+    });
+    let subject = format!("raw{run}.acme.events");
+    let mut acks = std::collections::VecDeque::with_capacity(WINDOW);
+    for (i, payload) in payloads.iter().enumerate() {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(format!("raw-{run}-{i}"));
+        acks.push_back(
+            context
+                .send_publish(subject.clone(), publish)
+                .await
+                .unwrap(),
+        );
+        if acks.len() >= WINDOW {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    consume.await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    context.delete_stream(&name).await.unwrap();
+    Outcome {
+        messages_per_second: total as f64 / seconds,
+        events_per_second: total as f64 / seconds,
+    }
+}
+
+enum Payloads<'a> {
+    Encoded(&'a [Bytes], usize),
+    Batches(&'a [EventBatch]),
+}
+
+async fn vigil_run(bus: &JetStreamBus, payloads: Payloads<'_>, run: usize) -> Outcome {
+    let tenant = TenantId::new(&format!("bench{run}")).unwrap();
+    let mut spec = ConsumerSpec::new("bench", Stage::Events, Some(tenant.clone()));
+    spec.max_in_flight = WINDOW * 2;
+    bus.ensure_consumer(&spec).await.unwrap();
+    let mut subscription = bus.subscribe(spec).await.unwrap();
+    let (total, events_per_message, decode) = match &payloads {
+        Payloads::Encoded(items, per) => (items.len(), *per, false),
+        Payloads::Batches(items) => (items.len(), items[0].events.len(), true),
+    };
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut seen = 0;
+        let mut events = 0;
+        while seen < total {
+            if decode {
+                let (batch, delivery) = subscription
+                    .next_payload::<EventBatch>()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                events += batch.events.len();
+                delivery.ack().await.unwrap();
+            } else {
+                let delivery = subscription.next().await.unwrap().unwrap();
+                delivery.ack().await.unwrap();
+            }
+            seen += 1;
+        }
+        events
+    });
+    let subject = Subject::new(tenant.clone(), Stage::Events);
+    let mut acks = std::collections::VecDeque::with_capacity(WINDOW);
+    for i in 0..total {
+        let message = match &payloads {
+            Payloads::Encoded(items, _) => {
+                OutgoingMessage::new(subject.clone(), format!("v-{run}-{i}"), items[i].clone())
+            }
+            Payloads::Batches(items) => {
+                let mut batch = items[i].clone();
+                batch.tenant = tenant.clone();
+                for event in &mut batch.events {
+                    event.tenant = tenant.clone();
+                }
+                OutgoingMessage::encode(&batch, format!("b-{run}-{i}")).unwrap()
+            }
+        };
+        acks.push_back(bus.publish(message).await.unwrap());
+        if acks.len() >= WINDOW {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let decoded_events = consume.await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    if decode {
+        assert_eq!(decoded_events, total * events_per_message);
+    }
+    Outcome {
+        messages_per_second: total as f64 / seconds,
+        events_per_second: (total * events_per_message) as f64 / seconds,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let server = NatsServer::start().expect("nats-server");
+    let tenant = TenantId::new("acme").unwrap();
+    let single: Vec<Bytes> = (0..args.messages)
+        .map(|i| Bytes::from(serde_json::to_vec(&sample_event(&tenant, i)).unwrap()))
+        .collect();
+    let event_bytes = single.iter().map(Bytes::len).sum::<usize>() / single.len();
+    let batch_count = (args.messages / 10).max(1);
+    let batches: Vec<EventBatch> = (0..batch_count)
+        .map(|b| EventBatch {
+            tenant: tenant.clone(),
+            events: (0..args.batch)
+                .map(|i| sample_event(&tenant, b * args.batch + i))
+                .collect(),
+        })
+        .collect();
+    let encoded_batches: Vec<Bytes> = batches
+        .iter()
+        .map(|batch| Bytes::from(serde_json::to_vec(batch).unwrap()))
+        .collect();
+    let batch_bytes = encoded_batches[0].len();
+
+    let mut config = JetStreamConfig::new(server.url());
+    config.max_publish_in_flight = WINDOW;
+    let bus = Arc::new(JetStreamBus::connect(config).await.unwrap());
+
+    let mut raw = Vec::new();
+    let mut vigil = Vec::new();
+    let mut batched = Vec::new();
+    let mut batched_codec = Vec::new();
+    for run in 0..args.runs {
+        // Alternate so neither side always gets the warmer server.
+        raw.push(
+            raw_run(&server.url(), &single, run)
+                .await
+                .messages_per_second,
+        );
+        vigil.push(
+            vigil_run(&bus, Payloads::Encoded(&single, 1), run)
+                .await
+                .messages_per_second,
+        );
+        batched.push(
+            vigil_run(
+                &bus,
+                Payloads::Encoded(&encoded_batches, args.batch),
+                100 + run,
+            )
+            .await
+            .events_per_second,
+        );
+        batched_codec.push(
+            vigil_run(&bus, Payloads::Batches(&batches), 200 + run)
+                .await
+                .events_per_second,
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let raw_rate = median(raw);
+    let vigil_rate = median(vigil);
+    let overhead = (1.0 - vigil_rate / raw_rate) * 100.0;
+    println!(
+        "bus benchmark: {} messages per run, median of {} runs, nats-server on 127.0.0.1, file storage",
+        args.messages, args.runs
+    );
+    println!(
+        "event payload: {event_bytes} bytes (JSON); batch: {} events, {batch_bytes} bytes",
+        args.batch
+    );
+    println!("raw async-nats, 1 event/message:        {raw_rate:>10.0} msg/s");
+    println!(
+        "vigil bus, 1 event/message:             {vigil_rate:>10.0} msg/s  (overhead {overhead:.1} %)"
+    );
+    println!(
+        "vigil bus, {} events/message:           {:>10.0} events/s (pre-encoded)",
+        args.batch,
+        median(batched)
+    );
+    println!(
+        "vigil bus, {} events/message + JSON:    {:>10.0} events/s (encode + decode included)",
+        args.batch,
+        median(batched_codec)
+    );
+}

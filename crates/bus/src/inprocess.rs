@@ -186,6 +186,7 @@ impl Bus for InProcessBus {
             bus: self.clone(),
             stream,
             consumer: Arc::from(spec.durable_name()),
+            consumer_label: Arc::from(spec.name.as_str()),
             changes: None,
         };
         Ok(Subscription::new(spec, Box::new(raw)))
@@ -390,6 +391,7 @@ struct InProcessSubscription {
     bus: InProcessBus,
     stream: Arc<Stream>,
     consumer: Arc<str>,
+    consumer_label: Arc<str>,
     changes: Option<watch::Receiver<u64>>,
 }
 
@@ -468,6 +470,7 @@ impl InProcessSubscription {
             deliveries,
             sequence,
             consumer: Arc::clone(&self.consumer),
+            consumer_label: Arc::clone(&self.consumer_label),
             acker: Box::new(InProcessAcker {
                 bus: self.bus.clone(),
                 stream: Arc::clone(&self.stream),

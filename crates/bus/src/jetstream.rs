@@ -386,6 +386,7 @@ impl Bus for JetStreamBus {
             bus: self.clone(),
             messages,
             consumer: durable,
+            consumer_label: Arc::from(spec.name.as_str()),
             stage: spec.stage,
         };
         Ok(Subscription::new(spec, Box::new(raw)))
@@ -428,6 +429,7 @@ struct JetStreamSubscription {
     bus: JetStreamBus,
     messages: consumer::pull::Stream,
     consumer: Arc<str>,
+    consumer_label: Arc<str>,
     stage: Stage,
 }
 
@@ -452,7 +454,11 @@ impl RawSubscription for JetStreamSubscription {
                     u32::try_from(info.delivered).unwrap_or(u32::MAX),
                 ),
                 Err(err) => {
-                    tracing::warn!(consumer = %self.consumer, error = %err, "message without JetStream metadata");
+                    // Not a JetStream delivery (nothing would redeliver it): count and drop it.
+                    metrics::counter!(DEAD_LETTERS, "stage" => self.stage.as_str(), "consumer" => self.consumer_label.to_string(), "reason" => "no_metadata")
+                        .increment(1);
+                    tracing::debug!(consumer = %self.consumer, error = %err, "message without JetStream metadata dropped");
+                    let _ = message.ack_with(AckKind::Term).await;
                     continue;
                 }
             };
@@ -461,9 +467,9 @@ impl RawSubscription for JetStreamSubscription {
                 Err(err) => {
                     // Published around Vigil on a subject no tenant owns: there is no tenant's
                     // dead-letter subject to put it on, so it is dropped, counted and logged.
-                    metrics::counter!(DEAD_LETTERS, "stage" => self.stage.as_str(), "consumer" => self.consumer.to_string(), "reason" => "invalid_subject")
+                    metrics::counter!(DEAD_LETTERS, "stage" => self.stage.as_str(), "consumer" => self.consumer_label.to_string(), "reason" => "invalid_subject")
                         .increment(1);
-                    tracing::warn!(consumer = %self.consumer, error = %err, "message on an invalid subject dropped");
+                    tracing::debug!(consumer = %self.consumer, error = %err, "message on an invalid subject dropped");
                     let _ = message.ack_with(AckKind::Term).await;
                     continue;
                 }
@@ -479,6 +485,7 @@ impl RawSubscription for JetStreamSubscription {
                 deliveries,
                 sequence,
                 consumer: Arc::clone(&self.consumer),
+                consumer_label: Arc::clone(&self.consumer_label),
                 acker: Box::new(JetStreamAcker {
                     bus: self.bus.clone(),
                     message,

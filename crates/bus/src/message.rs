@@ -81,7 +81,10 @@ pub struct Delivery {
     pub deliveries: u32,
     /// The stream sequence.
     pub sequence: u64,
+    /// The durable consumer name on the server (`<service>-<tenant>` or `<service>-all`).
     pub(crate) consumer: Arc<str>,
+    /// The service's consumer name, a bounded metric label.
+    pub(crate) consumer_label: Arc<str>,
     pub(crate) acker: Box<dyn Acker>,
 }
 
@@ -144,7 +147,7 @@ impl Delivery {
             .headers
             .insert(HEADER_DELIVERIES, self.deliveries.to_string());
         self.acker.dead_letter(message).await?;
-        metrics::counter!(DEAD_LETTERS, "stage" => stage.as_str(), "consumer" => self.consumer.to_string(), "reason" => kind)
+        metrics::counter!(DEAD_LETTERS, "stage" => stage.as_str(), "consumer" => self.consumer_label.to_string(), "reason" => kind)
             .increment(1);
         Ok(())
     }

@@ -7,3 +7,4 @@ pub(crate) const PUBLISH_ERRORS: &str = "vigil_bus_publish_errors_total";
 pub(crate) const DELIVERED: &str = "vigil_bus_delivered_messages_total";
 pub(crate) const REDELIVERED: &str = "vigil_bus_redelivered_messages_total";
 pub(crate) const DEAD_LETTERS: &str = "vigil_bus_dead_letters_total";
+pub(crate) const DEAD_LETTER_FAILURES: &str = "vigil_bus_dead_letter_failures_total";

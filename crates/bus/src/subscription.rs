@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vigil_schema::Payload;
 
-use crate::metrics_names::{DELIVERED, REDELIVERED};
+use crate::metrics_names::{DEAD_LETTER_FAILURES, DELIVERED, REDELIVERED};
 use crate::{ConsumerSpec, Delivery, OutgoingMessage, Result};
 
 /// Settles one delivered message; each bus implementation provides its own.
@@ -19,6 +19,12 @@ pub trait Acker: Send + Sync {
     /// Durably publish `message` to the dead-letter subject, then never deliver the original
     /// again.
     async fn dead_letter(&self, message: OutgoingMessage) -> Result<()>;
+}
+
+fn dead_letter_failed(spec: &ConsumerSpec, err: &crate::BusError) {
+    metrics::counter!(DEAD_LETTER_FAILURES, "stage" => spec.stage.as_str(), "consumer" => spec.name.clone())
+        .increment(1);
+    tracing::debug!(consumer = %spec.name, error = %err, "dead-lettering failed, the message will be redelivered");
 }
 
 /// The implementation side of a subscription: yields deliveries in order.
@@ -71,7 +77,7 @@ impl Subscription {
                     self.spec.max_deliveries, self.spec.name
                 );
                 if let Err(err) = delivery.dead_letter("max_deliveries", &reason).await {
-                    tracing::warn!(consumer = %self.spec.name, error = %err, "dead-lettering failed, the message will be redelivered");
+                    dead_letter_failed(&self.spec, &err);
                 }
                 continue;
             }
@@ -99,7 +105,7 @@ impl Subscription {
                     let reason = err.to_string();
                     tracing::debug!(consumer = %self.spec.name, reason = %reason, "undecodable message dead-lettered");
                     if let Err(err) = delivery.dead_letter("decode", &reason).await {
-                        tracing::warn!(consumer = %self.spec.name, error = %err, "dead-lettering failed, the message will be redelivered");
+                        dead_letter_failed(&self.spec, &err);
                     }
                 }
             }

@@ -1,6 +1,9 @@
 //! One conformance suite, run against both bus implementations: the in-process bus and
 //! JetStream on a real `nats-server` (started per test on a free port).
 
+// Test helpers panic with the value: the clearest failure a test can give.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

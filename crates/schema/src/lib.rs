@@ -11,8 +11,9 @@
 //!
 //! - new fields are optional (`Option`, or `#[serde(default)]`) and old readers ignore them, so
 //!   no wire type uses `deny_unknown_fields`;
-//! - no field is renamed, removed or given a new meaning, and no enum variant is removed;
-//!   readers of enums that may grow accept unknown values (see [`Level`]'s `other` handling);
+//! - no field is renamed, removed or given a new meaning;
+//! - wire enums have no catch-all variant (an unknown [`Level`] must fail loudly, not read as
+//!   another level), so adding or removing an enum variant is a breaking change;
 //! - anything else is a breaking change: it gets a new `VERSION`, and for one release consumers
 //!   accept both the old and the new version.
 //!

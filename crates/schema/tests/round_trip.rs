@@ -1,5 +1,8 @@
 //! Every payload type survives a JSON round trip unchanged.
 
+// Test helpers panic with the value: the clearest failure a test can give.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use time::macros::datetime;
 use vigil_schema::*;
 

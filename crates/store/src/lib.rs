@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
 
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +48,14 @@ impl Store {
         let display_url = redact(url);
         let url = if let Some(path) = url.strip_prefix("sqlite://") {
             let file = path.split('?').next().unwrap_or_default();
-            if file != ":memory:" && !file.is_empty() {
-                if let Some(parent) = Path::new(file)
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(parent).map_err(|err| StoreError::Connect {
-                        url: display_url.clone(),
-                        reason: format!("cannot create directory {}: {err}", parent.display()),
-                    })?;
-                }
+            let parent = Path::new(file)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
+            if let Some(parent) = parent.filter(|_| file != ":memory:") {
+                std::fs::create_dir_all(parent).map_err(|err| StoreError::Connect {
+                    url: display_url.clone(),
+                    reason: format!("cannot create directory {}: {err}", parent.display()),
+                })?;
             }
             if path.contains("mode=") {
                 url.to_owned()
@@ -115,23 +113,34 @@ impl Store {
         &self.display_url
     }
 
-    /// The sea-orm connection, for repositories in this crate.
-    pub fn connection(&self) -> &DatabaseConnection {
+    /// The sea-orm connection. Crate-private on purpose: other crates reach the database only
+    /// through tenant-scoped repositories.
+    #[allow(dead_code)]
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
         &self.connection
-    }
-
-    /// Runs a statement that returns nothing (maintenance, tests).
-    pub async fn execute_unprepared(&self, sql: &str) -> Result<()> {
-        self.connection
-            .execute_unprepared(sql)
-            .await
-            .map(drop)
-            .map_err(|err| StoreError::Query(err.to_string()))
     }
 }
 
-/// Removes the password from a URL like `postgres://user:secret@host/db`.
+/// Removes the password from a URL like `postgres://user:secret@host/db`, including a
+/// `password=` query parameter.
 pub fn redact(url: &str) -> String {
+    let redacted = redact_user_info(url);
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => redacted,
+    }
+}
+
+fn redact_user_info(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let user_info = &url[scheme + 3..at];
@@ -164,6 +173,10 @@ mod tests {
         assert_eq!(
             redact("sqlite://./data/vigil.db"),
             "sqlite://./data/vigil.db"
+        );
+        assert_eq!(
+            redact("postgres://db/vigil?user=v&password=s3cret&sslmode=require"),
+            "postgres://db/vigil?user=v&password=***&sslmode=require"
         );
     }
 

@@ -103,10 +103,8 @@ impl TelemetryGuard {
 
     /// Exports what is buffered and stops the exporter.
     pub fn shutdown(mut self) {
-        if let Some(provider) = self.tracer_provider.take() {
-            if let Err(err) = provider.shutdown() {
-                tracing::warn!(error = %err, "flushing spans on shutdown failed");
-            }
+        if let Some(Err(err)) = self.tracer_provider.take().map(|p| p.shutdown()) {
+            tracing::warn!(error = %err, "flushing spans on shutdown failed");
         }
     }
 }
@@ -157,6 +155,16 @@ pub fn init(config: &TelemetryConfig, otlp: Option<OtlpSettings>) -> Result<Tele
         .try_init()
         .map_err(|err| TelemetryError::AlreadyInitialized(err.to_string()))?;
     Ok(guard)
+}
+
+/// Checks a log filter in `EnvFilter` syntax without installing it.
+pub fn validate_filter(filter: &str) -> Result<()> {
+    EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|err| TelemetryError::Filter {
+            filter: filter.to_owned(),
+            reason: err.to_string(),
+        })
 }
 
 /// Installs the W3C trace-context propagator globally (idempotent). The bus and gRPC helpers

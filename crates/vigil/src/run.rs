@@ -116,7 +116,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             tracing::info!(signal, "shutting down");
         }
         Some(result) = tasks.join_next(), if !tasks.is_empty() => {
-            failure = service_failure(result);
+            // A service that returns before shutdown was asked for has stopped working.
+            failure = Some(service_failure(result).unwrap_or_else(|| {
+                RunError::Io("a service stopped by itself".into())
+            }));
             tracing::error!("a service stopped, shutting down the others");
         }
     }

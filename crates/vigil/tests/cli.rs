@@ -1,6 +1,9 @@
 //! `vigil` as a process: real HTTP requests to its admin port, real signals, real NATS and
 //! PostgreSQL, and the exact error lines for bad configuration.
 
+// Test helpers panic with the value: the clearest failure a test can give.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
