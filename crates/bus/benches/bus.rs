@@ -11,7 +11,8 @@
 //! 1. raw async-nats, one event per message;
 //! 2. Vigil's bus, one event per message (the overhead figure compares 2 with 1);
 //! 3. Vigil's bus, `--batch` events per message as an `EventBatch`, pre-encoded;
-//! 4. as 3, with JSON encoding in the publisher and decoding in the consumer.
+//! 4. as 3, compressed with zstd level 1 beforehand;
+//! 5. `EventBatch`es encoded (JSON, zstd) in the publisher and decoded in the consumer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +190,7 @@ async fn raw_run(url: &str, payloads: &[Bytes], run: usize) -> Outcome {
 
 enum Payloads<'a> {
     Encoded(&'a [Bytes], usize),
+    Compressed(&'a [Bytes], usize),
     Batches(&'a [EventBatch]),
 }
 
@@ -200,6 +202,7 @@ async fn vigil_run(bus: &JetStreamBus, payloads: Payloads<'_>, run: usize) -> Ou
     let mut subscription = bus.subscribe(spec).await.unwrap();
     let (total, events_per_message, decode) = match &payloads {
         Payloads::Encoded(items, per) => (items.len(), *per, false),
+        Payloads::Compressed(items, per) => (items.len(), *per, false),
         Payloads::Batches(items) => (items.len(), items[0].events.len(), true),
     };
     let started = Instant::now();
@@ -230,13 +233,19 @@ async fn vigil_run(bus: &JetStreamBus, payloads: Payloads<'_>, run: usize) -> Ou
             Payloads::Encoded(items, _) => {
                 OutgoingMessage::new(subject.clone(), format!("v-{run}-{i}"), items[i].clone())
             }
+            Payloads::Compressed(items, _) => {
+                let mut message =
+                    OutgoingMessage::new(subject.clone(), format!("c-{run}-{i}"), items[i].clone());
+                message.headers.insert(vigil_bus::HEADER_ENCODING, "zstd");
+                message
+            }
             Payloads::Batches(items) => {
                 let mut batch = items[i].clone();
                 batch.tenant = tenant.clone();
                 for event in &mut batch.events {
                     event.tenant = tenant.clone();
                 }
-                OutgoingMessage::encode(&batch, format!("b-{run}-{i}")).unwrap()
+                OutgoingMessage::encode_compressed(&batch, format!("b-{run}-{i}")).unwrap()
             }
         };
         acks.push_back(bus.publish(message).await.unwrap());
@@ -281,6 +290,11 @@ async fn main() {
         .map(|batch| Bytes::from(serde_json::to_vec(batch).unwrap()))
         .collect();
     let batch_bytes = encoded_batches[0].len();
+    let compressed_batches: Vec<Bytes> = encoded_batches
+        .iter()
+        .map(|batch| Bytes::from(zstd::bulk::compress(batch, 1).unwrap()))
+        .collect();
+    let compressed_bytes = compressed_batches[0].len();
 
     let mut config = JetStreamConfig::new(server.url());
     config.max_publish_in_flight = WINDOW;
@@ -290,6 +304,7 @@ async fn main() {
     let mut vigil = Vec::new();
     let mut batched = Vec::new();
     let mut batched_codec = Vec::new();
+    let mut batched_compressed = Vec::new();
     for run in 0..args.runs {
         // Alternate so neither side always gets the warmer server.
         raw.push(
@@ -307,6 +322,15 @@ async fn main() {
                 &bus,
                 Payloads::Encoded(&encoded_batches, args.batch),
                 100 + run,
+            )
+            .await
+            .events_per_second,
+        );
+        batched_compressed.push(
+            vigil_run(
+                &bus,
+                Payloads::Compressed(&compressed_batches, args.batch),
+                300 + run,
             )
             .await
             .events_per_second,

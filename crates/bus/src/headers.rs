@@ -1,5 +1,7 @@
 /// The payload kind and version, `event/1`.
 pub const HEADER_SCHEMA: &str = "Vigil-Schema";
+/// How the payload is compressed: absent for none, `zstd` for zstd.
+pub const HEADER_ENCODING: &str = "Vigil-Encoding";
 /// Why a message was dead-lettered.
 pub const HEADER_DEAD_LETTER_REASON: &str = "Vigil-Dead-Letter-Reason";
 /// The subject a dead-lettered message was consumed from.

@@ -35,10 +35,10 @@ use vigil_schema::{Stage, TenantId};
 
 pub use error::{BusError, Result};
 pub use headers::{
-    HEADER_CONSUMER, HEADER_DEAD_LETTER_REASON, HEADER_DELIVERIES, HEADER_ORIGINAL_SUBJECT,
-    HEADER_SCHEMA, Headers,
+    HEADER_CONSUMER, HEADER_DEAD_LETTER_REASON, HEADER_DELIVERIES, HEADER_ENCODING,
+    HEADER_ORIGINAL_SUBJECT, HEADER_SCHEMA, Headers,
 };
-pub use message::{Delivery, OutgoingMessage, PublishReceipt};
+pub use message::{Delivery, MAX_DECODED_PAYLOAD, OutgoingMessage, PublishReceipt};
 pub use subject::Subject;
 pub use subscription::{Acker, RawSubscription, Subscription};
 

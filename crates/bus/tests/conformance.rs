@@ -12,7 +12,7 @@ use vigil_bus::inprocess::{InProcessBus, InProcessConfig};
 use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use vigil_bus::{
     Bus, ConsumerSpec, HEADER_CONSUMER, HEADER_DEAD_LETTER_REASON, HEADER_DELIVERIES,
-    HEADER_ORIGINAL_SUBJECT, OutgoingMessage, Subject,
+    HEADER_ENCODING, HEADER_ORIGINAL_SUBJECT, OutgoingMessage, Subject,
 };
 use vigil_e2e::NatsServer;
 use vigil_schema::{Stage, TenantId};
@@ -277,6 +277,15 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
         let message = OutgoingMessage::new(events_of("acme"), format!("bad-{i}"), payload.to_vec());
         bus.publish_durable(message).await.unwrap();
     }
+    // Compressed payloads that lie about their encoding, or cannot be decompressed.
+    let mut garbage_zstd =
+        OutgoingMessage::new(events_of("acme"), "bad-zstd", b"not zstd".to_vec());
+    garbage_zstd.headers.insert(HEADER_ENCODING, "zstd");
+    bus.publish_durable(garbage_zstd).await.unwrap();
+    let mut unknown_encoding =
+        OutgoingMessage::new(events_of("acme"), "bad-encoding", b"{}".to_vec());
+    unknown_encoding.headers.insert(HEADER_ENCODING, "brotli");
+    bus.publish_durable(unknown_encoding).await.unwrap();
     // A payload that decodes but claims another tenant than its subject.
     let mut foreign = sample_event("globex");
     foreign.id = vigil_schema::EventId::derive(&[b"foreign"]);
@@ -297,7 +306,7 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
     assert_eq!(event, good);
     delivery.ack().await.unwrap();
     let mut reasons = Vec::new();
-    for _ in 0..bad_payloads.len() + 1 {
+    for _ in 0..bad_payloads.len() + 3 {
         let letter = next(&mut dead).await;
         reasons.push(
             letter
@@ -309,6 +318,11 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
         letter.ack().await.unwrap();
     }
     assert!(reasons[0].starts_with("cannot decode event"), "{reasons:?}");
+    assert!(reasons[5].starts_with("cannot decompress"), "{reasons:?}");
+    assert_eq!(
+        reasons[6],
+        "unsupported payload encoding \"brotli\": expected zstd or none"
+    );
     assert!(
         reasons
             .last()
@@ -339,6 +353,38 @@ fn sample_event(tenant_name: &str) -> vigil_schema::Event {
         raw: None,
         parse_error: None,
     }
+}
+
+async fn carries_compressed_batches(fixture: Fixture) {
+    use vigil_schema::EventBatch;
+    let bus = fixture.bus.as_ref();
+    let mut sub = bus.subscribe(spec("batches", None)).await.unwrap();
+    let batch = EventBatch {
+        tenant: tenant("acme"),
+        events: (0..50)
+            .map(|i| {
+                let mut event = sample_event("acme");
+                event.id = vigil_schema::EventId::derive(&[b"batch", &[i]]);
+                event
+            })
+            .collect(),
+    };
+    let message = OutgoingMessage::encode_compressed(&batch, batch.message_id()).unwrap();
+    assert_eq!(message.headers.get(HEADER_ENCODING), Some("zstd"));
+    let plain = serde_json::to_vec(&batch).unwrap();
+    assert!(
+        message.payload.len() * 4 < plain.len(),
+        "zstd did not shrink the batch"
+    );
+    bus.publish_durable(message).await.unwrap();
+    let (back, delivery) =
+        tokio::time::timeout(Duration::from_secs(15), sub.next_payload::<EventBatch>())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    assert_eq!(back, batch);
+    delivery.ack().await.unwrap();
 }
 
 async fn applies_backpressure_instead_of_growing(fixture: Fixture) {
@@ -437,4 +483,5 @@ conformance!(
     applies_backpressure_instead_of_growing,
     shares_one_consumer_between_instances,
     rejects_invalid_consumers,
+    carries_compressed_batches,
 );
