@@ -350,7 +350,7 @@ async fn main() {
         args.messages, args.runs
     );
     println!(
-        "event payload: {event_bytes} bytes (JSON); batch: {} events, {batch_bytes} bytes",
+        "event payload: {event_bytes} bytes (JSON); batch: {} events, {batch_bytes} bytes, {compressed_bytes} bytes with zstd-1",
         args.batch
     );
     println!("raw async-nats, 1 event/message:        {raw_rate:>10.0} msg/s");
@@ -363,7 +363,12 @@ async fn main() {
         median(batched)
     );
     println!(
-        "vigil bus, {} events/message + JSON:    {:>10.0} events/s (encode + decode included)",
+        "vigil bus, {} events/message, zstd:     {:>10.0} events/s (pre-encoded)",
+        args.batch,
+        median(batched_compressed)
+    );
+    println!(
+        "vigil bus, {} events/message, JSON+zstd: {:>9.0} events/s (encode, compress, decompress, decode included)",
         args.batch,
         median(batched_codec)
     );

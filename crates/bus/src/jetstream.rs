@@ -49,6 +49,9 @@ pub struct JetStreamConfig {
     pub dead_letter_max_age: Duration,
     /// Most publishes awaiting the server's acknowledgement at once.
     pub max_publish_in_flight: usize,
+    /// Most payload bytes awaiting the server's acknowledgement at once: large batches are
+    /// bounded by bytes, not by count.
+    pub max_publish_in_flight_bytes: usize,
     /// How long one publish may wait for room and acknowledgement before failing.
     pub publish_timeout: Duration,
     /// How long to wait for the first connection.
@@ -72,6 +75,7 @@ impl JetStreamConfig {
             max_messages: -1,
             dead_letter_max_age: Duration::from_secs(14 * 24 * 3600),
             max_publish_in_flight: 4096,
+            max_publish_in_flight_bytes: 32 * 1024 * 1024,
             publish_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             manage_streams: true,
@@ -130,6 +134,16 @@ pub struct JetStreamBus {
     client: async_nats::Client,
     context: jetstream::Context,
     config: Arc<JetStreamConfig>,
+    /// Kibibytes of payload awaiting acknowledgement.
+    in_flight_kib: Arc<tokio::sync::Semaphore>,
+}
+
+/// One permit per KiB of payload, at most the whole window (so a single huge message can still
+/// go alone).
+fn kib_permits(len: usize, window_kib: u32) -> u32 {
+    u32::try_from(len.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, window_kib)
 }
 
 impl JetStreamBus {
@@ -177,10 +191,14 @@ impl JetStreamBus {
             .max_ack_inflight(config.max_publish_in_flight)
             .backpressure_on_inflight(true)
             .build(client.clone());
+        let window_kib = u32::try_from(config.max_publish_in_flight_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let bus = Self {
             client,
             context,
             config: Arc::new(config),
+            in_flight_kib: Arc::new(tokio::sync::Semaphore::new(window_kib as usize)),
         };
         if bus.config.manage_streams {
             bus.ensure_streams().await.map_err(|err| match err {
@@ -315,6 +333,13 @@ impl Bus for JetStreamBus {
                 reason,
             }
         };
+        let window_kib = u32::try_from(self.config.max_publish_in_flight_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let permit = Arc::clone(&self.in_flight_kib)
+            .acquire_many_owned(kib_permits(message.payload.len(), window_kib))
+            .await
+            .map_err(|_| BusError::Closed)?;
         let first = self
             .context
             .send_publish(subject.clone(), build())
@@ -323,6 +348,8 @@ impl Bus for JetStreamBus {
         let context = self.context.clone();
         let timeout = self.config.publish_timeout;
         Ok(async move {
+            // Held until the server acknowledged (or the publish failed).
+            let _permit = permit;
             let started = tokio::time::Instant::now();
             let mut pending = first;
             let mut backoff = Duration::from_millis(5);

@@ -84,6 +84,8 @@ pub struct BusConfig {
     pub in_process_max_messages: usize,
     /// Most publishes awaiting acknowledgement at once (JetStream).
     pub max_publish_in_flight: usize,
+    /// Most payload bytes awaiting acknowledgement at once (JetStream).
+    pub max_publish_in_flight_bytes: usize,
     /// How long a publish may wait for room and acknowledgement, in seconds.
     pub publish_timeout_secs: u64,
     /// Whether this process creates and updates the JetStream streams.
@@ -102,6 +104,7 @@ impl Default for BusConfig {
             max_bytes: jetstream.max_bytes,
             in_process_max_messages: InProcessConfig::default().max_messages,
             max_publish_in_flight: jetstream.max_publish_in_flight,
+            max_publish_in_flight_bytes: jetstream.max_publish_in_flight_bytes,
             publish_timeout_secs: jetstream.publish_timeout.as_secs(),
             manage_streams: true,
         }
@@ -123,6 +126,7 @@ impl BusConfig {
         config.max_age = Duration::from_secs(self.max_age_hours * 3600);
         config.max_bytes = self.max_bytes;
         config.max_publish_in_flight = self.max_publish_in_flight;
+        config.max_publish_in_flight_bytes = self.max_publish_in_flight_bytes;
         config.publish_timeout = Duration::from_secs(self.publish_timeout_secs);
         config.manage_streams = self.manage_streams;
         config
@@ -269,10 +273,10 @@ impl Config {
                 format!("bus.replicas: {} is not between 1 and 5", self.bus.replicas),
             ));
         }
-        if self.bus.max_publish_in_flight == 0 {
+        if self.bus.max_publish_in_flight == 0 || self.bus.max_publish_in_flight_bytes < 1024 {
             return Err((
                 "bus.max_publish_in_flight",
-                "bus.max_publish_in_flight: must be greater than zero".into(),
+                "bus.max_publish_in_flight: must be greater than zero (and max_publish_in_flight_bytes at least 1024)".into(),
             ));
         }
         if self.bus.in_process_max_messages == 0 {
