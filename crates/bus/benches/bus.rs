@@ -194,16 +194,20 @@ enum Payloads<'a> {
     Batches(&'a [EventBatch]),
 }
 
-async fn vigil_run(bus: &JetStreamBus, payloads: Payloads<'_>, run: usize) -> Outcome {
+async fn vigil_run(
+    bus: &JetStreamBus,
+    payloads: Payloads<'_>,
+    total: usize,
+    run: usize,
+) -> Outcome {
     let tenant = TenantId::new(&format!("bench{run}")).unwrap();
     let mut spec = ConsumerSpec::new("bench", Stage::Events, Some(tenant.clone()));
     spec.max_in_flight = WINDOW * 2;
     bus.ensure_consumer(&spec).await.unwrap();
     let mut subscription = bus.subscribe(spec).await.unwrap();
-    let (total, events_per_message, decode) = match &payloads {
-        Payloads::Encoded(items, per) => (items.len(), *per, false),
-        Payloads::Compressed(items, per) => (items.len(), *per, false),
-        Payloads::Batches(items) => (items.len(), items[0].events.len(), true),
+    let (events_per_message, decode) = match &payloads {
+        Payloads::Encoded(_, per) | Payloads::Compressed(_, per) => (*per, false),
+        Payloads::Batches(items) => (items[0].events.len(), true),
     };
     let started = Instant::now();
     let consume = tokio::spawn(async move {
@@ -230,17 +234,22 @@ async fn vigil_run(bus: &JetStreamBus, payloads: Payloads<'_>, run: usize) -> Ou
     let mut acks = std::collections::VecDeque::with_capacity(WINDOW);
     for i in 0..total {
         let message = match &payloads {
-            Payloads::Encoded(items, _) => {
-                OutgoingMessage::new(subject.clone(), format!("v-{run}-{i}"), items[i].clone())
-            }
+            Payloads::Encoded(items, _) => OutgoingMessage::new(
+                subject.clone(),
+                format!("v-{run}-{i}"),
+                items[i % items.len()].clone(),
+            ),
             Payloads::Compressed(items, _) => {
-                let mut message =
-                    OutgoingMessage::new(subject.clone(), format!("c-{run}-{i}"), items[i].clone());
+                let mut message = OutgoingMessage::new(
+                    subject.clone(),
+                    format!("c-{run}-{i}"),
+                    items[i % items.len()].clone(),
+                );
                 message.headers.insert(vigil_bus::HEADER_ENCODING, "zstd");
                 message
             }
             Payloads::Batches(items) => {
-                let mut batch = items[i].clone();
+                let mut batch = items[i % items.len()].clone();
                 batch.tenant = tenant.clone();
                 for event in &mut batch.events {
                     event.tenant = tenant.clone();
@@ -276,7 +285,9 @@ async fn main() {
         .map(|i| Bytes::from(serde_json::to_vec(&sample_event(&tenant, i)).unwrap()))
         .collect();
     let event_bytes = single.iter().map(Bytes::len).sum::<usize>() / single.len();
-    let batch_count = (args.messages / 10).max(1);
+    // A thousand distinct batches, sent round-robin with fresh message ids: memory stays small.
+    let batch_count = (args.messages / 10).clamp(1, 1000);
+    let batch_messages = (args.messages / 10).max(1);
     let batches: Vec<EventBatch> = (0..batch_count)
         .map(|b| EventBatch {
             tenant: tenant.clone(),
@@ -313,7 +324,7 @@ async fn main() {
                 .messages_per_second,
         );
         vigil.push(
-            vigil_run(&bus, Payloads::Encoded(&single, 1), run)
+            vigil_run(&bus, Payloads::Encoded(&single, 1), single.len(), run)
                 .await
                 .messages_per_second,
         );
@@ -321,6 +332,7 @@ async fn main() {
             vigil_run(
                 &bus,
                 Payloads::Encoded(&encoded_batches, args.batch),
+                batch_messages,
                 100 + run,
             )
             .await
@@ -330,13 +342,14 @@ async fn main() {
             vigil_run(
                 &bus,
                 Payloads::Compressed(&compressed_batches, args.batch),
+                batch_messages,
                 300 + run,
             )
             .await
             .events_per_second,
         );
         batched_codec.push(
-            vigil_run(&bus, Payloads::Batches(&batches), 200 + run)
+            vigil_run(&bus, Payloads::Batches(&batches), batch_messages, 200 + run)
                 .await
                 .events_per_second,
         );

@@ -347,52 +347,59 @@ impl Bus for JetStreamBus {
             .map_err(|err| publish_error(&subject, err.to_string()))?;
         let context = self.context.clone();
         let timeout = self.config.publish_timeout;
-        Ok(async move {
+        // The acknowledgement is awaited in its own task, so that the byte window is released
+        // when the server answers, whether or not the caller polls the returned future yet.
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
             // Held until the server acknowledged (or the publish failed).
             let _permit = permit;
-            let started = tokio::time::Instant::now();
-            let mut pending = first;
-            let mut backoff = Duration::from_millis(5);
-            loop {
-                match pending.await {
-                    Ok(ack) => {
-                        let counter = if ack.duplicate {
-                            PUBLISH_DUPLICATES
-                        } else {
-                            PUBLISHED
-                        };
-                        metrics::counter!(counter, "stage" => stage).increment(1);
-                        return Ok(PublishReceipt {
-                            sequence: ack.sequence,
-                            duplicate: ack.duplicate,
-                        });
-                    }
-                    Err(err) if is_stream_full(&err) => {
-                        if started.elapsed() >= timeout {
-                            metrics::counter!(PUBLISH_ERRORS, "stage" => stage).increment(1);
-                            return Err(BusError::Backpressure {
-                                subject,
-                                seconds: timeout.as_secs(),
+            let result: Result<PublishReceipt> = async {
+                let started = tokio::time::Instant::now();
+                let mut pending = first;
+                let mut backoff = Duration::from_millis(5);
+                loop {
+                    match pending.await {
+                        Ok(ack) => {
+                            let counter = if ack.duplicate {
+                                PUBLISH_DUPLICATES
+                            } else {
+                                PUBLISHED
+                            };
+                            metrics::counter!(counter, "stage" => stage).increment(1);
+                            return Ok(PublishReceipt {
+                                sequence: ack.sequence,
+                                duplicate: ack.duplicate,
                             });
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
-                        pending = context
-                            .send_publish(subject.clone(), build())
-                            .await
-                            .map_err(|err| publish_error(&subject, err.to_string()))?;
-                    }
-                    Err(err) => {
-                        let reason = match std::error::Error::source(&err) {
-                            Some(source) => format!("{err}: {source}"),
-                            None => err.to_string(),
-                        };
-                        return Err(publish_error(&subject, reason));
+                        Err(err) if is_stream_full(&err) => {
+                            if started.elapsed() >= timeout {
+                                metrics::counter!(PUBLISH_ERRORS, "stage" => stage).increment(1);
+                                return Err(BusError::Backpressure {
+                                    subject,
+                                    seconds: timeout.as_secs(),
+                                });
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_millis(500));
+                            pending = context
+                                .send_publish(subject.clone(), build())
+                                .await
+                                .map_err(|err| publish_error(&subject, err.to_string()))?;
+                        }
+                        Err(err) => {
+                            let reason = match std::error::Error::source(&err) {
+                                Some(source) => format!("{err}: {source}"),
+                                None => err.to_string(),
+                            };
+                            return Err(publish_error(&subject, reason));
+                        }
                     }
                 }
             }
-        }
-        .boxed())
+            .await;
+            let _ = sender.send(result);
+        });
+        Ok(async move { receiver.await.unwrap_or(Err(BusError::Closed)) }.boxed())
     }
 
     async fn subscribe(&self, spec: ConsumerSpec) -> Result<Subscription> {

@@ -77,3 +77,31 @@ async fn publishing_and_consuming_resume_after_a_server_restart() {
     bodies.sort();
     assert_eq!(bodies, ["after", "before"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_window_releases_on_server_ack_without_caller_polling() {
+    let server = NatsServer::start().unwrap();
+    let mut config = JetStreamConfig::new(server.url());
+    config.max_publish_in_flight_bytes = 64 * 1024;
+    let bus = JetStreamBus::connect(config).await.unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let spec = ConsumerSpec::new("window", Stage::Events, Some(tenant.clone()));
+    bus.ensure_consumer(&spec).await.unwrap();
+    let subject = Subject::new(tenant, Stage::Events);
+    // Forty 16 KiB publishes through a 64 KiB window, holding every ack future unpolled: the
+    // window must free itself as the server answers, or this would wait forever.
+    let mut pending = Vec::new();
+    let publishes = async {
+        for i in 0..40 {
+            let message =
+                OutgoingMessage::new(subject.clone(), format!("w-{i}"), vec![b'x'; 16 * 1024]);
+            pending.push(bus.publish(message).await.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), publishes)
+        .await
+        .expect("publishing stalled on the byte window");
+    for ack in pending {
+        assert!(!ack.await.unwrap().duplicate);
+    }
+}
