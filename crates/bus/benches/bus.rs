@@ -63,45 +63,66 @@ fn args() -> Args {
     args
 }
 
-fn sample_event(tenant: &TenantId, i: usize) -> Event {
+/// Real sshd log lines (loghub's OpenSSH_2k.log), so that payload sizes and compression ratios
+/// are those of real logs rather than of one repeated synthetic record.
+fn log_lines() -> Vec<String> {
+    let path = vigil_e2e::shared_dir().join("data/loghub/OpenSSH_2k.log");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err} (set VIGIL_SHARED_DIR)", path.display()));
+    text.lines().map(str::to_owned).collect()
+}
+
+/// The word after `marker` in `line`.
+fn word_after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split_whitespace().next()
+}
+
+/// A normalized event as ingest would make it from one sshd syslog line.
+fn sample_event(tenant: &TenantId, lines: &[String], i: usize) -> Event {
+    let line = &lines[i % lines.len()];
     let now = time::OffsetDateTime::now_utc();
-    let command_line = format!("C:\\Windows\\System32\\cmd.exe /c whoami /all #{i}");
+    let user = word_after(line, "user ").or_else(|| word_after(line, "for "));
+    let ip = word_after(line, "from ").and_then(|w| w.parse().ok());
+    let pid = line
+        .split_once("sshd[")
+        .and_then(|(_, rest)| rest.split(']').next())
+        .and_then(|pid| pid.parse::<i64>().ok());
+    let message = line.split_once("]: ").map_or(line.as_str(), |(_, m)| m);
+    let mut fields = vec![
+        ("hostname", FieldValue::from("LabSZ")),
+        ("program", FieldValue::from("sshd")),
+        ("message", FieldValue::from(message)),
+        ("facility", FieldValue::from("auth")),
+        ("severity", FieldValue::from("info")),
+    ];
+    if let Some(pid) = pid {
+        fields.push(("pid", FieldValue::Int(pid)));
+    }
     Event {
         id: EventId::derive(&[tenant.as_str().as_bytes(), &i.to_le_bytes()]),
         tenant: tenant.clone(),
         event_time: now,
         received_time: now,
         source: Source {
-            transport: "http".into(),
-            format: "windows-evtx-json".into(),
+            transport: "syslog".into(),
+            format: "syslog-rfc3164".into(),
             peer: Some("10.20.30.40".into()),
         },
         logsource: Logsource {
-            product: Some("windows".into()),
-            category: Some("process_creation".into()),
-            service: Some("sysmon".into()),
+            product: Some("linux".into()),
+            category: None,
+            service: Some("sshd".into()),
         },
         entities: Entities {
-            user: Some("ACME\\alice".into()),
-            host: Some("ws-0042.acme.local".into()),
-            src_ip: None,
+            user: user.map(str::to_owned),
+            host: Some("LabSZ".into()),
+            src_ip: ip,
             dst_ip: None,
-            process: Some("C:\\Windows\\System32\\cmd.exe".into()),
+            process: Some("sshd".into()),
         },
-        fields: Fields::from_pairs([
-            ("EventID", FieldValue::Int(1)),
-            (
-                "Channel",
-                FieldValue::from("Microsoft-Windows-Sysmon/Operational"),
-            ),
-            ("Image", FieldValue::from("C:\\Windows\\System32\\cmd.exe")),
-            ("CommandLine", FieldValue::from(command_line.clone())),
-            ("ParentImage", FieldValue::from("C:\\Windows\\explorer.exe")),
-            ("User", FieldValue::from("ACME\\alice")),
-            ("Computer", FieldValue::from("ws-0042.acme.local")),
-            ("ProcessId", FieldValue::Int(4242)),
-        ]),
-        raw: Some(RawRecord::new(&command_line)),
+        fields: Fields::from_pairs(fields),
+        raw: Some(RawRecord::new(line)),
         parse_error: None,
     }
 }
@@ -281,8 +302,9 @@ async fn main() {
     let args = args();
     let server = NatsServer::start().expect("nats-server");
     let tenant = TenantId::new("acme").unwrap();
+    let lines = log_lines();
     let single: Vec<Bytes> = (0..args.messages)
-        .map(|i| Bytes::from(serde_json::to_vec(&sample_event(&tenant, i)).unwrap()))
+        .map(|i| Bytes::from(serde_json::to_vec(&sample_event(&tenant, &lines, i)).unwrap()))
         .collect();
     let event_bytes = single.iter().map(Bytes::len).sum::<usize>() / single.len();
     // A thousand distinct batches, sent round-robin with fresh message ids: memory stays small.
@@ -292,7 +314,7 @@ async fn main() {
         .map(|b| EventBatch {
             tenant: tenant.clone(),
             events: (0..args.batch)
-                .map(|i| sample_event(&tenant, b * args.batch + i))
+                .map(|i| sample_event(&tenant, &lines, b * args.batch + i))
                 .collect(),
         })
         .collect();
@@ -359,7 +381,7 @@ async fn main() {
     let vigil_rate = median(vigil);
     let overhead = (1.0 - vigil_rate / raw_rate) * 100.0;
     println!(
-        "bus benchmark: {} messages per run, median of {} runs, nats-server on 127.0.0.1, file storage",
+        "bus benchmark: {} messages per run, median of {} runs, nats-server on 127.0.0.1, file storage, events from loghub OpenSSH_2k.log",
         args.messages, args.runs
     );
     println!(
