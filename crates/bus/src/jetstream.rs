@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use vigil_schema::Stage;
 
-use crate::metrics_names::{DEAD_LETTERS, PUBLISH_DUPLICATES, PUBLISH_ERRORS, PUBLISHED};
+use crate::metrics_names::{
+    DEAD_LETTERS, PUBLISH_DUPLICATES, PUBLISH_ERRORS, PUBLISHED, StageCounters,
+};
 use crate::{
     AckFuture, Acker, Bus, BusError, ConsumerSpec, Delivery, Headers, OutgoingMessage,
     PublishReceipt, RawSubscription, Result, Subject, Subscription, stream_name,
@@ -136,6 +138,14 @@ pub struct JetStreamBus {
     config: Arc<JetStreamConfig>,
     /// Kibibytes of payload awaiting acknowledgement.
     in_flight_kib: Arc<tokio::sync::Semaphore>,
+    counters: Arc<PublishCounters>,
+}
+
+#[derive(Debug)]
+struct PublishCounters {
+    published: StageCounters,
+    duplicates: StageCounters,
+    errors: StageCounters,
 }
 
 /// One permit per KiB of payload, at most the whole window (so a single huge message can still
@@ -199,6 +209,11 @@ impl JetStreamBus {
             context,
             config: Arc::new(config),
             in_flight_kib: Arc::new(tokio::sync::Semaphore::new(window_kib as usize)),
+            counters: Arc::new(PublishCounters {
+                published: StageCounters::new(PUBLISHED),
+                duplicates: StageCounters::new(PUBLISH_DUPLICATES),
+                errors: StageCounters::new(PUBLISH_ERRORS),
+            }),
         };
         if bus.config.manage_streams {
             bus.ensure_streams().await.map_err(|err| match err {
@@ -314,7 +329,8 @@ fn is_stream_full(err: &jetstream::context::PublishError) -> bool {
 impl Bus for JetStreamBus {
     async fn publish(&self, message: OutgoingMessage) -> Result<AckFuture> {
         let subject = message.subject.to_string();
-        let stage = message.subject.stage.as_str();
+        let stage = message.subject.stage;
+        let counters = Arc::clone(&self.counters);
         let headers = to_header_map(&message.headers);
         let build = {
             let payload = message.payload.clone();
@@ -326,8 +342,9 @@ impl Bus for JetStreamBus {
                     .message_id(&id)
             }
         };
+        let error_counter = counters.errors.get(stage).clone();
         let publish_error = move |subject: &str, reason: String| {
-            metrics::counter!(PUBLISH_ERRORS, "stage" => stage).increment(1);
+            error_counter.increment(1);
             BusError::Publish {
                 subject: subject.to_owned(),
                 reason,
@@ -361,11 +378,11 @@ impl Bus for JetStreamBus {
                     match pending.await {
                         Ok(ack) => {
                             let counter = if ack.duplicate {
-                                PUBLISH_DUPLICATES
+                                &counters.duplicates
                             } else {
-                                PUBLISHED
+                                &counters.published
                             };
-                            metrics::counter!(counter, "stage" => stage).increment(1);
+                            counter.get(stage).increment(1);
                             return Ok(PublishReceipt {
                                 sequence: ack.sequence,
                                 duplicate: ack.duplicate,
@@ -373,7 +390,7 @@ impl Bus for JetStreamBus {
                         }
                         Err(err) if is_stream_full(&err) => {
                             if started.elapsed() >= timeout {
-                                metrics::counter!(PUBLISH_ERRORS, "stage" => stage).increment(1);
+                                counters.errors.get(stage).increment(1);
                                 return Err(BusError::Backpressure {
                                     subject,
                                     seconds: timeout.as_secs(),
@@ -422,6 +439,7 @@ impl Bus for JetStreamBus {
             consumer: durable,
             consumer_label: Arc::from(spec.name.as_str()),
             stage: spec.stage,
+            last_subject: None,
         };
         Ok(Subscription::new(spec, Box::new(raw)))
     }
@@ -465,6 +483,9 @@ struct JetStreamSubscription {
     consumer: Arc<str>,
     consumer_label: Arc<str>,
     stage: Stage,
+    /// The last subject parsed: a tenant-scoped consumer sees one subject, so parsing (and
+    /// validating the tenant id) happens once.
+    last_subject: Option<(String, Subject)>,
 }
 
 #[async_trait]
@@ -496,18 +517,30 @@ impl RawSubscription for JetStreamSubscription {
                     continue;
                 }
             };
-            let subject = match message.subject.as_str().parse::<Subject>() {
-                Ok(subject) => subject,
-                Err(err) => {
-                    // Published around Vigil on a subject no tenant owns: there is no tenant's
-                    // dead-letter subject to put it on, so it is dropped, counted and logged.
-                    metrics::counter!(DEAD_LETTERS, "stage" => self.stage.as_str(), "consumer" => self.consumer_label.to_string(), "reason" => "invalid_subject")
-                        .increment(1);
-                    tracing::debug!(consumer = %self.consumer, error = %err, "message on an invalid subject dropped");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    continue;
+            let cached = matches!(
+                &self.last_subject,
+                Some((text, _)) if text.as_str() == message.subject.as_str()
+            );
+            if !cached {
+                match message.subject.as_str().parse::<Subject>() {
+                    Ok(subject) => {
+                        self.last_subject = Some((message.subject.to_string(), subject));
+                    }
+                    Err(err) => {
+                        // Published around Vigil on a subject no tenant owns: there is no tenant's
+                        // dead-letter subject to put it on, so it is dropped, counted and logged.
+                        metrics::counter!(DEAD_LETTERS, "stage" => self.stage.as_str(), "consumer" => self.consumer_label.to_string(), "reason" => "invalid_subject")
+                            .increment(1);
+                        tracing::debug!(consumer = %self.consumer, error = %err, "message on an invalid subject dropped");
+                        let _ = message.ack_with(AckKind::Term).await;
+                        continue;
+                    }
                 }
+            }
+            let Some((_, subject)) = self.last_subject.as_ref() else {
+                continue;
             };
+            let subject = subject.clone();
             let headers = from_header_map(message.headers.as_ref());
             let id = headers.get("Nats-Msg-Id").map(str::to_owned);
             let payload = message.payload.clone();

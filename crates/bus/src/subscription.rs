@@ -42,6 +42,8 @@ pub trait RawSubscription: Send {
 pub struct Subscription {
     raw: Box<dyn RawSubscription>,
     spec: ConsumerSpec,
+    delivered: metrics::Counter,
+    redelivered: metrics::Counter,
 }
 
 impl fmt::Debug for Subscription {
@@ -55,7 +57,17 @@ impl fmt::Debug for Subscription {
 impl Subscription {
     /// Wraps an implementation's raw subscription.
     pub fn new(spec: ConsumerSpec, raw: Box<dyn RawSubscription>) -> Self {
-        Self { raw, spec }
+        let stage = spec.stage.as_str();
+        let delivered =
+            metrics::counter!(DELIVERED, "stage" => stage, "consumer" => spec.name.clone());
+        let redelivered =
+            metrics::counter!(REDELIVERED, "stage" => stage, "consumer" => spec.name.clone());
+        Self {
+            raw,
+            spec,
+            delivered,
+            redelivered,
+        }
     }
 
     /// The consumer this subscription reads.
@@ -70,7 +82,6 @@ impl Subscription {
                 Ok(delivery) => delivery,
                 Err(err) => return Some(Err(err)),
             };
-            let stage = self.spec.stage.as_str();
             if delivery.deliveries > self.spec.max_deliveries {
                 let reason = format!(
                     "not acknowledged after {} deliveries to consumer {}",
@@ -81,11 +92,9 @@ impl Subscription {
                 }
                 continue;
             }
-            metrics::counter!(DELIVERED, "stage" => stage, "consumer" => self.spec.name.clone())
-                .increment(1);
+            self.delivered.increment(1);
             if delivery.deliveries > 1 {
-                metrics::counter!(REDELIVERED, "stage" => stage, "consumer" => self.spec.name.clone())
-                    .increment(1);
+                self.redelivered.increment(1);
             }
             return Some(Ok(delivery));
         }
