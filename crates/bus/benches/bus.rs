@@ -223,6 +223,7 @@ async fn vigil_run(
 ) -> Outcome {
     let tenant = TenantId::new(&format!("bench{run}")).unwrap();
     let mut spec = ConsumerSpec::new("bench", Stage::Events, Some(tenant.clone()));
+    let durable = spec.durable_name();
     spec.max_in_flight = WINDOW * 2;
     bus.ensure_consumer(&spec).await.unwrap();
     let mut subscription = bus.subscribe(spec).await.unwrap();
@@ -288,6 +289,16 @@ async fn vigil_run(
     }
     let decoded_events = consume.await.unwrap();
     let seconds = started.elapsed().as_secs_f64();
+    // Like the raw run's stream, the consumer goes away after its run: consumers left on the
+    // stream would make every later publish check their interest.
+    let context = jetstream::new(bus.client().clone());
+    context
+        .get_stream(vigil_bus::stream_name(Stage::Events))
+        .await
+        .unwrap()
+        .delete_consumer(&durable)
+        .await
+        .unwrap();
     if decode {
         assert_eq!(decoded_events, total * events_per_message);
     }
@@ -377,6 +388,8 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    println!("per run, raw msg/s: {raw:.0?}");
+    println!("per run, vigil msg/s: {vigil:.0?}");
     let raw_rate = median(raw);
     let vigil_rate = median(vigil);
     let overhead = (1.0 - vigil_rate / raw_rate) * 100.0;
