@@ -86,6 +86,6 @@ fn main() {
         fields.len(),
         rounds * PATHS.len()
     );
-    println!("Fields::get (sorted, flattened):      {fields_ns:>6.1} ns/lookup");
+    println!("Fields::get (hash-ordered, flat):     {fields_ns:>6.1} ns/lookup");
     println!("serde_json::Value walk by dotted path: {json_ns:>6.1} ns/lookup");
 }

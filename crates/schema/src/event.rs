@@ -8,8 +8,8 @@ pub const RAW_RECORD_MAX_BYTES: usize = 64 * 1024;
 
 /// One normalized event: the unit that flows from ingest to detection and baseline.
 ///
-/// Built for detection speed: the source's own fields are a pre-flattened, sorted [`Fields`]
-/// map, so a rule's field lookup is a binary search over borrowed strings.
+/// Built for detection speed: the source's own fields are a pre-flattened [`Fields`] map, so a
+/// rule's field lookup is one hash and a binary search, with no parsing and no allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Stable id; also the bus message id and the idempotency key downstream.
