@@ -102,9 +102,12 @@ fn ensure_services(sh: &Shell) -> anyhow::Result<()> {
         eprintln!("NATS is not listening on {nats}, starting it");
         let store = "/var/lib/nats-server";
         sh.create_dir(store)?;
+        // A pid file of its own: with only --exec, any other nats-server on the machine (a
+        // test's, on another port) would count as "already running".
+        let pid_file = "/run/vigil-ci-nats-server.pid";
         cmd!(
             sh,
-            "start-stop-daemon --start --oknodo --background --exec {nats_server} -- -a 127.0.0.1 -p 4222 -js -sd {store}"
+            "start-stop-daemon --start --oknodo --background --make-pidfile --pidfile {pid_file} --exec {nats_server} -- -a 127.0.0.1 -p 4222 -js -sd {store}"
         )
         .run()
         .context("starting nats-server")?;
