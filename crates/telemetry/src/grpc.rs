@@ -1,6 +1,7 @@
 //! W3C trace context in gRPC metadata: the client side injects the current span's context into
-//! each request ([`TraceContextInterceptor`]); the server side reads it back ([`extract`]) to
-//! parent its span, so that a call across services is one trace.
+//! each request ([`TraceContextInterceptor`]); the server side reads it back to parent its span
+//! ([`server_span`], for tonic's `Server::builder().trace_fn(...)`), so that a call across
+//! services is one trace.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
@@ -64,4 +65,28 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
         inject_current(request.metadata_mut());
         Ok(request)
     }
+}
+
+struct HttpHeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HttpHeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The server span of one gRPC request, a child of the caller's span when the request carries
+/// trace context. Install with `tonic::transport::Server::builder().trace_fn(server_span)`.
+pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HttpHeaderExtractor(request.headers()))
+    });
+    let span = tracing::info_span!("grpc.request", rpc.method = %request.uri().path());
+    // Fails only without an OpenTelemetry layer, where there is nothing to link.
+    let _ = span.set_parent(parent);
+    span
 }
