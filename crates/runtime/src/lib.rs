@@ -7,6 +7,7 @@
 //! and returns.
 
 mod admin;
+mod consumer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use vigil_bus::Bus;
 use vigil_store::Store;
 
 pub use admin::{AdminState, RenderMetrics, router, serve as serve_admin};
+pub use consumer::{Handler, Outcome, consume};
 
 /// Everything a service needs from its process.
 #[derive(Debug, Clone)]
