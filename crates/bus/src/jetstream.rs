@@ -133,12 +133,40 @@ impl JetStreamConfig {
 /// The bus on a JetStream server or cluster.
 #[derive(Debug, Clone)]
 pub struct JetStreamBus {
+    // One allocation shared by every clone: deliveries hold a clone (for dead-lettering), and
+    // the NATS client and context are several reference counts and a string each.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     client: async_nats::Client,
     context: jetstream::Context,
-    config: Arc<JetStreamConfig>,
+    config: JetStreamConfig,
     /// Kibibytes of payload awaiting acknowledgement.
     in_flight_kib: Arc<tokio::sync::Semaphore>,
     counters: Arc<PublishCounters>,
+    /// Publishes awaiting their acknowledgement, driven by one task (see `drive_acks`).
+    pending_acks: tokio::sync::mpsc::UnboundedSender<futures::future::BoxFuture<'static, ()>>,
+}
+
+/// Polls every pending acknowledgement in one task, so that each completes (and frees its share
+/// of the windows) as the server answers, without a task per publish. Ends when the bus is
+/// dropped and nothing is pending.
+async fn drive_acks(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<futures::future::BoxFuture<'static, ()>>,
+) {
+    let mut pending = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = incoming.recv() => match next {
+                Some(future) => pending.push(future),
+                None => break,
+            },
+            Some(()) = pending.next(), if !pending.is_empty() => {}
+        }
+    }
+    while pending.next().await.is_some() {}
 }
 
 #[derive(Debug)]
@@ -204,18 +232,23 @@ impl JetStreamBus {
         let window_kib = u32::try_from(config.max_publish_in_flight_bytes / 1024)
             .unwrap_or(u32::MAX)
             .max(1);
+        let (pending_acks, incoming) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(drive_acks(incoming));
         let bus = Self {
-            client,
-            context,
-            config: Arc::new(config),
-            in_flight_kib: Arc::new(tokio::sync::Semaphore::new(window_kib as usize)),
-            counters: Arc::new(PublishCounters {
-                published: StageCounters::new(PUBLISHED),
-                duplicates: StageCounters::new(PUBLISH_DUPLICATES),
-                errors: StageCounters::new(PUBLISH_ERRORS),
+            inner: Arc::new(Inner {
+                client,
+                context,
+                config,
+                in_flight_kib: Arc::new(tokio::sync::Semaphore::new(window_kib as usize)),
+                counters: Arc::new(PublishCounters {
+                    published: StageCounters::new(PUBLISHED),
+                    duplicates: StageCounters::new(PUBLISH_DUPLICATES),
+                    errors: StageCounters::new(PUBLISH_ERRORS),
+                }),
+                pending_acks,
             }),
         };
-        if bus.config.manage_streams {
+        if bus.inner.config.manage_streams {
             bus.ensure_streams().await.map_err(|err| match err {
                 BusError::Connect { .. } => err,
                 other => connect_error(other.to_string()),
@@ -227,17 +260,19 @@ impl JetStreamBus {
     /// Creates or updates one stream per stage.
     pub async fn ensure_streams(&self) -> Result<()> {
         for stage in Stage::ALL {
-            let config = self.config.stream_config(stage);
+            let config = self.inner.config.stream_config(stage);
             let name = config.name.clone();
-            match self.context.get_stream(&name).await {
+            match self.inner.context.get_stream(&name).await {
                 Ok(_) => {
-                    self.context
+                    self.inner
+                        .context
                         .update_stream(config)
                         .await
                         .map_err(|err| stream_error(&name, err))?;
                 }
                 Err(_) => {
-                    self.context
+                    self.inner
+                        .context
                         .create_stream(config)
                         .await
                         .map_err(|err| stream_error(&name, err))?;
@@ -249,7 +284,7 @@ impl JetStreamBus {
 
     /// The underlying NATS client (for the benchmark's raw baseline and for tests).
     pub fn client(&self) -> &async_nats::Client {
-        &self.client
+        &self.inner.client
     }
 
     async fn consumer(&self, spec: &ConsumerSpec) -> Result<consumer::PullConsumer> {
@@ -260,6 +295,7 @@ impl JetStreamBus {
             reason,
         };
         let stream = self
+            .inner
             .context
             .get_stream(stream_name(spec.stage))
             .await
@@ -330,7 +366,7 @@ impl Bus for JetStreamBus {
     async fn publish(&self, message: OutgoingMessage) -> Result<AckFuture> {
         let subject = message.subject.to_string();
         let stage = message.subject.stage;
-        let counters = Arc::clone(&self.counters);
+        let counters = Arc::clone(&self.inner.counters);
         let headers = to_header_map(&message.headers);
         let build = {
             let payload = message.payload.clone();
@@ -350,24 +386,25 @@ impl Bus for JetStreamBus {
                 reason,
             }
         };
-        let window_kib = u32::try_from(self.config.max_publish_in_flight_bytes / 1024)
+        let window_kib = u32::try_from(self.inner.config.max_publish_in_flight_bytes / 1024)
             .unwrap_or(u32::MAX)
             .max(1);
-        let permit = Arc::clone(&self.in_flight_kib)
+        let permit = Arc::clone(&self.inner.in_flight_kib)
             .acquire_many_owned(kib_permits(message.payload.len(), window_kib))
             .await
             .map_err(|_| BusError::Closed)?;
         let first = self
+            .inner
             .context
             .send_publish(subject.clone(), build())
             .await
             .map_err(|err| publish_error(&subject, err.to_string()))?;
-        let context = self.context.clone();
-        let timeout = self.config.publish_timeout;
-        // The acknowledgement is awaited in its own task, so that the byte window is released
-        // when the server answers, whether or not the caller polls the returned future yet.
+        let context = self.inner.context.clone();
+        let timeout = self.inner.config.publish_timeout;
+        // The acknowledgement is awaited by the bus's ack driver, so that the byte window is
+        // released when the server answers, whether or not the caller polls the returned future.
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let waiting = async move {
             // Held until the server acknowledged (or the publish failed).
             let _permit = permit;
             let result: Result<PublishReceipt> = async {
@@ -415,7 +452,11 @@ impl Bus for JetStreamBus {
             }
             .await;
             let _ = sender.send(result);
-        });
+        };
+        self.inner
+            .pending_acks
+            .send(waiting.boxed())
+            .map_err(|_| BusError::Closed)?;
         Ok(async move { receiver.await.unwrap_or(Err(BusError::Closed)) }.boxed())
     }
 
@@ -450,13 +491,14 @@ impl Bus for JetStreamBus {
 
     async fn check(&self) -> Result<()> {
         let connect_error = |reason: String| BusError::Connect {
-            url: self.config.display_url(),
+            url: self.inner.config.display_url(),
             reason,
         };
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if self.inner.client.connection_state() != async_nats::connection::State::Connected {
             return Err(connect_error("not connected".into()));
         }
-        self.context
+        self.inner
+            .context
             .get_stream(stream_name(Stage::Events))
             .await
             .map_err(|err| {
@@ -466,7 +508,8 @@ impl Bus for JetStreamBus {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.client
+        self.inner
+            .client
             .flush()
             .await
             .map_err(|err| BusError::Ack(format!("flush failed: {err}")))
