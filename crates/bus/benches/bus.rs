@@ -13,6 +13,8 @@
 //! 3. Vigil's bus, `--batch` events per message as an `EventBatch`, pre-encoded;
 //! 4. as 3, compressed with zstd level 1 beforehand;
 //! 5. `EventBatch`es encoded (JSON, zstd) in the publisher and decoded in the consumer.
+//!
+//! Both sides use mimalloc, the allocator of the `vigil` binary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +31,10 @@ use vigil_schema::{
 };
 
 const WINDOW: usize = 4096;
+
+// The allocator of the `vigil` binary, for both sides of the comparison.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Args {
     messages: usize,
