@@ -116,6 +116,17 @@ mod tests {
         outcome_for_second: Outcome,
     }
 
+    impl Recorder {
+        fn new(outcome_for_second: Outcome) -> Self {
+            Self {
+                release_first: Arc::new(Notify::new()),
+                started: Arc::new(Notify::new()),
+                finished: Arc::new(Mutex::new(Vec::new())),
+                outcome_for_second,
+            }
+        }
+    }
+
     #[async_trait]
     impl Handler<AuditRecord> for Recorder {
         async fn handle(&self, payload: AuditRecord, _delivery: &Delivery) -> Outcome {
@@ -160,12 +171,7 @@ mod tests {
             let message = OutgoingMessage::encode(&record(n), format!("m{n}")).unwrap();
             bus.publish_durable(message).await.unwrap();
         }
-        let handler = Recorder {
-            release_first: Arc::new(Notify::new()),
-            started: Arc::new(Notify::new()),
-            finished: Arc::new(Mutex::new(Vec::new())),
-            outcome_for_second: Outcome::Done,
-        };
+        let handler = Recorder::new(Outcome::Done);
         let started = Arc::clone(&handler.started);
         let release = Arc::clone(&handler.release_first);
         let shutdown = context.shutdown.clone();
@@ -209,12 +215,7 @@ mod tests {
             let message = OutgoingMessage::encode(&record(n), format!("m{n}")).unwrap();
             bus.publish_durable(message).await.unwrap();
         }
-        let handler = Recorder {
-            release_first: Arc::new(Notify::new()),
-            started: Arc::new(Notify::new()),
-            finished: Arc::new(Mutex::new(Vec::new())),
-            outcome_for_second: Outcome::Reject("rule set missing".into()),
-        };
+        let handler = Recorder::new(Outcome::Reject("rule set missing".into()));
         let shutdown = context.shutdown.clone();
         let consumer = async { consume::<AuditRecord, _>(&context, spec(), &handler).await };
         let stopper = async {
