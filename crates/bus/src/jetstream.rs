@@ -313,15 +313,20 @@ impl JetStreamBus {
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        stream
+        let existing = stream
             .get_or_create_consumer(&durable, config.clone())
             .await
             .map_err(|err| consumer_error(err.to_string()))?;
-        // Bring an existing consumer's delivery rules up to date; its position is kept.
-        stream
-            .create_consumer(config)
-            .await
-            .map_err(|err| consumer_error(err.to_string()))
+        // Bring an existing consumer's delivery rules up to date; its position is kept. Servers
+        // that refuse the update (before 2.10 a changed durable cannot be updated in place) keep
+        // the consumer as it is, which an operator should know about.
+        match stream.create_consumer(config).await {
+            Ok(updated) => Ok(updated),
+            Err(err) => {
+                tracing::warn!(consumer = %durable, error = %err, "cannot update the consumer's delivery rules, keeping the existing ones");
+                Ok(existing)
+            }
+        }
     }
 }
 

@@ -105,3 +105,32 @@ async fn byte_window_releases_on_server_ack_without_caller_polling() {
         assert!(!ack.await.unwrap().duplicate);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_delivery_rules_never_stop_a_consumer_from_starting() {
+    let server = NatsServer::start().unwrap();
+    let bus = JetStreamBus::connect(JetStreamConfig::new(server.url()))
+        .await
+        .unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let mut spec = ConsumerSpec::new("rules", Stage::Events, Some(tenant.clone()));
+    bus.ensure_consumer(&spec).await.unwrap();
+    bus.publish_durable(OutgoingMessage::new(
+        Subject::new(tenant, Stage::Events),
+        "kept",
+        "kept",
+    ))
+    .await
+    .unwrap();
+    // A new release changes the ack wait: the consumer still opens, at the same position.
+    spec.ack_wait = Duration::from_secs(7);
+    spec.max_in_flight = 10;
+    let mut subscription = bus.subscribe(spec).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&delivery.payload[..], b"kept");
+    delivery.ack().await.unwrap();
+}
