@@ -21,6 +21,33 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Work with Sigma rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// `vigil rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Parse and compile every rule under the given files or directories; report what loads and
+    /// why the rest does not.
+    Check {
+        /// Rule files or directories (searched recursively for .yml and .yaml).
+        #[arg(required = true, value_name = "DIR")]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Table,
+    /// JSON for scripts.
+    Json,
 }
 
 /// `vigil run` options; each overrides the configuration file and `VIGIL_*` variables.

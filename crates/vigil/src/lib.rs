@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use cli::{Cli, Command, ConfigCommand, RunArgs};
+pub use cli::{Cli, Command, ConfigCommand, OutputFormat, RulesCommand, RunArgs};
 
 /// Parses the command line and runs the command; errors are printed as one line on stderr.
 pub fn main() -> ExitCode {
@@ -37,6 +37,15 @@ pub fn main() -> ExitCode {
                 Err(err) => fail(err.exit_code(), &err.to_string()),
             }
         }
+        Command::Rules(RulesCommand::Check { paths, format }) => {
+            match vigil_sigma::check_rules(&paths) {
+                Ok(check) => {
+                    println_stdout(&render_rule_check(&check, format));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(2, &err.to_string()),
+            }
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             match config::Config::load(Some(&file), &config::Overrides::default()) {
                 Ok(_) => {
@@ -45,6 +54,37 @@ pub fn main() -> ExitCode {
                 }
                 Err(err) => fail(2, &err),
             }
+        }
+    }
+}
+
+fn render_rule_check(check: &vigil_sigma::RuleCheck, format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => serde_json::to_string_pretty(check)
+            .unwrap_or_else(|err| format!("{{\"error\": \"cannot render: {err}\"}}")),
+        OutputFormat::Table => {
+            let mut out = format!(
+                "loaded {} rules ({} detection, {} correlation, {} filter) from {} files; rejected {}",
+                check.loaded,
+                check.detection_rules,
+                check.correlation_rules,
+                check.filter_rules,
+                check.files,
+                check.rejected.len()
+            );
+            for rejected in &check.rejected {
+                out.push_str(&format!(
+                    "\n{}: {}{}",
+                    rejected.path.display(),
+                    rejected
+                        .rule_id
+                        .as_deref()
+                        .map(|id| format!("rule {id}: "))
+                        .unwrap_or_default(),
+                    rejected.reason
+                ));
+            }
+            out
         }
     }
 }

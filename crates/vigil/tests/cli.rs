@@ -345,3 +345,42 @@ fn unknown_env_keys_are_rejected_naming_the_variable() {
     assert!(line.contains("VIGIL_STORE__URI"), "{line}");
     assert!(line.contains("unknown field: found `uri`"), "{line}");
 }
+
+#[test]
+fn rules_check_reports_loaded_and_rejected_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.yml"),
+        "title: Whoami\nid: 11111111-1111-4111-8111-111111111111\nlogsource:\n  product: windows\n  category: process_creation\ndetection:\n  selection:\n    CommandLine|contains: whoami\n  condition: selection\nlevel: medium\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.yml"), "title: [unclosed\n").unwrap();
+    let output = run_to_end(&[
+        "rules",
+        "check",
+        dir.path().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["loaded"], 1);
+    let rejected = report["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.yml")
+    );
+    assert!(rejected[0]["reason"].as_str().unwrap().len() > 3);
+    assert!(rejected[0].get("rule_id").is_some());
+
+    let output = run_to_end(&["rules", "check", "/nonexistent/rules"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_line(&output).starts_with("error: cannot read /nonexistent/rules"));
+}
