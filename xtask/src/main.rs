@@ -31,11 +31,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The workspace this xtask was started from: `cargo run` sets `CARGO_MANIFEST_DIR` for the
+/// process, which, unlike the compile-time value, cannot come from another checkout's build.
 fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_default()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or_default()
 }
 
 fn ci(sh: &Shell) -> anyhow::Result<()> {
