@@ -82,7 +82,9 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            log_filter: "info".into(),
+            // async-nats reports every connection event at INFO; the bus logs the ones an
+            // operator needs itself, so the client's own lines would only repeat them.
+            log_filter: "info,async_nats=warn".into(),
             log_format: LogFormat::Text,
             service_name: "vigil".into(),
         }
