@@ -75,16 +75,6 @@ impl InProcessBus {
         Arc::clone(&self.streams[&stage])
     }
 
-    /// Messages currently held for `stage` (for tests and metrics).
-    pub fn len(&self, stage: Stage) -> usize {
-        self.stream(stage).lock().messages.len()
-    }
-
-    /// Whether no stage holds a message.
-    pub fn is_empty(&self) -> bool {
-        Stage::ALL.into_iter().all(|stage| self.len(stage) == 0)
-    }
-
     fn store(
         &self,
         message: OutgoingMessage,

@@ -145,6 +145,8 @@ struct Inner {
     config: JetStreamConfig,
     /// Kibibytes of payload awaiting acknowledgement.
     in_flight_kib: Arc<tokio::sync::Semaphore>,
+    /// The size of that window, in KiB.
+    window_kib: u32,
     counters: Arc<PublishCounters>,
     /// Publishes awaiting their acknowledgement, driven by one task (see `drive_acks`).
     pending_acks: tokio::sync::mpsc::UnboundedSender<futures::future::BoxFuture<'static, ()>>,
@@ -240,6 +242,7 @@ impl JetStreamBus {
                 context,
                 config,
                 in_flight_kib: Arc::new(tokio::sync::Semaphore::new(window_kib as usize)),
+                window_kib,
                 counters: Arc::new(PublishCounters {
                     published: StageCounters::new(PUBLISHED),
                     duplicates: StageCounters::new(PUBLISH_DUPLICATES),
@@ -313,17 +316,17 @@ impl JetStreamBus {
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        let existing = stream
-            .get_or_create_consumer(&durable, config.clone())
-            .await
-            .map_err(|err| consumer_error(err.to_string()))?;
-        // Bring an existing consumer's delivery rules up to date; its position is kept. Servers
-        // that refuse the update (before 2.10 a changed durable cannot be updated in place) keep
-        // the consumer as it is, which an operator should know about.
+        // Creates the consumer, or brings an existing one's delivery rules up to date; its
+        // position is kept. Servers that refuse the update (before 2.10 a changed durable cannot
+        // be updated in place) keep the consumer as it is, which an operator should know about.
         match stream.create_consumer(config).await {
-            Ok(updated) => Ok(updated),
-            Err(err) => {
-                tracing::warn!(consumer = %durable, error = %err, "cannot update the consumer's delivery rules, keeping the existing ones");
+            Ok(consumer) => Ok(consumer),
+            Err(update_error) => {
+                let existing = stream
+                    .get_consumer(&durable)
+                    .await
+                    .map_err(|_| consumer_error(update_error.to_string()))?;
+                tracing::warn!(consumer = %durable, error = %update_error, "cannot update the consumer's delivery rules, keeping the existing ones");
                 Ok(existing)
             }
         }
@@ -391,11 +394,8 @@ impl Bus for JetStreamBus {
                 reason,
             }
         };
-        let window_kib = u32::try_from(self.inner.config.max_publish_in_flight_bytes / 1024)
-            .unwrap_or(u32::MAX)
-            .max(1);
         let permit = Arc::clone(&self.inner.in_flight_kib)
-            .acquire_many_owned(kib_permits(message.payload.len(), window_kib))
+            .acquire_many_owned(kib_permits(message.payload.len(), self.inner.window_kib))
             .await
             .map_err(|_| BusError::Closed)?;
         let first = self

@@ -112,13 +112,6 @@ impl Store {
     pub fn display_url(&self) -> &str {
         &self.display_url
     }
-
-    /// The sea-orm connection. Crate-private on purpose: other crates reach the database only
-    /// through tenant-scoped repositories.
-    #[allow(dead_code)]
-    pub(crate) fn connection(&self) -> &DatabaseConnection {
-        &self.connection
-    }
 }
 
 /// Removes the password from a URL like `postgres://user:secret@host/db`, including a
