@@ -1,11 +1,28 @@
 //! Vigil's detection engine, built on the rsigma library for Sigma's semantics.
 //!
-//! This first part loads and checks rule directories: every file is parsed by `rsigma-parser`
-//! and every detection rule compiled by `rsigma-eval`, and what fails is reported with its file,
-//! rule id and reason instead of stopping the load. The rest of Vigil never sees rsigma types.
-//! Logsource routing, field mapping and the rule cache come next (issue 3).
+//! - [`Mappings`]: record shapes (evtx JSON, Winlogbeat/ECS, flat NXLog-style JSON, ...), the
+//!   Windows channel/EventID -> logsource table and per-logsource field renames, all loaded from
+//!   data files (`crates/sigma/data/`).
+//! - [`RuleSet`]: rules parsed in parallel by `rsigma-parser`, compiled by `rsigma-eval` into one
+//!   engine per rule logsource. A record meets only the engines of its own logsource, through a
+//!   view that resolves Sigma's field names in the record in place.
+//! - [`check_rules`]: what loads and why each rejected rule is rejected.
+//!
+//! The rest of Vigil never sees rsigma types.
+
+mod attack;
+mod engine;
+mod mapping;
+mod record;
+pub mod source;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use attack::{Technique, technique};
+pub use engine::{Detection, Level, MatchedField, RuleInfo, RuleLogsource, RuleSet};
+pub use mapping::{BUILTIN_SHAPES, BUILTIN_WINDOWS, MappingError, Mappings};
+pub use record::Logsource;
 
 use serde::Serialize;
 
@@ -20,6 +37,9 @@ pub enum SigmaError {
         /// Why.
         reason: String,
     },
+    /// A mapping file is invalid.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
 }
 
 /// A rule file or rule that was not loaded, and why.
@@ -54,63 +74,11 @@ pub struct RuleCheck {
 /// recursively in name order). Unreadable or invalid rules are reported in
 /// [`RuleCheck::rejected`]; only a path that cannot be read at all is an error.
 pub fn check_rules(paths: &[PathBuf]) -> Result<RuleCheck, SigmaError> {
-    let mut files = Vec::new();
-    for path in paths {
-        collect_rule_files(path, &mut files)?;
-    }
-    let mut check = RuleCheck::default();
-    for file in files {
-        check.files += 1;
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(err) => {
-                check.rejected.push(Rejected {
-                    path: file,
-                    rule_id: None,
-                    reason: format!("cannot read: {err}"),
-                });
-                continue;
-            }
-        };
-        let collection = match rsigma_parser::parse_sigma_yaml(&text) {
-            Ok(collection) => collection,
-            Err(err) => {
-                check.rejected.push(Rejected {
-                    path: file,
-                    rule_id: None,
-                    reason: one_line(&err.to_string()),
-                });
-                continue;
-            }
-        };
-        for error in &collection.errors {
-            check.rejected.push(Rejected {
-                path: file.clone(),
-                rule_id: None,
-                reason: one_line(error),
-            });
-        }
-        for rule in &collection.rules {
-            match rsigma_eval::compile_rule(rule) {
-                Ok(_) => {
-                    check.loaded += 1;
-                    check.detection_rules += 1;
-                }
-                Err(err) => check.rejected.push(Rejected {
-                    path: file.clone(),
-                    rule_id: rule.id.clone(),
-                    reason: one_line(&err.to_string()),
-                }),
-            }
-        }
-        check.loaded += collection.correlations.len() + collection.filters.len();
-        check.correlation_rules += collection.correlations.len();
-        check.filter_rules += collection.filters.len();
-    }
-    Ok(check)
+    let mappings = Arc::new(Mappings::builtin()?);
+    Ok(RuleSet::load(paths, mappings)?.check().clone())
 }
 
-fn collect_rule_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), SigmaError> {
+pub(crate) fn collect_rule_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), SigmaError> {
     let read_error = |err: std::io::Error| SigmaError::Read {
         path: path.to_owned(),
         reason: err.to_string(),
@@ -138,7 +106,7 @@ fn collect_rule_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), Sigma
     Ok(())
 }
 
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -1,0 +1,662 @@
+//! Rules partitioned by logsource, and the evaluation of records against them.
+//!
+//! Every distinct rule logsource (product, category, service) gets its own rsigma engine. A
+//! record is classified once (shape, product, service, categories), and meets only the engines
+//! whose logsource it belongs to, through a view that applies that logsource's field renames.
+//! A rule therefore never fires on a record of another logsource, and each engine's own
+//! candidate index only sees rules that can apply.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use rayon::prelude::*;
+use rsigma_parser::{CorrelationRule, FilterRule, SigmaCollection, SigmaRule};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::mapping::{Mappings, Renames};
+use crate::record::{Classified, Logsource, MAX_CATEGORIES, Record, classify};
+use crate::{Rejected, RuleCheck, SigmaError, collect_rule_files, one_line};
+
+/// A rule's logsource, lowercased, as it partitions the rule set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RuleLogsource {
+    /// `product`.
+    pub product: Option<String>,
+    /// `category`.
+    pub category: Option<String>,
+    /// `service`.
+    pub service: Option<String>,
+}
+
+impl RuleLogsource {
+    fn of(rule: &SigmaRule) -> Self {
+        let lower = |value: &Option<String>| value.as_deref().map(str::to_ascii_lowercase);
+        Self {
+            product: lower(&rule.logsource.product),
+            category: lower(&rule.logsource.category),
+            service: lower(&rule.logsource.service),
+        }
+    }
+}
+
+/// What Vigil keeps about a loaded rule for reporting its hits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleInfo {
+    /// The rule's `id` (its title when it has none).
+    pub id: String,
+    /// `title`.
+    pub title: String,
+    /// `level`, lowercase; `informational` when the rule sets none.
+    pub level: Level,
+    /// ATT&CK technique ids from the rule's `attack.tNNNN[.NNN]` tags, uppercase.
+    pub attack: Vec<String>,
+    /// The file the rule came from.
+    pub path: PathBuf,
+    /// The logsource it applies to.
+    pub logsource: RuleLogsource,
+}
+
+/// Sigma's rule levels, ordered.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// `informational`.
+    Informational,
+    /// `low`.
+    Low,
+    /// `medium`.
+    Medium,
+    /// `high`.
+    High,
+    /// `critical`.
+    Critical,
+}
+
+impl Level {
+    /// The level as Sigma writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Informational => "informational",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    fn of(level: Option<rsigma_parser::Level>) -> Self {
+        match level {
+            None | Some(rsigma_parser::Level::Informational) => Self::Informational,
+            Some(rsigma_parser::Level::Low) => Self::Low,
+            Some(rsigma_parser::Level::Medium) => Self::Medium,
+            Some(rsigma_parser::Level::High) => Self::High,
+            Some(rsigma_parser::Level::Critical) => Self::Critical,
+        }
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "informational" | "info" => Ok(Self::Informational),
+            "low" => Ok(Self::Low),
+            "medium" => Ok(Self::Medium),
+            "high" => Ok(Self::High),
+            "critical" => Ok(Self::Critical),
+            other => Err(format!(
+                "unknown level `{other}` (informational, low, medium, high, critical)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule that fired on one record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// The rule.
+    pub rule: Arc<RuleInfo>,
+    /// The fields and values that matched (empty for keyword rules).
+    pub matched: Vec<MatchedField>,
+}
+
+/// A field and the value in the record that matched it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchedField {
+    /// Sigma's field name.
+    pub field: String,
+    /// The record's value.
+    pub value: Value,
+}
+
+struct Partition {
+    logsource: RuleLogsource,
+    engine: rsigma_eval::Engine,
+    /// Rule id (or title) -> what to report.
+    rules: FxHashMap<String, Arc<RuleInfo>>,
+}
+
+/// Where a classified record is evaluated: a partition, seen with which renames.
+#[derive(Clone)]
+struct Target {
+    partition: usize,
+    renames: Option<Arc<Renames>>,
+}
+
+/// Routes are cached per classification. The key holds the addresses of the mapping strings a
+/// classification borrows (they live as long as the rule set's `Arc<Mappings>`), so a lookup
+/// hashes a few integers and allocates nothing.
+type RouteKey = (usize, usize, [usize; MAX_CATEGORIES]);
+
+/// All loaded rules, partitioned by logsource and ready to evaluate records.
+pub struct RuleSet {
+    mappings: Arc<Mappings>,
+    partitions: Vec<Partition>,
+    routes: RwLock<FxHashMap<RouteKey, Arc<[Target]>>>,
+    correlations: Vec<CorrelationRule>,
+    check: RuleCheck,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("partitions", &self.partitions.len())
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuleSet {
+    /// Loads every `.yml`/`.yaml` file under `paths`, in parallel, and compiles the rules into
+    /// per-logsource engines. Rules that fail are reported in [`RuleSet::check`]; only a path
+    /// that cannot be read at all is an error.
+    pub fn load(paths: &[PathBuf], mappings: Arc<Mappings>) -> Result<Self, SigmaError> {
+        let mut files = Vec::new();
+        for path in paths {
+            collect_rule_files(path, &mut files)?;
+        }
+        let parsed: Vec<ParsedFile> = files.into_par_iter().map(parse_file).collect();
+        Ok(Self::build(parsed, mappings))
+    }
+
+    /// Builds a rule set from rule texts given as `(path, text)`, as a control plane holds
+    /// them.
+    pub fn from_texts(texts: Vec<(PathBuf, String)>, mappings: Arc<Mappings>) -> Self {
+        let parsed = texts
+            .into_par_iter()
+            .map(|(path, text)| parse_text(path, &text))
+            .collect();
+        Self::build(parsed, mappings)
+    }
+
+    fn build(parsed: Vec<ParsedFile>, mappings: Arc<Mappings>) -> Self {
+        let mut check = RuleCheck::default();
+        let mut groups: FxHashMap<RuleLogsource, Vec<(PathBuf, SigmaRule)>> = FxHashMap::default();
+        let mut filters: Vec<(PathBuf, FilterRule)> = Vec::new();
+        let mut correlations = Vec::new();
+        for file in parsed {
+            check.files += 1;
+            check.rejected.extend(file.rejected);
+            let Some(collection) = file.collection else {
+                continue;
+            };
+            for rule in collection.rules {
+                groups
+                    .entry(RuleLogsource::of(&rule))
+                    .or_default()
+                    .push((file.path.clone(), rule));
+            }
+            check.correlation_rules += collection.correlations.len();
+            check.loaded += collection.correlations.len();
+            correlations.extend(collection.correlations);
+            filters.extend(
+                collection
+                    .filters
+                    .into_iter()
+                    .map(|filter| (file.path.clone(), filter)),
+            );
+        }
+
+        let mut groups: Vec<(RuleLogsource, Vec<(PathBuf, SigmaRule)>)> =
+            groups.into_iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        let built: Vec<(Partition, Vec<Rejected>)> = groups
+            .into_par_iter()
+            .map(|(logsource, rules)| build_partition(logsource, rules))
+            .collect();
+        let mut partitions = Vec::with_capacity(built.len());
+        for (partition, rejected) in built {
+            check.detection_rules += partition.rules.len();
+            check.loaded += partition.rules.len();
+            check.rejected.extend(rejected);
+            if !partition.rules.is_empty() {
+                partitions.push(partition);
+            }
+        }
+        for (path, filter) in filters {
+            let mut failure = None;
+            for partition in &mut partitions {
+                if let Err(err) = partition.engine.apply_filter(&filter) {
+                    failure = Some(one_line(&err.to_string()));
+                }
+            }
+            match failure {
+                None => {
+                    check.filter_rules += 1;
+                    check.loaded += 1;
+                }
+                Some(reason) => check.rejected.push(Rejected {
+                    path,
+                    rule_id: filter.id.clone(),
+                    reason,
+                }),
+            }
+        }
+        check.rejected.sort_by(|a, b| a.path.cmp(&b.path));
+        Self {
+            mappings,
+            partitions,
+            routes: RwLock::new(FxHashMap::default()),
+            correlations,
+            check,
+        }
+    }
+
+    /// What loaded and what was rejected, and why.
+    pub fn check(&self) -> &RuleCheck {
+        &self.check
+    }
+
+    /// Correlation rules, parsed (evaluated by the correlation engine).
+    pub fn correlations(&self) -> &[CorrelationRule] {
+        &self.correlations
+    }
+
+    /// Every loaded detection rule.
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<RuleInfo>> {
+        self.partitions
+            .iter()
+            .flat_map(|partition| partition.rules.values())
+    }
+
+    /// The distinct rule logsources, each with its number of rules.
+    pub fn partitions(&self) -> impl Iterator<Item = (&RuleLogsource, usize)> {
+        self.partitions
+            .iter()
+            .map(|partition| (&partition.logsource, partition.rules.len()))
+    }
+
+    /// The mappings records are classified with.
+    pub fn mappings(&self) -> &Mappings {
+        &self.mappings
+    }
+
+    /// The logsource a record belongs to.
+    pub fn logsource_of(&self, record: &Value) -> Logsource {
+        classify(&self.mappings, record).to_logsource()
+    }
+
+    /// The record's own id and timestamp, where its shape has them.
+    pub fn record_meta(&self, record: &Value) -> (Option<Value>, Option<Value>) {
+        let classified = classify(&self.mappings, record);
+        let view = Record::new(record, classified.shape, None, false);
+        (view.record_id().cloned(), view.timestamp().cloned())
+    }
+
+    /// Evaluates one record against the rules of its own logsource.
+    pub fn detect(&self, record: &Value) -> Vec<Detection> {
+        let classified = classify(&self.mappings, record);
+        let targets = self.route(&classified);
+        let base = Record::new(record, classified.shape, None, classified.loose);
+        let mut detections = Vec::new();
+        for target in targets.iter() {
+            let partition = &self.partitions[target.partition];
+            let view = base.with_renames(target.renames.as_deref());
+            for result in partition.engine.evaluate(&view) {
+                let key = result
+                    .header
+                    .rule_id
+                    .as_deref()
+                    .unwrap_or(result.header.rule_title.as_str());
+                let Some(rule) = partition.rules.get(key) else {
+                    continue;
+                };
+                let matched = match &result.body {
+                    rsigma_eval::ResultBody::Detection(body) => body
+                        .matched_fields
+                        .iter()
+                        .map(|field| MatchedField {
+                            field: field.field.clone(),
+                            value: field.value.clone(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                detections.push(Detection {
+                    rule: Arc::clone(rule),
+                    matched,
+                });
+            }
+        }
+        detections
+    }
+
+    fn route(&self, classified: &Classified<'_>) -> Arc<[Target]> {
+        let address = |text: Option<&str>| text.map_or(0, |text| text.as_ptr() as usize);
+        let mut categories = [0usize; MAX_CATEGORIES];
+        for (slot, category) in categories.iter_mut().zip(classified.categories.iter()) {
+            *slot = category.map_or(0, |category| std::ptr::from_ref(category) as usize);
+        }
+        let key: RouteKey = (
+            address(classified.product),
+            address(classified.service),
+            categories,
+        );
+        if let Some(targets) = self
+            .routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Arc::clone(targets);
+        }
+        let targets: Arc<[Target]> = self.compute_route(classified).into();
+        self.routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, Arc::clone(&targets));
+        targets
+    }
+
+    fn compute_route(&self, classified: &Classified<'_>) -> Vec<Target> {
+        let mut targets = Vec::new();
+        for (index, partition) in self.partitions.iter().enumerate() {
+            let wanted = &partition.logsource;
+            let same = |want: &Option<String>, have: Option<&str>| {
+                want.as_deref()
+                    .is_none_or(|want| have.is_some_and(|have| have.eq_ignore_ascii_case(want)))
+            };
+            if !same(&wanted.product, classified.product)
+                || !same(&wanted.service, classified.service)
+            {
+                continue;
+            }
+            match &wanted.category {
+                None => targets.push(Target {
+                    partition: index,
+                    renames: None,
+                }),
+                Some(category) => {
+                    if let Some(found) = classified
+                        .categories()
+                        .find(|have| have.category.eq_ignore_ascii_case(category))
+                    {
+                        targets.push(Target {
+                            partition: index,
+                            renames: found.renames.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        targets
+    }
+}
+
+struct ParsedFile {
+    path: PathBuf,
+    collection: Option<SigmaCollection>,
+    rejected: Vec<Rejected>,
+}
+
+fn parse_file(path: PathBuf) -> ParsedFile {
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_text(path, &text),
+        Err(err) => ParsedFile {
+            rejected: vec![Rejected {
+                path: path.clone(),
+                rule_id: None,
+                reason: format!("cannot read: {err}"),
+            }],
+            path,
+            collection: None,
+        },
+    }
+}
+
+fn parse_text(path: PathBuf, text: &str) -> ParsedFile {
+    match rsigma_parser::parse_sigma_yaml(text) {
+        Ok(collection) => {
+            let rejected = collection
+                .errors
+                .iter()
+                .map(|error| Rejected {
+                    path: path.clone(),
+                    rule_id: None,
+                    reason: one_line(error),
+                })
+                .collect();
+            ParsedFile {
+                path,
+                collection: Some(collection),
+                rejected,
+            }
+        }
+        Err(err) => ParsedFile {
+            rejected: vec![Rejected {
+                path: path.clone(),
+                rule_id: None,
+                reason: one_line(&err.to_string()),
+            }],
+            path,
+            collection: None,
+        },
+    }
+}
+
+fn build_partition(
+    logsource: RuleLogsource,
+    rules: Vec<(PathBuf, SigmaRule)>,
+) -> (Partition, Vec<Rejected>) {
+    let mut engine = rsigma_eval::Engine::new();
+    let failures = engine.add_rules(rules.iter().map(|(_, rule)| rule));
+    let mut failed = vec![false; rules.len()];
+    let mut rejected = Vec::new();
+    for (index, err) in failures {
+        if let Some(slot) = failed.get_mut(index) {
+            *slot = true;
+        }
+        if let Some((path, rule)) = rules.get(index) {
+            rejected.push(Rejected {
+                path: path.clone(),
+                rule_id: rule.id.clone(),
+                reason: one_line(&err.to_string()),
+            });
+        }
+    }
+    let mut infos = FxHashMap::default();
+    for ((path, rule), failed) in rules.iter().zip(failed) {
+        if failed {
+            continue;
+        }
+        let id = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+        let attack = rule
+            .tags
+            .iter()
+            .filter_map(|tag| attack_technique(tag))
+            .collect();
+        infos.entry(id.clone()).or_insert_with(|| {
+            Arc::new(RuleInfo {
+                id,
+                title: rule.title.clone(),
+                level: Level::of(rule.level),
+                attack,
+                path: path.clone(),
+                logsource: logsource.clone(),
+            })
+        });
+    }
+    (
+        Partition {
+            logsource,
+            engine,
+            rules: infos,
+        },
+        rejected,
+    )
+}
+
+/// `attack.t1059.001` -> `T1059.001`; other tags -> `None`.
+fn attack_technique(tag: &str) -> Option<String> {
+    let id = tag.strip_prefix("attack.")?;
+    let digits = id.strip_prefix('t').or_else(|| id.strip_prefix('T'))?;
+    let (main, sub) = match digits.split_once('.') {
+        Some((main, sub)) => (main, Some(sub)),
+        None => (digits, None),
+    };
+    let numeric = |part: &str| part.len() == 3 || part.len() == 4;
+    if main.len() != 4 || !main.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match sub {
+        Some(sub) if numeric(sub) && sub.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(format!("T{main}.{sub}"))
+        }
+        Some(_) => None,
+        None => Some(format!("T{main}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rule(title: &str, logsource: &str, detection: &str) -> (PathBuf, String) {
+        (
+            PathBuf::from(format!("{title}.yml")),
+            format!(
+                "title: {title}\nid: {title}\nlogsource:\n{logsource}\ndetection:\n{detection}\nlevel: high\ntags:\n  - attack.execution\n  - attack.t1059.001\n"
+            ),
+        )
+    }
+
+    fn rules() -> RuleSet {
+        RuleSet::from_texts(
+            vec![
+                rule(
+                    "proc",
+                    "  product: windows\n  category: process_creation",
+                    "  sel:\n    Image|endswith: '\\evil.exe'\n  condition: sel",
+                ),
+                rule(
+                    "security-4688",
+                    "  product: windows\n  service: security",
+                    "  sel:\n    EventID: 4688\n  condition: sel",
+                ),
+                rule(
+                    "system-4688",
+                    "  product: windows\n  service: system",
+                    "  sel:\n    EventID: 4688\n  condition: sel",
+                ),
+                rule(
+                    "net",
+                    "  product: windows\n  category: network_connection",
+                    "  sel:\n    Image|endswith: '\\evil.exe'\n  condition: sel",
+                ),
+            ],
+            Arc::new(Mappings::builtin().unwrap()),
+        )
+    }
+
+    fn fired(rules: &RuleSet, record: &Value) -> Vec<String> {
+        let mut ids: Vec<String> = rules
+            .detect(record)
+            .into_iter()
+            .map(|detection| detection.rule.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn rules_stay_inside_their_logsource() {
+        let rules = rules();
+        assert_eq!(rules.check().rejected, []);
+        let sysmon = |id: u32| {
+            json!({"Event": {"System": {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": id},
+                              "EventData": {"Image": "C:\\evil.exe"}}})
+        };
+        assert_eq!(fired(&rules, &sysmon(1)), ["proc"]);
+        // A Sysmon network event has an Image field too: only the network rule fires.
+        assert_eq!(fired(&rules, &sysmon(3)), ["net"]);
+        assert!(fired(&rules, &sysmon(11)).is_empty());
+
+        let security = json!({"Event": {"System": {"Channel": "Security", "EventID": 4688},
+                                         "EventData": {"NewProcessName": "C:\\evil.exe"}}});
+        assert_eq!(fired(&rules, &security), ["proc", "security-4688"]);
+        // The same EventID on the System log is not a Security event.
+        let system = json!({"Event": {"System": {"Channel": "System", "EventID": 4688},
+                                       "EventData": {"NewProcessName": "C:\\evil.exe"}}});
+        assert_eq!(fired(&rules, &system), ["system-4688"]);
+        // A record of no known shape meets no rule with a logsource.
+        assert!(fired(&rules, &json!({"Image": "C:\\evil.exe", "EventID": 4688})).is_empty());
+    }
+
+    #[test]
+    fn the_same_detection_from_every_windows_shape() {
+        let rules = rules();
+        let evtx = json!({"Event": {"System": {"Channel": "Microsoft-Windows-Sysmon/Operational",
+                                                "EventID": 1, "Computer": "pc1"},
+                                     "EventData": {"Image": "C:\\evil.exe"}}});
+        let winlogbeat = json!({"@timestamp": "2026-01-01T00:00:00Z",
+                                "winlog": {"channel": "Microsoft-Windows-Sysmon/Operational",
+                                           "event_id": 1, "computer_name": "pc1",
+                                           "event_data": {"Image": "C:\\evil.exe"}}});
+        let flat = json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+                          "Hostname": "pc1", "Image": "C:\\evil.exe"});
+        let flattened_ecs = json!({"winlog.channel": "Microsoft-Windows-Sysmon/Operational",
+                                   "winlog.event_id": "1",
+                                   "winlog.event_data": {"Image": "C:\\evil.exe"}});
+        for record in [&evtx, &winlogbeat, &flat, &flattened_ecs] {
+            assert_eq!(fired(&rules, record), ["proc"], "{record}");
+        }
+    }
+
+    #[test]
+    fn detections_carry_rule_facts() {
+        let rules = rules();
+        let record = json!({"Event": {"System": {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1},
+                                       "EventData": {"Image": "C:\\evil.exe"}}});
+        let detection = rules.detect(&record).remove(0);
+        assert_eq!(detection.rule.level, Level::High);
+        assert_eq!(detection.rule.attack, ["T1059.001"]);
+        assert_eq!(detection.rule.path, PathBuf::from("proc.yml"));
+        assert_eq!(detection.matched[0].field, "Image");
+    }
+
+    #[test]
+    fn attack_tags_become_technique_ids() {
+        assert_eq!(attack_technique("attack.t1059").as_deref(), Some("T1059"));
+        assert_eq!(
+            attack_technique("attack.t1059.001").as_deref(),
+            Some("T1059.001")
+        );
+        assert_eq!(attack_technique("attack.execution"), None);
+        assert_eq!(attack_technique("attack.g0016"), None);
+        assert_eq!(attack_technique("attack.t10"), None);
+        assert_eq!(attack_technique("car.2016-04-005"), None);
+    }
+}
