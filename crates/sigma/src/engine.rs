@@ -314,6 +314,23 @@ impl RuleSet {
         (view.record_id().cloned(), view.timestamp().cloned())
     }
 
+    /// The value of Sigma field `name` in `record` (without any logsource's renames), e.g.
+    /// `Computer` or `Image`.
+    pub fn field<'v>(&self, record: &'v Value, name: &str) -> Option<&'v Value> {
+        let classified = classify(&self.mappings, record);
+        let shape = classified.shape?;
+        let fields_path = shape.fields.get(name);
+        match fields_path {
+            Some(path) => path.resolve(record),
+            None => shape
+                .containers
+                .iter()
+                .filter_map(|path| path.resolve_object(record))
+                .find_map(|container| container.get(name))
+                .map(crate::mapping::unwrap_text),
+        }
+    }
+
     /// Evaluates one record against the rules of its own logsource.
     pub fn detect(&self, record: &Value) -> Vec<Detection> {
         let classified = classify(&self.mappings, record);
@@ -332,7 +349,7 @@ impl RuleSet {
                 let Some(rule) = partition.rules.get(key) else {
                     continue;
                 };
-                let matched = match &result.body {
+                let mut matched: Vec<MatchedField> = match &result.body {
                     rsigma_eval::ResultBody::Detection(body) => body
                         .matched_fields
                         .iter()
@@ -343,6 +360,14 @@ impl RuleSet {
                         .collect(),
                     _ => Vec::new(),
                 };
+                // rsigma reports selections in hash order; sorted, the same record gives the
+                // same output on every run.
+                matched.sort_by(|a, b| {
+                    a.field
+                        .cmp(&b.field)
+                        .then_with(|| a.value.to_string().cmp(&b.value.to_string()))
+                });
+                matched.dedup();
                 detections.push(Detection {
                     rule: Arc::clone(rule),
                     matched,

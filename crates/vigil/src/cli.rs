@@ -2,7 +2,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use vigil_sigma::Level;
+
 use crate::config::Overrides;
+use crate::hunt::HuntFormat;
 
 /// Vigil: a multi-tenant security operations platform for MSSPs.
 #[derive(Debug, Parser)]
@@ -24,6 +27,32 @@ pub enum Command {
     /// Work with Sigma rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run Sigma rules over EVTX and JSON files (threat hunting, forensics).
+    Hunt(HuntArgs),
+}
+
+/// `vigil hunt` options.
+#[derive(Debug, Args)]
+pub struct HuntArgs {
+    /// .evtx, .json, .jsonl or .ndjson files, or directories holding them.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Rule files or directories (searched recursively for .yml and .yaml); repeatable.
+    #[arg(long = "rules", required = true, value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HuntFormat::Table)]
+    pub format: HuntFormat,
+    /// Print only hits of this level or above.
+    #[arg(long, value_name = "LEVEL", default_value = "informational", value_parser = parse_level)]
+    pub min_level: Level,
+    /// Do not draw a progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn parse_level(text: &str) -> Result<Level, String> {
+    text.parse()
 }
 
 /// `vigil rules` subcommands.

@@ -6,6 +6,7 @@
 
 mod cli;
 pub mod config;
+pub mod hunt;
 mod run;
 pub mod services;
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use cli::{Cli, Command, ConfigCommand, OutputFormat, RulesCommand, RunArgs};
+pub use cli::{Cli, Command, ConfigCommand, HuntArgs, OutputFormat, RulesCommand, RunArgs};
 
 /// Parses the command line and runs the command; errors are printed as one line on stderr.
 pub fn main() -> ExitCode {
@@ -44,6 +45,25 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(err) => fail(2, &err.to_string()),
+            }
+        }
+        Command::Hunt(args) => {
+            let options = hunt::HuntOptions {
+                paths: args.paths,
+                rules: args.rules,
+                format: args.format,
+                min_level: args.min_level,
+                progress: !args.no_progress,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match hunt::hunt(&options, &mut out) {
+                Ok(summary) => {
+                    drop(out);
+                    eprintln_stderr(&hunt::render_summary(&summary));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(2, &err),
             }
         }
         Command::Config(ConfigCommand::Check { file }) => {
@@ -92,6 +112,11 @@ fn render_rule_check(check: &vigil_sigma::RuleCheck, format: OutputFormat) -> St
 fn println_stdout(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn eprintln_stderr(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {

@@ -1,0 +1,493 @@
+//! `vigil hunt`: SigmaHQ rules over EVTX and JSON files, offline, on every core.
+//!
+//! EVTX chunks are parsed in parallel by the `evtx` crate and each record is evaluated on the
+//! thread that parsed it; JSON documents are evaluated in parallel too. Hits come out in file
+//! order, then record order, then rule id, so two runs print the same thing. The summary goes to
+//! stderr, so stdout holds only hits.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use vigil_sigma::source::{self, InputKind};
+use vigil_sigma::{Detection, Level, Mappings, RuleSet};
+
+/// How `vigil hunt` prints hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HuntFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON array of hits.
+    Json,
+    /// One JSON object per hit per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// What `vigil hunt` was asked to do.
+#[derive(Debug)]
+pub struct HuntOptions {
+    /// Files or directories to hunt in.
+    pub paths: Vec<PathBuf>,
+    /// Rule files or directories.
+    pub rules: Vec<PathBuf>,
+    /// Output format.
+    pub format: HuntFormat,
+    /// Hits below this level are not printed.
+    pub min_level: Level,
+    /// Draw a progress bar on stderr (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// One rule firing on one record.
+#[derive(Debug, Serialize)]
+pub struct Hit {
+    /// The rule's id.
+    pub rule_id: String,
+    /// The rule's title.
+    pub rule_title: String,
+    /// The rule's level.
+    pub level: Level,
+    /// The file the record came from.
+    pub path: String,
+    /// The record's id in its file (EVTX `EventRecordID`; for JSON the shape's record id, else
+    /// the document's position, from 1).
+    pub record_id: Option<serde_json::Value>,
+    /// When the record was written, as the record says.
+    pub timestamp: Option<String>,
+    /// The host the record came from, when its shape says.
+    pub computer: Option<String>,
+    /// ATT&CK techniques from the rule's tags.
+    pub attack: Vec<AttackRef>,
+    /// The fields and values that matched.
+    pub matched: Vec<vigil_sigma::MatchedField>,
+}
+
+/// An ATT&CK technique id and name.
+#[derive(Debug, Serialize)]
+pub struct AttackRef {
+    /// `T1059.001`.
+    pub id: String,
+    /// Its name, when ATT&CK v18.1 has the id.
+    pub name: Option<String>,
+}
+
+/// What a hunt read and found, printed to stderr at the end.
+#[derive(Debug, Default, Serialize)]
+pub struct HuntSummary {
+    /// Detection and correlation rules loaded.
+    pub rules_loaded: usize,
+    /// Rules rejected (run `vigil rules check` for reasons).
+    pub rules_rejected: usize,
+    /// Files read.
+    pub files: usize,
+    /// Records evaluated.
+    pub records: u64,
+    /// Records or chunks that could not be read, and why (first few).
+    pub unreadable: u64,
+    /// The first reasons records could not be read.
+    pub unreadable_reasons: Vec<String>,
+    /// Hits printed, by level.
+    pub hits_by_level: BTreeMap<Level, u64>,
+    /// Rules with the most hits: (rule id, title, hits).
+    pub top_rules: Vec<(String, String, u64)>,
+    /// Seconds, rule loading included.
+    pub seconds: f64,
+}
+
+const MAX_REASONS: usize = 10;
+
+/// Runs a hunt, writing hits to `out`. Returns the summary, or an error for a path that cannot
+/// be read at all or output that cannot be written.
+pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, String> {
+    let started = Instant::now();
+    let mappings = Arc::new(Mappings::builtin().map_err(|err| err.to_string())?);
+    let rules = Arc::new(RuleSet::load(&options.rules, mappings).map_err(|err| err.to_string())?);
+    let mut summary = HuntSummary {
+        rules_loaded: rules.check().loaded,
+        rules_rejected: rules.check().rejected.len(),
+        ..HuntSummary::default()
+    };
+
+    let mut files = Vec::new();
+    for path in &options.paths {
+        collect_inputs(path, &mut files)?;
+    }
+    let progress = progress_bar(options.progress, &files);
+    let mut writer = HitWriter::new(options.format, out);
+    writer.start()?;
+    let mut counts: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for (path, kind) in &files {
+        summary.files += 1;
+        if let Some(bar) = &progress {
+            bar.set_message(path.display().to_string());
+        }
+        let shown = path.display().to_string();
+        let records = match kind {
+            InputKind::Evtx => evtx_records(path, &rules),
+            InputKind::Json => json_records(path, &rules),
+        };
+        let records = match records {
+            Ok(records) => records,
+            Err(reason) => {
+                summary.unreadable += 1;
+                push_reason(&mut summary, format!("{shown}: {reason}"));
+                continue;
+            }
+        };
+        for record in records {
+            let RecordResult {
+                record_id,
+                timestamp,
+                computer,
+                detections,
+                error,
+            } = record;
+            if let Some(reason) = error {
+                summary.unreadable += 1;
+                push_reason(&mut summary, format!("{shown}: {reason}"));
+                continue;
+            }
+            summary.records += 1;
+            for detection in detections {
+                if detection.rule.level < options.min_level {
+                    continue;
+                }
+                *summary
+                    .hits_by_level
+                    .entry(detection.rule.level)
+                    .or_default() += 1;
+                let entry = counts
+                    .entry(detection.rule.id.clone())
+                    .or_insert_with(|| (detection.rule.title.clone(), 0));
+                entry.1 += 1;
+                writer.write(&to_hit(
+                    &detection, &shown, &record_id, &timestamp, &computer,
+                ))?;
+            }
+        }
+        if let Some(bar) = &progress {
+            bar.inc(file_size(path));
+        }
+    }
+    writer.finish()?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let mut top: Vec<(String, String, u64)> = counts
+        .into_iter()
+        .map(|(id, (title, hits))| (id, title, hits))
+        .collect();
+    top.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(10);
+    summary.top_rules = top;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn push_reason(summary: &mut HuntSummary, reason: String) {
+    if summary.unreadable_reasons.len() < MAX_REASONS {
+        summary.unreadable_reasons.push(reason);
+    }
+}
+
+struct RecordResult {
+    record_id: Option<serde_json::Value>,
+    timestamp: Option<String>,
+    computer: Option<String>,
+    detections: Vec<Detection>,
+    error: Option<String>,
+}
+
+fn evtx_records(path: &Path, rules: &Arc<RuleSet>) -> Result<Vec<RecordResult>, String> {
+    let rules = Arc::clone(rules);
+    let records = source::scan_evtx(path, 0, move |record| match record {
+        Ok(record) => {
+            let mut detections = rules.detect(&record.data);
+            detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
+            let computer = computer_of(&rules, &record.data);
+            // The record's own EventRecordID; the chunk header's number differs in exported or
+            // filtered logs.
+            let record_id = rules
+                .record_meta(&record.data)
+                .0
+                .unwrap_or_else(|| serde_json::Value::from(record.record_id));
+            RecordResult {
+                record_id: Some(record_id),
+                timestamp: Some(record.timestamp),
+                computer,
+                detections,
+                error: None,
+            }
+        }
+        Err(reason) => RecordResult {
+            record_id: None,
+            timestamp: None,
+            computer: None,
+            detections: Vec::new(),
+            error: Some(reason),
+        },
+    })
+    .map_err(|err| err.to_string())?;
+    Ok(records.collect())
+}
+
+fn json_records(path: &Path, rules: &RuleSet) -> Result<Vec<RecordResult>, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?;
+    let (documents, error) = source::json_records(&text);
+    let mut results: Vec<RecordResult> = documents
+        .par_iter()
+        .enumerate()
+        .map(|(index, document)| {
+            let mut detections = rules.detect(document);
+            detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
+            let (record_id, timestamp) = rules.record_meta(document);
+            RecordResult {
+                record_id: Some(record_id.unwrap_or_else(|| serde_json::Value::from(index + 1))),
+                timestamp: timestamp.map(|value| match value {
+                    serde_json::Value::String(text) => text,
+                    other => other.to_string(),
+                }),
+                computer: computer_of(rules, document),
+                detections,
+                error: None,
+            }
+        })
+        .collect();
+    if let Some(reason) = error {
+        results.push(RecordResult {
+            record_id: None,
+            timestamp: None,
+            computer: None,
+            detections: Vec::new(),
+            error: Some(reason),
+        });
+    }
+    Ok(results)
+}
+
+fn computer_of(rules: &RuleSet, record: &serde_json::Value) -> Option<String> {
+    rules
+        .field(record, "Computer")
+        .and_then(|value| value.as_str().map(str::to_owned))
+}
+
+fn to_hit(
+    detection: &Detection,
+    path: &str,
+    record_id: &Option<serde_json::Value>,
+    timestamp: &Option<String>,
+    computer: &Option<String>,
+) -> Hit {
+    Hit {
+        rule_id: detection.rule.id.clone(),
+        rule_title: detection.rule.title.clone(),
+        level: detection.rule.level,
+        path: path.to_owned(),
+        record_id: record_id.clone(),
+        timestamp: timestamp.clone(),
+        computer: computer.clone(),
+        attack: detection
+            .rule
+            .attack
+            .iter()
+            .map(|id| AttackRef {
+                id: id.clone(),
+                name: vigil_sigma::technique(id).map(|technique| technique.name),
+            })
+            .collect(),
+        matched: detection.matched.clone(),
+    }
+}
+
+fn collect_inputs(path: &Path, files: &mut Vec<(PathBuf, InputKind)>) -> Result<(), String> {
+    let metadata =
+        std::fs::metadata(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    if metadata.is_file() {
+        // A file named on the command line is read even with an unknown extension, as JSON.
+        files.push((
+            path.to_owned(),
+            InputKind::of(path).unwrap_or(InputKind::Json),
+        ));
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect_inputs(&entry, files)?;
+        } else if let Some(kind) = InputKind::of(&entry) {
+            files.push((entry, kind));
+        }
+    }
+    Ok(())
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |metadata| metadata.len())
+}
+
+fn progress_bar(wanted: bool, files: &[(PathBuf, InputKind)]) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !wanted || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = files.iter().map(|(path, _)| file_size(path)).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:30} {bytes}/{total_bytes} {elapsed} {wide_msg}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+struct HitWriter<'a> {
+    format: HuntFormat,
+    out: &'a mut dyn Write,
+    written: usize,
+}
+
+impl<'a> HitWriter<'a> {
+    fn new(format: HuntFormat, out: &'a mut dyn Write) -> Self {
+        Self {
+            format,
+            out,
+            written: 0,
+        }
+    }
+
+    fn io(err: impl std::fmt::Display) -> String {
+        format!("cannot write output: {err}")
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        match self.format {
+            HuntFormat::Json => self.out.write_all(b"[").map_err(Self::io),
+            HuntFormat::Csv => self.csv_row(&[
+                "timestamp",
+                "level",
+                "rule_id",
+                "rule_title",
+                "path",
+                "record_id",
+                "computer",
+                "attack",
+            ]),
+            HuntFormat::Table => writeln!(
+                self.out,
+                "{:<28} {:<8} {:<36} {:>10}  TITLE",
+                "TIMESTAMP", "LEVEL", "RULE ID", "RECORD"
+            )
+            .map_err(Self::io),
+            HuntFormat::Jsonl => Ok(()),
+        }
+    }
+
+    /// One CSV row, quoted as RFC 4180 requires.
+    fn csv_row(&mut self, fields: &[&str]) -> Result<(), String> {
+        let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+        writer.write_record(fields).map_err(Self::io)?;
+        let row = writer.into_inner().map_err(Self::io)?;
+        self.out.write_all(&row).map_err(Self::io)
+    }
+
+    fn write(&mut self, hit: &Hit) -> Result<(), String> {
+        match self.format {
+            HuntFormat::Jsonl => {
+                serde_json::to_writer(&mut *self.out, hit).map_err(Self::io)?;
+                self.out.write_all(b"\n").map_err(Self::io)?;
+            }
+            HuntFormat::Json => {
+                if self.written > 0 {
+                    self.out.write_all(b",").map_err(Self::io)?;
+                }
+                self.out.write_all(b"\n").map_err(Self::io)?;
+                serde_json::to_writer(&mut *self.out, hit).map_err(Self::io)?;
+            }
+            HuntFormat::Csv => {
+                let record_id = hit.record_id.as_ref().map(value_text).unwrap_or_default();
+                let attack: Vec<&str> = hit.attack.iter().map(|a| a.id.as_str()).collect();
+                self.csv_row(&[
+                    hit.timestamp.as_deref().unwrap_or(""),
+                    hit.level.as_str(),
+                    &hit.rule_id,
+                    &hit.rule_title,
+                    &hit.path,
+                    &record_id,
+                    hit.computer.as_deref().unwrap_or(""),
+                    &attack.join(";"),
+                ])?;
+            }
+            HuntFormat::Table => {
+                let record_id = hit.record_id.as_ref().map(value_text).unwrap_or_default();
+                writeln!(
+                    self.out,
+                    "{:<28} {:<8} {:<36} {:>10}  {}",
+                    hit.timestamp.as_deref().unwrap_or("-"),
+                    hit.level.as_str(),
+                    hit.rule_id,
+                    record_id,
+                    hit.rule_title
+                )
+                .map_err(Self::io)?;
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        if self.format == HuntFormat::Json {
+            self.out
+                .write_all(if self.written > 0 { b"\n]\n" } else { b"]\n" })
+                .map_err(Self::io)?;
+        }
+        self.out.flush().map_err(Self::io)
+    }
+}
+
+fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The summary as people read it.
+pub fn render_summary(summary: &HuntSummary) -> String {
+    let mut out = format!(
+        "{} rules loaded ({} rejected; `vigil rules check` says why), {} files, {} records",
+        summary.rules_loaded, summary.rules_rejected, summary.files, summary.records
+    );
+    if summary.unreadable > 0 {
+        out.push_str(&format!(", {} unreadable", summary.unreadable));
+    }
+    let hits: u64 = summary.hits_by_level.values().sum();
+    out.push_str(&format!(", {hits} hits in {:.2} s", summary.seconds));
+    if hits > 0 {
+        let levels: Vec<String> = summary
+            .hits_by_level
+            .iter()
+            .rev()
+            .map(|(level, count)| format!("{level} {count}"))
+            .collect();
+        out.push_str(&format!("\nhits by level: {}", levels.join(", ")));
+        out.push_str("\ntop rules:");
+        for (id, title, count) in &summary.top_rules {
+            out.push_str(&format!("\n  {count:>6}  {id}  {title}"));
+        }
+    }
+    for reason in &summary.unreadable_reasons {
+        out.push_str(&format!("\nunreadable: {reason}"));
+    }
+    out
+}

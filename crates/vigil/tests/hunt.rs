@@ -1,0 +1,259 @@
+//! `vigil hunt` as a process: golden output on SigmaHQ's regression EVTX files and their JSON
+//! renderings, every output format, and bad inputs that are counted and reported while the hunt
+//! goes on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// SigmaHQ's data; tests run from here so paths in the output are the same on every machine.
+fn sigma_dir() -> PathBuf {
+    let dir = vigil_e2e::shared_dir().join("data/sigma");
+    assert!(
+        dir.join("regression_data").is_dir(),
+        "SigmaHQ's data is required at {} (set VIGIL_SHARED_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+const SECURITY_CASE: &str = "regression_data/rules/windows/builtin/security/win_security_explicit_credential_local_logon/e3c6d245-7b8f-4e2a-c17f-a9d0e5b38f62";
+const SECURITY_RULE: &str =
+    "rules/windows/builtin/security/win_security_explicit_credential_local_logon.yml";
+const BITSADMIN_CASE: &str = "regression_data/rules/windows/process_creation/proc_creation_win_bitsadmin_download/d059842b-6b9d-4ed1-b5c3-5b89143c6ede";
+const BITSADMIN_RULE: &str =
+    "rules/windows/process_creation/proc_creation_win_bitsadmin_download.yml";
+
+fn hunt(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    command.current_dir(sigma_dir()).arg("hunt").args(args);
+    command.output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "vigil hunt failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hunt")
+        .join(name)
+}
+
+/// Compares with the golden file; `VIGIL_BLESS=1` rewrites it.
+fn assert_golden(name: &str, actual: &str) {
+    let path = golden(name);
+    if std::env::var_os("VIGIL_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err} (run with VIGIL_BLESS=1)", path.display()));
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+}
+
+fn evtx(case: &str) -> String {
+    format!("{case}.evtx")
+}
+
+#[test]
+fn jsonl_output_is_golden() {
+    let output = hunt(&[
+        &evtx(SECURITY_CASE),
+        &evtx(BITSADMIN_CASE),
+        "--rules",
+        SECURITY_RULE,
+        "--rules",
+        BITSADMIN_RULE,
+        "--format",
+        "jsonl",
+    ]);
+    let text = stdout(&output);
+    assert_golden("two-cases.jsonl", &text);
+    for line in text.lines() {
+        let hit: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in [
+            "rule_id",
+            "rule_title",
+            "level",
+            "path",
+            "record_id",
+            "timestamp",
+        ] {
+            assert!(!hit[key].is_null(), "{key} missing in {line}");
+        }
+        assert!(hit["attack"][0]["name"].is_string(), "{line}");
+    }
+    let summary = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        summary.starts_with("2 rules loaded (0 rejected"),
+        "{summary}"
+    );
+    assert!(summary.contains("2 files"), "{summary}");
+    assert!(summary.contains("top rules:"), "{summary}");
+}
+
+#[test]
+fn every_format_prints_the_same_hits() {
+    let args = |format: &'static str| {
+        vec![
+            evtx(BITSADMIN_CASE),
+            "--rules".to_owned(),
+            BITSADMIN_RULE.to_owned(),
+            "--format".to_owned(),
+            format.to_owned(),
+        ]
+    };
+    let run = |format: &'static str| {
+        let args = args(format);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(&hunt(&args))
+    };
+    let jsonl = run("jsonl");
+    let hits = jsonl.lines().count();
+    assert!(hits > 0);
+
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), hits);
+
+    let csv = run("csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("timestamp,level,rule_id,rule_title,path,record_id,computer,attack")
+    );
+    assert_eq!(lines.count(), hits);
+
+    let table = run("table");
+    assert!(table.starts_with("TIMESTAMP"), "{table}");
+    assert_eq!(table.lines().count(), hits + 1);
+    assert_golden("bitsadmin.table", &table);
+}
+
+#[test]
+fn evtx_and_its_json_rendering_give_the_same_hits() {
+    let hits = |path: String| -> Vec<(String, String)> {
+        let text = stdout(&hunt(&[
+            &path,
+            "--rules",
+            SECURITY_RULE,
+            "--rules",
+            BITSADMIN_RULE,
+            "--format",
+            "jsonl",
+        ]));
+        text.lines()
+            .map(|line| {
+                let hit: serde_json::Value = serde_json::from_str(line).unwrap();
+                (hit["rule_id"].to_string(), hit["record_id"].to_string())
+            })
+            .collect()
+    };
+    for case in [SECURITY_CASE, BITSADMIN_CASE] {
+        let from_evtx = hits(format!("{case}.evtx"));
+        assert!(!from_evtx.is_empty());
+        assert_eq!(from_evtx, hits(format!("{case}.json")), "{case}");
+    }
+}
+
+#[test]
+fn min_level_filters_hits() {
+    let all = stdout(&hunt(&[
+        &evtx(SECURITY_CASE),
+        &evtx(BITSADMIN_CASE),
+        "--rules",
+        SECURITY_RULE,
+        "--rules",
+        BITSADMIN_RULE,
+        "--format",
+        "jsonl",
+    ]));
+    let high = stdout(&hunt(&[
+        &evtx(SECURITY_CASE),
+        &evtx(BITSADMIN_CASE),
+        "--rules",
+        SECURITY_RULE,
+        "--rules",
+        BITSADMIN_RULE,
+        "--format",
+        "jsonl",
+        "--min-level",
+        "high",
+    ]));
+    assert!(high.lines().count() < all.lines().count());
+    assert!(high.lines().all(|line| {
+        let hit: serde_json::Value = serde_json::from_str(line).unwrap();
+        matches!(hit["level"].as_str(), Some("high" | "critical"))
+    }));
+
+    let bad = hunt(&[
+        &evtx(SECURITY_CASE),
+        "--rules",
+        SECURITY_RULE,
+        "--min-level",
+        "severe",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown level `severe`"));
+}
+
+#[test]
+fn bad_inputs_are_counted_and_the_hunt_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read(sigma_dir().join(evtx(BITSADMIN_CASE))).unwrap();
+    // A chunk cut short, garbage where a file should be, JSON cut mid-document.
+    std::fs::write(
+        dir.path().join("truncated.evtx"),
+        &source[..source.len() / 2 + 1000],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("garbage.evtx"),
+        b"ElfFile\0 this is not an event log",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("cut.json"),
+        "{\"Event\": {\"System\": {\"Channel\": \"Security\", \"EventID\": 4624}}}\n{\"Event\": ",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("empty.evtx"), b"").unwrap();
+    let good = dir.path().join("good.evtx");
+    std::fs::write(&good, &source).unwrap();
+
+    let output = hunt(&[
+        dir.path().to_str().unwrap(),
+        "--rules",
+        BITSADMIN_RULE,
+        "--format",
+        "jsonl",
+    ]);
+    let text = stdout(&output);
+    let summary = String::from_utf8(output.stderr).unwrap();
+    // The good file's hits are all there.
+    let good_hits = text
+        .lines()
+        .filter(|line| line.contains("good.evtx"))
+        .count();
+    assert!(good_hits > 0, "{text}\n{summary}");
+    assert!(summary.contains("unreadable"), "{summary}");
+    assert!(summary.contains("garbage.evtx"), "{summary}");
+    assert!(
+        summary.contains("cut.json: invalid JSON at byte"),
+        "{summary}"
+    );
+
+    let missing = hunt(&["/nonexistent/logs", "--rules", BITSADMIN_RULE]);
+    assert_eq!(missing.status.code(), Some(2));
+    let line = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        line.starts_with("error: cannot read /nonexistent/logs"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+}
