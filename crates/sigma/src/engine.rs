@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::correlate::{CorrelationRules, Correlator};
 use crate::mapping::{Mappings, Renames};
 use crate::record::{Classified, Logsource, MAX_CATEGORIES, Record, classify};
 use crate::{Rejected, RuleCheck, SigmaError, collect_rule_files, one_line};
@@ -88,7 +89,7 @@ impl Level {
         }
     }
 
-    fn of(level: Option<rsigma_parser::Level>) -> Self {
+    pub(crate) fn of(level: Option<rsigma_parser::Level>) -> Self {
         match level {
             None | Some(rsigma_parser::Level::Informational) => Self::Informational,
             Some(rsigma_parser::Level::Low) => Self::Low,
@@ -123,12 +124,15 @@ impl std::fmt::Display for Level {
 }
 
 /// One rule that fired on one record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Detection {
     /// The rule.
     pub rule: Arc<RuleInfo>,
     /// The fields and values that matched (empty for keyword rules).
     pub matched: Vec<MatchedField>,
+    /// rsigma's result, for the correlation engine.
+    #[serde(skip)]
+    pub(crate) raw: Option<rsigma_eval::EvaluationResult>,
 }
 
 /// A field and the value in the record that matched it.
@@ -164,8 +168,17 @@ pub struct RuleSet {
     mappings: Arc<Mappings>,
     partitions: Vec<Partition>,
     routes: RwLock<FxHashMap<RouteKey, Arc<[Target]>>>,
-    correlations: Vec<CorrelationRule>,
+    correlations: CorrelationRules,
     check: RuleCheck,
+}
+
+/// How rules are loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Values for `%name%` placeholders of rules using the `expand` modifier (for example
+    /// `admin_users: [alice, bob]`). A placeholder without values stays literal and matches
+    /// nothing.
+    pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -182,29 +195,47 @@ impl RuleSet {
     /// per-logsource engines. Rules that fail are reported in [`RuleSet::check`]; only a path
     /// that cannot be read at all is an error.
     pub fn load(paths: &[PathBuf], mappings: Arc<Mappings>) -> Result<Self, SigmaError> {
+        Self::load_with(paths, mappings, &LoadOptions::default())
+    }
+
+    /// [`RuleSet::load`] with options.
+    pub fn load_with(
+        paths: &[PathBuf],
+        mappings: Arc<Mappings>,
+        options: &LoadOptions,
+    ) -> Result<Self, SigmaError> {
         let mut files = Vec::new();
         for path in paths {
             collect_rule_files(path, &mut files)?;
         }
         let parsed: Vec<ParsedFile> = files.into_par_iter().map(parse_file).collect();
-        Ok(Self::build(parsed, mappings))
+        Self::build(parsed, mappings, options)
     }
 
     /// Builds a rule set from rule texts given as `(path, text)`, as a control plane holds
     /// them.
-    pub fn from_texts(texts: Vec<(PathBuf, String)>, mappings: Arc<Mappings>) -> Self {
+    pub fn from_texts(
+        texts: Vec<(PathBuf, String)>,
+        mappings: Arc<Mappings>,
+        options: &LoadOptions,
+    ) -> Result<Self, SigmaError> {
         let parsed = texts
             .into_par_iter()
             .map(|(path, text)| parse_text(path, &text))
             .collect();
-        Self::build(parsed, mappings)
+        Self::build(parsed, mappings, options)
     }
 
-    fn build(parsed: Vec<ParsedFile>, mappings: Arc<Mappings>) -> Self {
+    fn build(
+        parsed: Vec<ParsedFile>,
+        mappings: Arc<Mappings>,
+        options: &LoadOptions,
+    ) -> Result<Self, SigmaError> {
+        let pipeline = placeholder_pipeline(&options.placeholders)?;
         let mut check = RuleCheck::default();
         let mut groups: FxHashMap<RuleLogsource, Vec<(PathBuf, SigmaRule)>> = FxHashMap::default();
         let mut filters: Vec<(PathBuf, FilterRule)> = Vec::new();
-        let mut correlations = Vec::new();
+        let mut correlations: Vec<(PathBuf, CorrelationRule)> = Vec::new();
         for file in parsed {
             check.files += 1;
             check.rejected.extend(file.rejected);
@@ -217,9 +248,12 @@ impl RuleSet {
                     .or_default()
                     .push((file.path.clone(), rule));
             }
-            check.correlation_rules += collection.correlations.len();
-            check.loaded += collection.correlations.len();
-            correlations.extend(collection.correlations);
+            correlations.extend(
+                collection
+                    .correlations
+                    .into_iter()
+                    .map(|correlation| (file.path.clone(), correlation)),
+            );
             filters.extend(
                 collection
                     .filters
@@ -231,9 +265,27 @@ impl RuleSet {
         let mut groups: Vec<(RuleLogsource, Vec<(PathBuf, SigmaRule)>)> =
             groups.into_iter().collect();
         groups.sort_by(|a, b| a.0.cmp(&b.0));
+
+        // The detection rules correlations name, by id or name, for the correlation engine.
+        let wanted: std::collections::HashSet<&str> = correlations
+            .iter()
+            .flat_map(|(_, correlation)| correlation.rules.iter().map(String::as_str))
+            .collect();
+        let referenced: Vec<SigmaRule> = groups
+            .iter()
+            .flat_map(|(_, rules)| rules.iter().map(|(_, rule)| rule))
+            .filter(|rule| {
+                rule.id.as_deref().is_some_and(|id| wanted.contains(id))
+                    || rule
+                        .name
+                        .as_deref()
+                        .is_some_and(|name| wanted.contains(name))
+            })
+            .cloned()
+            .collect();
         let built: Vec<(Partition, Vec<Rejected>)> = groups
             .into_par_iter()
-            .map(|(logsource, rules)| build_partition(logsource, rules))
+            .map(|(logsource, rules)| build_partition(logsource, rules, pipeline.as_ref()))
             .collect();
         let mut partitions = Vec::with_capacity(built.len());
         for (partition, rejected) in built {
@@ -263,24 +315,38 @@ impl RuleSet {
                 }),
             }
         }
+        let correlations = CorrelationRules {
+            correlations,
+            referenced,
+        };
+        let (correlator, failed) = Correlator::build(&correlations, Arc::clone(&mappings));
+        check.correlation_rules += correlator.len();
+        check.loaded += correlator.len();
+        check
+            .rejected
+            .extend(failed.into_iter().map(|(path, rule_id, reason)| Rejected {
+                path,
+                rule_id,
+                reason,
+            }));
         check.rejected.sort_by(|a, b| a.path.cmp(&b.path));
-        Self {
+        Ok(Self {
             mappings,
             partitions,
             routes: RwLock::new(FxHashMap::default()),
             correlations,
             check,
-        }
+        })
+    }
+
+    /// A fresh correlator for one stream (one per tenant in the detect service).
+    pub fn correlator(&self) -> Correlator {
+        Correlator::build(&self.correlations, Arc::clone(&self.mappings)).0
     }
 
     /// What loaded and what was rejected, and why.
     pub fn check(&self) -> &RuleCheck {
         &self.check
-    }
-
-    /// Correlation rules, parsed (evaluated by the correlation engine).
-    pub fn correlations(&self) -> &[CorrelationRule] {
-        &self.correlations
     }
 
     /// Every loaded detection rule.
@@ -371,6 +437,7 @@ impl RuleSet {
                 detections.push(Detection {
                     rule: Arc::clone(rule),
                     matched,
+                    raw: Some(result),
                 });
             }
         }
@@ -490,11 +557,36 @@ fn parse_text(path: PathBuf, text: &str) -> ParsedFile {
     }
 }
 
+/// A pipeline filling `%name%` placeholders, or `None` when none are configured.
+fn placeholder_pipeline(
+    placeholders: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Option<rsigma_eval::Pipeline>, SigmaError> {
+    if placeholders.is_empty() {
+        return Ok(None);
+    }
+    let document = serde_json::json!({
+        "name": "vigil-placeholders",
+        "vars": placeholders,
+        "transformations": [{"type": "value_placeholders"}],
+    });
+    // JSON is YAML: rsigma reads its pipeline format from the same text.
+    rsigma_eval::parse_pipeline(&document.to_string())
+        .map(Some)
+        .map_err(|err| SigmaError::Placeholders(one_line(&err.to_string())))
+}
+
 fn build_partition(
     logsource: RuleLogsource,
     rules: Vec<(PathBuf, SigmaRule)>,
+    pipeline: Option<&rsigma_eval::Pipeline>,
 ) -> (Partition, Vec<Rejected>) {
     let mut engine = rsigma_eval::Engine::new();
+    // Vigil does not use rsigma's bloom prefilter (off by default); without a budget its index
+    // would still keep up to 1 MB per engine, per logsource partition.
+    engine.set_bloom_max_bytes(0);
+    if let Some(pipeline) = pipeline {
+        engine.add_pipeline(pipeline.clone());
+    }
     let failures = engine.add_rules(rules.iter().map(|(_, rule)| rule));
     let mut failed = vec![false; rules.len()];
     let mut rejected = Vec::new();
@@ -543,7 +635,7 @@ fn build_partition(
 }
 
 /// `attack.t1059.001` -> `T1059.001`; other tags -> `None`.
-fn attack_technique(tag: &str) -> Option<String> {
+pub(crate) fn attack_technique(tag: &str) -> Option<String> {
     let id = tag.strip_prefix("attack.")?;
     let digits = id.strip_prefix('t').or_else(|| id.strip_prefix('T'))?;
     let (main, sub) = match digits.split_once('.') {
@@ -603,7 +695,9 @@ mod tests {
                 ),
             ],
             Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
         )
+        .unwrap()
     }
 
     fn fired(rules: &RuleSet, record: &Value) -> Vec<String> {

@@ -11,6 +11,7 @@
 //! The rest of Vigil never sees rsigma types.
 
 mod attack;
+mod correlate;
 mod engine;
 mod mapping;
 mod record;
@@ -20,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use attack::{Technique, technique};
-pub use engine::{Detection, Level, MatchedField, RuleInfo, RuleLogsource, RuleSet};
+pub use correlate::{CorrelationHit, Correlator};
+pub use engine::{Detection, Level, LoadOptions, MatchedField, RuleInfo, RuleLogsource, RuleSet};
 pub use mapping::{BUILTIN_SHAPES, BUILTIN_WINDOWS, MappingError, Mappings};
 pub use record::Logsource;
 
@@ -37,6 +39,9 @@ pub enum SigmaError {
         /// Why.
         reason: String,
     },
+    /// The placeholder values cannot be used.
+    #[error("placeholder values: {0}")]
+    Placeholders(String),
     /// A mapping file is invalid.
     #[error(transparent)]
     Mapping(#[from] MappingError),

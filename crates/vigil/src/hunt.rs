@@ -122,15 +122,18 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
     let mut writer = HitWriter::new(options.format, out);
     writer.start()?;
     let mut counts: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    // Correlations see records in file order, then record order, at each record's own time.
+    let mut correlator = rules.correlator();
     for (path, kind) in &files {
         summary.files += 1;
         if let Some(bar) = &progress {
             bar.set_message(path.display().to_string());
         }
         let shown = path.display().to_string();
+        let correlate = !correlator.is_empty();
         let records = match kind {
-            InputKind::Evtx => evtx_records(path, &rules),
-            InputKind::Json => json_records(path, &rules),
+            InputKind::Evtx => evtx_records(path, &rules, correlate),
+            InputKind::Json => json_records(path, &rules, correlate),
         };
         let records = match records {
             Ok(records) => records,
@@ -142,6 +145,7 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
         };
         for record in records {
             let RecordResult {
+                record,
                 record_id,
                 timestamp,
                 computer,
@@ -154,7 +158,7 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
                 continue;
             }
             summary.records += 1;
-            for detection in detections {
+            for detection in &detections {
                 if detection.rule.level < options.min_level {
                     continue;
                 }
@@ -167,8 +171,23 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
                     .or_insert_with(|| (detection.rule.title.clone(), 0));
                 entry.1 += 1;
                 writer.write(&to_hit(
-                    &detection, &shown, &record_id, &timestamp, &computer,
+                    detection, &shown, &record_id, &timestamp, &computer,
                 ))?;
+            }
+            if let Some(record) = &record
+                && let Some(at) = timestamp.as_deref().and_then(epoch_seconds)
+            {
+                for hit in correlator.observe(record, &detections, at) {
+                    if hit.rule.level < options.min_level {
+                        continue;
+                    }
+                    *summary.hits_by_level.entry(hit.rule.level).or_default() += 1;
+                    let entry = counts
+                        .entry(hit.rule.id.clone())
+                        .or_insert_with(|| (hit.rule.title.clone(), 0));
+                    entry.1 += 1;
+                    writer.write(&correlation_hit(&hit, &shown, &record_id, &timestamp))?;
+                }
             }
         }
         if let Some(bar) = &progress {
@@ -197,6 +216,8 @@ fn push_reason(summary: &mut HuntSummary, reason: String) {
 }
 
 struct RecordResult {
+    /// The record itself, kept only when correlations need it (it had detections).
+    record: Option<serde_json::Value>,
     record_id: Option<serde_json::Value>,
     timestamp: Option<String>,
     computer: Option<String>,
@@ -204,7 +225,11 @@ struct RecordResult {
     error: Option<String>,
 }
 
-fn evtx_records(path: &Path, rules: &Arc<RuleSet>) -> Result<Vec<RecordResult>, String> {
+fn evtx_records(
+    path: &Path,
+    rules: &Arc<RuleSet>,
+    correlate: bool,
+) -> Result<Vec<RecordResult>, String> {
     let rules = Arc::clone(rules);
     let records = source::scan_evtx(path, 0, move |record| match record {
         Ok(record) => {
@@ -218,6 +243,7 @@ fn evtx_records(path: &Path, rules: &Arc<RuleSet>) -> Result<Vec<RecordResult>, 
                 .0
                 .unwrap_or_else(|| serde_json::Value::from(record.record_id));
             RecordResult {
+                record: (correlate && !detections.is_empty()).then_some(record.data),
                 record_id: Some(record_id),
                 timestamp: Some(record.timestamp),
                 computer,
@@ -226,6 +252,7 @@ fn evtx_records(path: &Path, rules: &Arc<RuleSet>) -> Result<Vec<RecordResult>, 
             }
         }
         Err(reason) => RecordResult {
+            record: None,
             record_id: None,
             timestamp: None,
             computer: None,
@@ -237,7 +264,11 @@ fn evtx_records(path: &Path, rules: &Arc<RuleSet>) -> Result<Vec<RecordResult>, 
     Ok(records.collect())
 }
 
-fn json_records(path: &Path, rules: &RuleSet) -> Result<Vec<RecordResult>, String> {
+fn json_records(
+    path: &Path,
+    rules: &RuleSet,
+    correlate: bool,
+) -> Result<Vec<RecordResult>, String> {
     let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?;
     let (documents, error) = source::json_records(&text);
     let mut results: Vec<RecordResult> = documents
@@ -248,6 +279,7 @@ fn json_records(path: &Path, rules: &RuleSet) -> Result<Vec<RecordResult>, Strin
             detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
             let (record_id, timestamp) = rules.record_meta(document);
             RecordResult {
+                record: (correlate && !detections.is_empty()).then(|| document.clone()),
                 record_id: Some(record_id.unwrap_or_else(|| serde_json::Value::from(index + 1))),
                 timestamp: timestamp.map(|value| match value {
                     serde_json::Value::String(text) => text,
@@ -261,6 +293,7 @@ fn json_records(path: &Path, rules: &RuleSet) -> Result<Vec<RecordResult>, Strin
         .collect();
     if let Some(reason) = error {
         results.push(RecordResult {
+            record: None,
             record_id: None,
             timestamp: None,
             computer: None,
@@ -275,6 +308,48 @@ fn computer_of(rules: &RuleSet, record: &serde_json::Value) -> Option<String> {
     rules
         .field(record, "Computer")
         .and_then(|value| value.as_str().map(str::to_owned))
+}
+
+/// RFC 3339 (as EVTX and most JSON logs write it) to Unix seconds.
+fn epoch_seconds(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
+fn correlation_hit(
+    hit: &vigil_sigma::CorrelationHit,
+    path: &str,
+    record_id: &Option<serde_json::Value>,
+    timestamp: &Option<String>,
+) -> Hit {
+    Hit {
+        rule_id: hit.rule.id.clone(),
+        rule_title: hit.rule.title.clone(),
+        level: hit.rule.level,
+        path: path.to_owned(),
+        record_id: record_id.clone(),
+        timestamp: timestamp.clone(),
+        computer: None,
+        attack: attack_refs(&hit.rule.attack),
+        matched: hit
+            .group_key
+            .iter()
+            .map(|(field, value)| vigil_sigma::MatchedField {
+                field: field.clone(),
+                value: serde_json::Value::from(value.as_str()),
+            })
+            .collect(),
+    }
+}
+
+fn attack_refs(ids: &[String]) -> Vec<AttackRef> {
+    ids.iter()
+        .map(|id| AttackRef {
+            id: id.clone(),
+            name: vigil_sigma::technique(id).map(|technique| technique.name),
+        })
+        .collect()
 }
 
 fn to_hit(
@@ -292,15 +367,7 @@ fn to_hit(
         record_id: record_id.clone(),
         timestamp: timestamp.clone(),
         computer: computer.clone(),
-        attack: detection
-            .rule
-            .attack
-            .iter()
-            .map(|id| AttackRef {
-                id: id.clone(),
-                name: vigil_sigma::technique(id).map(|technique| technique.name),
-            })
-            .collect(),
+        attack: attack_refs(&detection.rule.attack),
         matched: detection.matched.clone(),
     }
 }

@@ -1,0 +1,169 @@
+//! The detection engine on SigmaHQ's rules and the regression suite's Windows events (a Sysmon
+//! and Security mix), beside rsigma's engine used directly on the same events flattened by hand
+//! (every rule against every event, as rsigma's CLI does without routing).
+//!
+//! `cargo bench -p vigil-sigma --bench engine`; needs `../shared` (or `VIGIL_SHARED_DIR`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Map, Value};
+use vigil_sigma::{Mappings, RuleSet, source};
+
+fn sigma_dir() -> PathBuf {
+    std::env::var_os("VIGIL_SHARED_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+            PathBuf::from,
+        )
+        .join("data/sigma")
+}
+
+fn rule_dirs() -> Vec<PathBuf> {
+    let sigma = sigma_dir();
+    ["rules", "rules-emerging-threats", "rules-threat-hunting"]
+        .iter()
+        .map(|dir| sigma.join(dir))
+        .collect()
+}
+
+/// Every record of the regression suite's JSON renderings.
+fn windows_events() -> Vec<Value> {
+    fn walk(dir: &Path, out: &mut Vec<Value>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        entries.sort();
+        for entry in entries {
+            if entry.is_dir() {
+                walk(&entry, out);
+            } else if entry.extension().is_some_and(|ext| ext == "json") {
+                out.extend(source::json_records(&std::fs::read_to_string(&entry).unwrap()).0);
+            }
+        }
+    }
+    let mut events = Vec::new();
+    walk(&sigma_dir().join("regression_data"), &mut events);
+    events
+}
+
+/// The hand-written flattening rsigma needs: System and EventData keys at the top level.
+fn flatten(record: &Value) -> Value {
+    let mut flat = Map::new();
+    let event = &record["Event"];
+    if let Some(system) = event["System"].as_object() {
+        for (key, value) in system {
+            let value = match value {
+                Value::Object(map) => map.get("#text").cloned().unwrap_or_else(|| value.clone()),
+                other => other.clone(),
+            };
+            flat.insert(key.clone(), value);
+        }
+        if let Some(name) = event["System"]["Provider"]["#attributes"]["Name"].as_str() {
+            flat.insert("Provider_Name".to_owned(), Value::from(name));
+        }
+    }
+    for container in [&event["EventData"], &event["UserData"]] {
+        if let Some(data) = container.as_object() {
+            for (key, value) in data {
+                flat.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(flat)
+}
+
+fn bench(c: &mut Criterion) {
+    let dirs = rule_dirs();
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    group.bench_function("all_sigmahq_rules", |b| {
+        b.iter(|| {
+            let rules = RuleSet::load(&dirs, Arc::new(Mappings::builtin().unwrap())).unwrap();
+            black_box(rules.check().loaded)
+        });
+    });
+    group.finish();
+
+    let rules = RuleSet::load(&dirs, Arc::new(Mappings::builtin().unwrap())).unwrap();
+    let events = windows_events();
+    let hits: usize = events.iter().map(|event| rules.detect(event).len()).sum();
+    println!(
+        "{} rules, {} events, {hits} hits per pass",
+        rules.check().loaded,
+        events.len()
+    );
+
+    let mut group = c.benchmark_group("evaluate");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("vigil_routed", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for event in &events {
+                hits += rules.detect(black_box(event)).len();
+            }
+            hits
+        });
+    });
+
+    // rsigma alone: every rule in one engine, events flattened by hand.
+    let mut engine = rsigma_eval::Engine::new();
+    for dir in &dirs {
+        let mut files = Vec::new();
+        collect(dir, &mut files);
+        for file in files {
+            if let Ok(collection) =
+                rsigma_parser::parse_sigma_yaml(&std::fs::read_to_string(file).unwrap())
+            {
+                let _ = engine.add_collection(&collection);
+            }
+        }
+    }
+    let flat: Vec<Value> = events.iter().map(flatten).collect();
+    let raw_hits: usize = flat
+        .iter()
+        .map(|event| {
+            engine
+                .evaluate(&rsigma_eval::JsonEvent::borrow(event))
+                .len()
+        })
+        .sum();
+    println!(
+        "rsigma alone: {} rules, {raw_hits} hits per pass",
+        engine.rule_count()
+    );
+    group.bench_function("rsigma_flattened_unrouted", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for event in &flat {
+                hits += engine
+                    .evaluate(&rsigma_eval::JsonEvent::borrow(black_box(event)))
+                    .len();
+            }
+            hits
+        });
+    });
+    group.finish();
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect(&entry, out);
+        } else if entry.extension().is_some_and(|ext| ext == "yml") {
+            out.push(entry);
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

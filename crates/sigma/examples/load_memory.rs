@@ -1,0 +1,76 @@
+//! Where rule loading's memory goes: resident set after each phase, with the system allocator.
+//! `cargo run --release -p vigil-sigma --example load_memory -- DIR...`
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn status(label: &str, started: Instant) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let pick = |key: &str| {
+        text.lines()
+            .find(|line| line.starts_with(key))
+            .map(|line| line.split_whitespace().nth(1).unwrap_or("?").to_owned())
+            .unwrap_or_default()
+    };
+    println!(
+        "{label:<28} {:>8.3} s  rss {:>8} KB  peak {:>8} KB",
+        started.elapsed().as_secs_f64(),
+        pick("VmRSS:"),
+        pick("VmHWM:")
+    );
+}
+
+fn main() {
+    let dirs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    let started = Instant::now();
+    status("start", started);
+    let mappings = Arc::new(vigil_sigma::Mappings::builtin().unwrap());
+    let rules = vigil_sigma::RuleSet::load(&dirs, mappings).unwrap();
+    status("loaded", started);
+    println!(
+        "{} rules, {} partitions",
+        rules.check().loaded,
+        rules.partitions().count()
+    );
+    drop(rules);
+    status("dropped", started);
+
+    // rsigma alone, for comparison: parse everything, then one engine with every rule.
+    let mut files = Vec::new();
+    for dir in &dirs {
+        collect(dir, &mut files);
+    }
+    let started = Instant::now();
+    let collections: Vec<_> = files
+        .iter()
+        .filter_map(|file| {
+            rsigma_parser::parse_sigma_yaml(&std::fs::read_to_string(file).unwrap()).ok()
+        })
+        .collect();
+    status("rsigma: parsed", started);
+    let mut engine = rsigma_eval::Engine::new();
+    for collection in &collections {
+        let _ = engine.add_collection(collection);
+    }
+    status("rsigma: one engine", started);
+    drop(collections);
+    status("rsigma: ASTs dropped", started);
+    println!("{} rules", engine.rule_count());
+}
+
+fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect(&entry, out);
+        } else if entry.extension().is_some_and(|ext| ext == "yml") {
+            out.push(entry);
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Sigma correlation rules (event_count, value_count, temporal, temporal_ordered and the numeric
+//! aggregations) through rsigma's correlation engine, fed with the detections of the partitioned
+//! rule set. Windows and group state can be exported as a snapshot and restored, so a service
+//! that persists it loses no open window on restart.
+
+use std::sync::Arc;
+
+use rsigma_eval::{CorrelationConfig, CorrelationEngine, ResultBody, TimestampFallback};
+use rsigma_parser::{CorrelationRule, SigmaRule};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine::{Detection, Level, RuleInfo, RuleLogsource};
+use crate::mapping::Mappings;
+use crate::record::{Record, classify};
+
+/// The rules a correlator is built from: the correlations and the detection rules they name.
+#[derive(Clone, Default)]
+pub(crate) struct CorrelationRules {
+    pub(crate) correlations: Vec<(std::path::PathBuf, CorrelationRule)>,
+    pub(crate) referenced: Vec<SigmaRule>,
+}
+
+/// A correlation rule that fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorrelationHit {
+    /// The correlation rule.
+    pub rule: Arc<RuleInfo>,
+    /// `event_count`, `value_count`, `temporal`, ...
+    pub correlation_type: String,
+    /// The group-by fields and their values.
+    pub group_key: Vec<(String, String)>,
+    /// The count or aggregate that met the condition.
+    pub aggregated_value: f64,
+    /// The window, in seconds.
+    pub timespan_secs: u64,
+}
+
+/// Correlation state for one stream (in Vigil: one tenant).
+pub struct Correlator {
+    engine: CorrelationEngine,
+    mappings: Arc<Mappings>,
+    rules: FxHashMap<String, Arc<RuleInfo>>,
+}
+
+impl std::fmt::Debug for Correlator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Correlator")
+            .field("correlations", &self.rules.len())
+            .field("open_groups", &self.engine.state_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Correlator {
+    /// Builds a correlator; correlations that do not compile come back with their reasons.
+    pub(crate) fn build(
+        rules: &CorrelationRules,
+        mappings: Arc<Mappings>,
+    ) -> (Self, Vec<(std::path::PathBuf, Option<String>, String)>) {
+        let config = CorrelationConfig {
+            // Vigil passes each event's time explicitly; a record without one is not guessed at.
+            timestamp_fallback: TimestampFallback::Skip,
+            ..CorrelationConfig::default()
+        };
+        let mut engine = CorrelationEngine::new(config);
+        let mut rejected = Vec::new();
+        for rule in &rules.referenced {
+            // Already reported by the detection load when it fails.
+            let _ = engine.add_rule(rule);
+        }
+        let mut infos = FxHashMap::default();
+        for (path, correlation) in &rules.correlations {
+            match engine.add_correlation(correlation) {
+                Ok(()) => {
+                    let id = correlation
+                        .id
+                        .clone()
+                        .or_else(|| correlation.name.clone())
+                        .unwrap_or_else(|| correlation.title.clone());
+                    infos.insert(
+                        id.clone(),
+                        Arc::new(RuleInfo {
+                            id,
+                            title: correlation.title.clone(),
+                            level: Level::of(correlation.level),
+                            attack: correlation
+                                .tags
+                                .iter()
+                                .filter_map(|tag| crate::engine::attack_technique(tag))
+                                .collect(),
+                            path: path.clone(),
+                            logsource: RuleLogsource::default(),
+                        }),
+                    );
+                }
+                Err(err) => rejected.push((
+                    path.clone(),
+                    correlation.id.clone(),
+                    crate::one_line(&err.to_string()),
+                )),
+            }
+        }
+        (
+            Self {
+                engine,
+                mappings,
+                rules: infos,
+            },
+            rejected,
+        )
+    }
+
+    /// Number of correlation rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no correlation rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Feeds one record's detections at `event_time` (Unix seconds); returns the correlations
+    /// that fired. Records must come in event-time order per group for windows to be exact.
+    pub fn observe(
+        &mut self,
+        record: &Value,
+        detections: &[Detection],
+        event_time: i64,
+    ) -> Vec<CorrelationHit> {
+        let results: Vec<rsigma_eval::EvaluationResult> = detections
+            .iter()
+            .filter_map(|detection| detection.raw.clone())
+            .collect();
+        if results.is_empty() {
+            return Vec::new();
+        }
+        let classified = classify(&self.mappings, record);
+        let view = Record::new(record, classified.shape, None, classified.loose);
+        let out = self
+            .engine
+            .process_with_detections(&view, results, event_time);
+        out.into_iter()
+            .filter_map(|result| {
+                let ResultBody::Correlation(body) = result.body else {
+                    return None;
+                };
+                let key = result
+                    .header
+                    .rule_id
+                    .as_deref()
+                    .unwrap_or(result.header.rule_title.as_str());
+                let rule = self.rules.get(key).or_else(|| {
+                    self.rules
+                        .values()
+                        .find(|rule| rule.title == result.header.rule_title)
+                })?;
+                Some(CorrelationHit {
+                    rule: Arc::clone(rule),
+                    correlation_type: serde_json::to_value(body.correlation_type)
+                        .ok()
+                        .and_then(|value| value.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    group_key: body.group_key,
+                    aggregated_value: body.aggregated_value,
+                    timespan_secs: body.timespan_secs,
+                })
+            })
+            .collect()
+    }
+
+    /// Drops windows that ended before `now` (Unix seconds).
+    pub fn evict_expired(&mut self, now: i64) {
+        self.engine.evict_expired(now);
+    }
+
+    /// Open (correlation, group) windows.
+    pub fn open_groups(&self) -> usize {
+        self.engine.state_count()
+    }
+
+    /// The state as bytes (JSON), for the detect service to persist.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.engine.export_state()).unwrap_or_default()
+    }
+
+    /// Restores state from [`Correlator::snapshot`]'s bytes. State of correlations that no
+    /// longer exist is dropped; an unreadable or incompatible snapshot is an error and leaves
+    /// the current state alone.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let snapshot: rsigma_eval::CorrelationSnapshot = serde_json::from_slice(bytes)
+            .map_err(|err| format!("unreadable correlation snapshot: {err}"))?;
+        if self.engine.import_state(snapshot) {
+            Ok(())
+        } else {
+            Err("correlation snapshot has an incompatible version".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{LoadOptions, RuleSet};
+
+    const RULES: &str = r"
+title: Whoami
+id: 6b1a9d30-0000-4000-8000-000000000001
+name: whoami_run
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    sel:
+        Image|endswith: '\whoami.exe'
+    condition: sel
+level: low
+---
+title: Whoami burst
+id: 6b1a9d30-0000-4000-8000-000000000002
+correlation:
+    type: event_count
+    rules:
+        - whoami_run
+    group-by:
+        - Computer
+    timespan: 5m
+    condition:
+        gte: 3
+level: high
+tags:
+    - attack.t1033
+";
+
+    fn rules() -> RuleSet {
+        RuleSet::from_texts(
+            vec![(PathBuf::from("burst.yml"), RULES.to_owned())],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn whoami(computer: &str) -> Value {
+        json!({"Event": {"System": {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+                                     "Computer": computer},
+                          "EventData": {"Image": "C:\\Windows\\System32\\whoami.exe"}}})
+    }
+
+    fn feed(correlator: &mut Correlator, rules: &RuleSet, record: &Value, at: i64) -> Vec<String> {
+        let detections = rules.detect(record);
+        correlator
+            .observe(record, &detections, at)
+            .into_iter()
+            .map(|hit| {
+                format!(
+                    "{} {:?} {}",
+                    hit.rule.title, hit.group_key, hit.aggregated_value
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn event_count_fires_per_group_within_the_window() {
+        let rules = rules();
+        assert_eq!(rules.check().correlation_rules, 1, "{:?}", rules.check());
+        let mut correlator = rules.correlator();
+        let t0 = 1_800_000_000;
+        assert!(feed(&mut correlator, &rules, &whoami("pc1"), t0).is_empty());
+        assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 1).is_empty());
+        assert!(feed(&mut correlator, &rules, &whoami("pc1"), t0 + 10).is_empty());
+        let fired = feed(&mut correlator, &rules, &whoami("pc1"), t0 + 20);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert!(fired[0].starts_with("Whoami burst"), "{fired:?}");
+        assert!(fired[0].contains("pc1"), "{fired:?}");
+        // Outside the window nothing adds up for pc2.
+        assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 600).is_empty());
+        assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 1200).is_empty());
+    }
+
+    #[test]
+    fn state_survives_a_snapshot_and_restore() {
+        let rules = rules();
+        let mut first = rules.correlator();
+        let t0 = 1_800_000_000;
+        feed(&mut first, &rules, &whoami("pc1"), t0);
+        feed(&mut first, &rules, &whoami("pc1"), t0 + 5);
+        let snapshot = first.snapshot();
+        assert!(first.open_groups() > 0);
+
+        let mut second = rules.correlator();
+        second.restore(&snapshot).unwrap();
+        assert_eq!(feed(&mut second, &rules, &whoami("pc1"), t0 + 9).len(), 1);
+
+        let mut third = rules.correlator();
+        assert!(
+            third
+                .restore(b"{not json")
+                .unwrap_err()
+                .contains("unreadable")
+        );
+        assert!(feed(&mut third, &rules, &whoami("pc1"), t0 + 9).is_empty());
+    }
+
+    #[test]
+    fn expand_placeholders_come_from_configuration() {
+        let rule = r"
+title: Admin logon
+id: 6b1a9d30-0000-4000-8000-000000000003
+logsource:
+    product: windows
+    service: security
+detection:
+    sel:
+        EventID: 4624
+        TargetUserName|expand: '%admin_users%'
+    condition: sel
+level: medium
+";
+        let logon = |user: &str| {
+            json!({"Event": {"System": {"Channel": "Security", "EventID": 4624},
+                              "EventData": {"TargetUserName": user}}})
+        };
+        let mappings = Arc::new(Mappings::builtin().unwrap());
+        let texts = vec![(PathBuf::from("admin.yml"), rule.to_owned())];
+        let options = LoadOptions {
+            placeholders: [(
+                "admin_users".to_owned(),
+                vec!["alice".to_owned(), "bob".to_owned()],
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let configured =
+            RuleSet::from_texts(texts.clone(), Arc::clone(&mappings), &options).unwrap();
+        assert_eq!(configured.detect(&logon("bob")).len(), 1);
+        assert!(configured.detect(&logon("mallory")).is_empty());
+
+        // Without values the placeholder stays literal and matches nothing.
+        let bare = RuleSet::from_texts(texts, mappings, &LoadOptions::default()).unwrap();
+        assert!(bare.detect(&logon("bob")).is_empty());
+    }
+}
