@@ -111,7 +111,7 @@ fn bench(c: &mut Criterion) {
     });
 
     // rsigma alone: every rule in one engine, events flattened by hand.
-    let mut engine = rsigma_eval::Engine::new();
+    let mut collections = Vec::new();
     for dir in &dirs {
         let mut files = Vec::new();
         collect(dir, &mut files);
@@ -119,10 +119,17 @@ fn bench(c: &mut Criterion) {
             if let Ok(collection) =
                 rsigma_parser::parse_sigma_yaml(&std::fs::read_to_string(file).unwrap())
             {
-                let _ = engine.add_collection(&collection);
+                collections.push(collection);
             }
         }
     }
+    let mut engine = rsigma_eval::Engine::new();
+    // One batch: `add_collection` per file rebuilds the index every time.
+    let _ = engine.add_rules(
+        collections
+            .iter()
+            .flat_map(|collection| collection.rules.iter()),
+    );
     let flat: Vec<Value> = events.iter().map(flatten).collect();
     let raw_hits: usize = flat
         .iter()

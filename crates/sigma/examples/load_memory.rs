@@ -1,5 +1,6 @@
 //! Where rule loading's memory goes: resident set after each phase, with the system allocator.
-//! `cargo run --release -p vigil-sigma --example load_memory -- DIR...`
+//! `cargo run --release -p vigil-sigma --example load_memory -- DIR... [--rsigma]` (`--rsigma`
+//! also loads every rule into one plain rsigma engine, for comparison).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -23,7 +24,12 @@ fn status(label: &str, started: Instant) {
 }
 
 fn main() {
-    let dirs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    let compare = std::env::args().any(|arg| arg == "--rsigma");
+    let dirs: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .filter(|arg| arg != "--rsigma")
+        .map(PathBuf::from)
+        .collect();
     let started = Instant::now();
     status("start", started);
     let mappings = Arc::new(vigil_sigma::Mappings::builtin().unwrap());
@@ -37,6 +43,9 @@ fn main() {
     drop(rules);
     status("dropped", started);
 
+    if !compare {
+        return;
+    }
     // rsigma alone, for comparison: parse everything, then one engine with every rule.
     let mut files = Vec::new();
     for dir in &dirs {
@@ -51,9 +60,11 @@ fn main() {
         .collect();
     status("rsigma: parsed", started);
     let mut engine = rsigma_eval::Engine::new();
-    for collection in &collections {
-        let _ = engine.add_collection(collection);
-    }
+    let _ = engine.add_rules(
+        collections
+            .iter()
+            .flat_map(|collection| collection.rules.iter()),
+    );
     status("rsigma: one engine", started);
     drop(collections);
     status("rsigma: ASTs dropped", started);

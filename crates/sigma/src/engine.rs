@@ -401,7 +401,12 @@ impl RuleSet {
     pub fn detect(&self, record: &Value) -> Vec<Detection> {
         let classified = classify(&self.mappings, record);
         let targets = self.route(&classified);
+        if targets.is_empty() {
+            return Vec::new();
+        }
         let base = Record::new(record, classified.shape, None, classified.loose);
+        let index = base.build_index();
+        let base = base.with_index(&index);
         let mut detections = Vec::new();
         for target in targets.iter() {
             let partition = &self.partitions[target.partition];
@@ -764,6 +769,27 @@ mod tests {
         assert_eq!(detection.rule.attack, ["T1059.001"]);
         assert_eq!(detection.rule.path, PathBuf::from("proc.yml"));
         assert_eq!(detection.matched[0].field, "Image");
+    }
+
+    #[test]
+    fn keywords_search_event_data_not_the_system_block() {
+        let rules = RuleSet::from_texts(
+            vec![rule(
+                "kw",
+                "  product: windows\n  service: security",
+                "  keywords:\n    - 'workstation7'\n  condition: keywords",
+            )],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let in_system = json!({"Event": {"System": {"Channel": "Security", "EventID": 4624,
+                                                     "Computer": "workstation7"},
+                                          "EventData": {"TargetUserName": "bob"}}});
+        assert!(fired(&rules, &in_system).is_empty());
+        let in_data = json!({"Event": {"System": {"Channel": "Security", "EventID": 4624},
+                                        "EventData": {"WorkstationName": "WORKSTATION7"}}});
+        assert_eq!(fired(&rules, &in_data), ["kw"]);
     }
 
     #[test]

@@ -56,6 +56,8 @@ struct ShapeSpec {
     #[serde(default)]
     containers: Vec<String>,
     #[serde(default)]
+    keywords_in_containers: bool,
+    #[serde(default)]
     record_id: Option<String>,
     #[serde(default)]
     timestamp: Option<String>,
@@ -182,6 +184,7 @@ pub(crate) struct Shape {
     pub(crate) event_id: Option<Path>,
     pub(crate) fields: FxHashMap<Box<str>, Path>,
     pub(crate) containers: Vec<Path>,
+    pub(crate) keywords_in_containers: bool,
     pub(crate) record_id: Option<Path>,
     pub(crate) timestamp: Option<Path>,
 }
@@ -330,6 +333,7 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
             .iter()
             .map(|text| path(text))
             .collect::<Result<_, _>>()?,
+        keywords_in_containers: spec.keywords_in_containers,
         record_id: optional(&spec.record_id)?,
         timestamp: optional(&spec.timestamp)?,
     })

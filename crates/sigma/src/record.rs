@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use rsigma_eval::{Event, EventValue};
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use crate::mapping::{MAX_CONTAINERS, Mappings, Renames, Shape, WindowsCategory, unwrap_text};
@@ -127,7 +128,14 @@ pub(crate) struct Record<'a> {
     containers: [Option<&'a Map<String, Value>>; MAX_CONTAINERS],
     renames: Option<&'a Renames>,
     loose: bool,
+    /// Sigma name -> value for the shape's fields and the containers' keys, built once per
+    /// record when it meets many rules ([`Record::build_index`]).
+    index: Option<&'a FieldIndex<'a>>,
 }
+
+/// Sigma name -> value in the record, borrowed (FxHash: serde_json's own maps hash with SipHash
+/// when `preserve_order` is on, which the `evtx` crate turns on).
+pub(crate) type FieldIndex<'a> = FxHashMap<&'a str, &'a Value>;
 
 impl<'a> Record<'a> {
     pub(crate) fn new(
@@ -148,6 +156,37 @@ impl<'a> Record<'a> {
             containers,
             renames,
             loose,
+            index: None,
+        }
+    }
+
+    /// Every name the shape's fields and the containers resolve, in lookup order (fixed fields
+    /// first, then containers in order; the first wins).
+    pub(crate) fn build_index(&self) -> FieldIndex<'a> {
+        let mut index = FieldIndex::default();
+        if let Some(shape) = self.shape {
+            for (name, path) in &shape.fields {
+                if let Some(value) = path.resolve(self.root) {
+                    index.insert(name.as_ref(), value);
+                }
+            }
+        }
+        for container in self.containers.iter().flatten() {
+            index.reserve(container.len());
+            for (key, value) in *container {
+                index
+                    .entry(key.as_str())
+                    .or_insert_with(|| unwrap_text(value));
+            }
+        }
+        index
+    }
+
+    /// The same record, looking names up in `index` (built by [`Record::build_index`]).
+    pub(crate) fn with_index(self, index: &'a FieldIndex<'a>) -> Self {
+        Self {
+            index: Some(index),
+            ..self
         }
     }
 
@@ -163,6 +202,12 @@ impl<'a> Record<'a> {
             Some(renamed) => renamed.as_ref(),
             None => name,
         };
+        if let Some(index) = self.index {
+            if let Some(value) = index.get(name) {
+                return Some(value);
+            }
+            return self.lookup_rest(name);
+        }
         if let Some(shape) = self.shape
             && let Some(path) = shape.fields.get(name)
             && let Some(value) = path.resolve(self.root)
@@ -174,6 +219,11 @@ impl<'a> Record<'a> {
                 return Some(unwrap_text(value));
             }
         }
+        self.lookup_rest(name)
+    }
+
+    /// The lookups the index does not cover: loose names, then a dotted path from the root.
+    fn lookup_rest(&self, name: &str) -> Option<&'a Value> {
         if self.loose {
             for container in self.containers.iter().flatten() {
                 if let Some((_, value)) = container
@@ -198,6 +248,24 @@ impl<'a> Record<'a> {
         None
     }
 
+    fn keywords_in_containers(&self) -> bool {
+        self.shape.is_some_and(|shape| shape.keywords_in_containers)
+    }
+
+    /// The strings keyword rules search: the containers' values for shapes that say so
+    /// (Windows event data, not the System block), else every string in the record.
+    fn visit_keyword_strings(&self, visit: &mut dyn FnMut(&'a str)) {
+        if self.keywords_in_containers() {
+            for container in self.containers.iter().flatten() {
+                for value in container.values() {
+                    visit_strings(value, visit, MAX_DEPTH);
+                }
+            }
+        } else {
+            visit_strings(self.root, visit, MAX_DEPTH);
+        }
+    }
+
     /// The record's id within its file or source, when the shape says where it is.
     pub(crate) fn record_id(&self) -> Option<&'a Value> {
         self.shape?.record_id.as_ref()?.resolve(self.root)
@@ -215,17 +283,24 @@ impl Event for Record<'_> {
     }
 
     fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        if self.keywords_in_containers() {
+            return self.containers.iter().flatten().any(|container| {
+                container
+                    .values()
+                    .any(|value| any_string(value, pred, MAX_DEPTH))
+            });
+        }
         any_string(self.root, pred, MAX_DEPTH)
     }
 
     fn all_string_values(&self) -> Vec<Cow<'_, str>> {
         let mut values = Vec::new();
-        visit_strings(self.root, &mut |value| values.push(value), MAX_DEPTH);
+        self.visit_keyword_strings(&mut |value| values.push(value));
         values.into_iter().map(Cow::Borrowed).collect()
     }
 
     fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
-        visit_strings(self.root, &mut |value| visit(value), MAX_DEPTH);
+        self.visit_keyword_strings(&mut |value| visit(value));
     }
 
     fn to_json(&self) -> Value {
@@ -239,6 +314,27 @@ impl Event for Record<'_> {
     /// The candidate index probes only the fields these keys name, so this must cover every
     /// name `lookup` resolves; the regression suite and the shape tests hold it to that.
     fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
+        if self.loose {
+            // Loosely matched names are not the keys themselves: let the index probe every
+            // field it knows (only the few services marked loose pay this).
+            return false;
+        }
+        if let Some(index) = self.index {
+            for key in index.keys() {
+                visit(key);
+            }
+            if let Some(renames) = self.renames {
+                for key in renames.keys() {
+                    visit(key);
+                }
+            }
+            if let Some(object) = self.root.as_object() {
+                for key in object.keys() {
+                    visit(key);
+                }
+            }
+            return true;
+        }
         if self.loose {
             // Loosely matched names are not the keys themselves: let the index probe every
             // field it knows (only the few services marked loose pay this).
