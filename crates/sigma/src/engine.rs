@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::correlate::{CorrelationRules, Correlator};
 use crate::mapping::{Mappings, Renames};
-use crate::record::{Classified, Logsource, MAX_CATEGORIES, Record, classify};
+use crate::record::{Classified, Logsource, MAX_CATEGORIES, MAX_SERVICES, Record, classify};
 use crate::{Rejected, RuleCheck, SigmaError, collect_rule_files, one_line};
 
 /// A rule's logsource, lowercased, as it partitions the rule set.
@@ -161,7 +161,7 @@ struct Target {
 /// Routes are cached per classification. The key holds the addresses of the mapping strings a
 /// classification borrows (they live as long as the rule set's `Arc<Mappings>`), so a lookup
 /// hashes a few integers and allocates nothing.
-type RouteKey = (usize, usize, [usize; MAX_CATEGORIES]);
+type RouteKey = (usize, [usize; MAX_SERVICES], [usize; MAX_CATEGORIES]);
 
 /// All loaded rules, partitioned by logsource and ready to evaluate records.
 pub struct RuleSet {
@@ -455,11 +455,11 @@ impl RuleSet {
         for (slot, category) in categories.iter_mut().zip(classified.categories.iter()) {
             *slot = category.map_or(0, |category| std::ptr::from_ref(category) as usize);
         }
-        let key: RouteKey = (
-            address(classified.product),
-            address(classified.service),
-            categories,
-        );
+        let mut services = [0usize; MAX_SERVICES];
+        for (slot, service) in services.iter_mut().zip(classified.services.iter()) {
+            *slot = address(*service);
+        }
+        let key: RouteKey = (address(classified.product), services, categories);
         if let Some(targets) = self
             .routes
             .read()
@@ -484,9 +484,12 @@ impl RuleSet {
                 want.as_deref()
                     .is_none_or(|want| have.is_some_and(|have| have.eq_ignore_ascii_case(want)))
             };
-            if !same(&wanted.product, classified.product)
-                || !same(&wanted.service, classified.service)
-            {
+            let service_matches = wanted.service.as_deref().is_none_or(|want| {
+                classified
+                    .services()
+                    .any(|have| have.eq_ignore_ascii_case(want))
+            });
+            if !same(&wanted.product, classified.product) || !service_matches {
                 continue;
             }
             match &wanted.category {
@@ -790,6 +793,57 @@ mod tests {
         let in_data = json!({"Event": {"System": {"Channel": "Security", "EventID": 4624},
                                         "EventData": {"WorkstationName": "WORKSTATION7"}}});
         assert_eq!(fired(&rules, &in_data), ["kw"]);
+    }
+
+    #[test]
+    fn syslog_lines_route_by_program() {
+        let rules = RuleSet::from_texts(
+            vec![
+                rule(
+                    "sshd-kw",
+                    "  product: linux\n  service: sshd",
+                    "  keywords:\n    - 'Invalid user'\n  condition: keywords",
+                ),
+                rule(
+                    "auth-kw",
+                    "  product: linux\n  service: auth",
+                    "  keywords:\n    - 'Invalid user'\n  condition: keywords",
+                ),
+                rule(
+                    "sudo-kw",
+                    "  product: linux\n  service: sudo",
+                    "  keywords:\n    - 'Invalid user'\n  condition: keywords",
+                ),
+                rule(
+                    "any-linux",
+                    "  product: linux",
+                    "  keywords:\n    - 'Invalid user'\n  condition: keywords",
+                ),
+                rule(
+                    "windows-kw",
+                    "  product: windows\n  service: security",
+                    "  keywords:\n    - 'Invalid user'\n  condition: keywords",
+                ),
+            ],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let line = crate::source::syslog_record(
+            "Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 173.234.31.186",
+        );
+        let logsource = rules.logsource_of(&line);
+        assert_eq!(logsource.product.as_deref(), Some("linux"));
+        assert_eq!(logsource.services, ["sshd", "auth", "syslog"]);
+        assert_eq!(fired(&rules, &line), ["any-linux", "auth-kw", "sshd-kw"]);
+
+        let pam = crate::source::syslog_record(
+            "Jun 14 15:16:01 combo sshd(pam_unix)[19939]: Invalid user x",
+        );
+        assert_eq!(fired(&rules, &pam), ["any-linux", "auth-kw", "sshd-kw"]);
+        let kernel = crate::source::syslog_record("Jun 14 15:16:01 combo kernel: Invalid user");
+        assert_eq!(rules.logsource_of(&kernel).services, ["syslog"]);
+        assert_eq!(fired(&rules, &kernel), ["any-linux"]);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use serde_json::{Map, Value};
 pub const BUILTIN_SHAPES: &str = include_str!("../data/shapes.yml");
 /// The built-in Windows logsource file.
 pub const BUILTIN_WINDOWS: &str = include_str!("../data/windows.yml");
+/// The built-in Linux syslog program file.
+pub const BUILTIN_LINUX: &str = include_str!("../data/linux.yml");
 
 /// Most containers a shape may name (a record keeps them in a fixed array).
 pub const MAX_CONTAINERS: usize = 4;
@@ -52,6 +54,8 @@ struct ShapeSpec {
     #[serde(default)]
     event_id: Option<String>,
     #[serde(default)]
+    program: Option<String>,
+    #[serde(default)]
     fields: BTreeMap<String, String>,
     #[serde(default)]
     containers: Vec<String>,
@@ -71,6 +75,15 @@ struct WindowsFile {
     loose_field_names: Vec<String>,
     channels: BTreeMap<String, String>,
     categories: Vec<CategorySpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinuxFile {
+    product: String,
+    #[serde(default)]
+    every_record: Vec<String>,
+    programs: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +195,8 @@ pub(crate) struct Shape {
     recognize: Vec<Path>,
     pub(crate) channel: Option<Path>,
     pub(crate) event_id: Option<Path>,
+    /// Where a syslog record names its program; services then come from linux.yml.
+    pub(crate) program: Option<Path>,
     pub(crate) fields: FxHashMap<Box<str>, Path>,
     pub(crate) containers: Vec<Path>,
     pub(crate) keywords_in_containers: bool,
@@ -245,11 +260,34 @@ impl WindowsMap {
     }
 }
 
+/// Linux syslog programs and their services.
+#[derive(Debug)]
+pub(crate) struct LinuxMap {
+    pub(crate) product: Box<str>,
+    pub(crate) every_record: Vec<Box<str>>,
+    programs: FxHashMap<Box<str>, Vec<Box<str>>>,
+    programs_folded: FxHashMap<String, Vec<Box<str>>>,
+}
+
+impl LinuxMap {
+    /// The services of records written by `program` (`sshd`, `sshd(pam_unix)`, `CRON`).
+    pub(crate) fn services(&self, program: &str) -> &[Box<str>] {
+        let program = program.split('(').next().unwrap_or(program);
+        if let Some(services) = self.programs.get(program) {
+            return services;
+        }
+        self.programs_folded
+            .get(&program.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Every mapping Vigil applies between records and Sigma rules.
 #[derive(Debug)]
 pub struct Mappings {
     pub(crate) shapes: Vec<Shape>,
     pub(crate) windows: WindowsMap,
+    pub(crate) linux: LinuxMap,
 }
 
 impl Mappings {
@@ -262,8 +300,21 @@ impl Mappings {
     }
 
     /// Loads mappings from a shapes file and a Windows logsource file, each given as
-    /// `(name for errors, text)`.
+    /// `(name for errors, text)`, with the built-in Linux program file.
     pub fn from_yaml(shapes: (&str, &str), windows: (&str, &str)) -> Result<Self, MappingError> {
+        Self::from_files(shapes, windows, ("linux.yml", BUILTIN_LINUX))
+    }
+
+    /// Loads mappings from the shapes, Windows and Linux files, each `(name for errors, text)`.
+    pub fn from_files(
+        shapes: (&str, &str),
+        windows: (&str, &str),
+        linux: (&str, &str),
+    ) -> Result<Self, MappingError> {
+        let linux_file: LinuxFile = yaml_serde::from_str(linux.1).map_err(|err| MappingError {
+            file: linux.0.to_owned(),
+            reason: err.to_string(),
+        })?;
         let shapes_error = |reason: String| MappingError {
             file: shapes.0.to_owned(),
             reason,
@@ -285,9 +336,25 @@ impl Mappings {
             compiled_shapes.push(shape);
         }
         let windows = compile_windows(windows_file).map_err(windows_error)?;
+        let boxed = |names: &[String]| names.iter().map(|name| name.as_str().into()).collect();
+        let linux = LinuxMap {
+            product: linux_file.product.into(),
+            every_record: boxed(&linux_file.every_record),
+            programs_folded: linux_file
+                .programs
+                .iter()
+                .map(|(program, services)| (program.to_ascii_lowercase(), boxed(services)))
+                .collect(),
+            programs: linux_file
+                .programs
+                .iter()
+                .map(|(program, services)| (program.as_str().into(), boxed(services)))
+                .collect(),
+        };
         Ok(Self {
             shapes: compiled_shapes,
             windows,
+            linux,
         })
     }
 
@@ -327,6 +394,7 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
             .collect::<Result<_, _>>()?,
         channel: optional(&spec.channel)?,
         event_id: optional(&spec.event_id)?,
+        program: optional(&spec.program)?,
         fields,
         containers: spec
             .containers

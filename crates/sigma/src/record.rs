@@ -13,6 +13,9 @@ use crate::mapping::{MAX_CONTAINERS, Mappings, Renames, Shape, WindowsCategory, 
 /// registry_add or registry_delete).
 pub(crate) const MAX_CATEGORIES: usize = 4;
 
+/// Most services one record can belong to (an sshd syslog line is sshd, auth and syslog).
+pub(crate) const MAX_SERVICES: usize = 4;
+
 /// Deepest nesting the string walk follows (keyword searches), as rsigma's own events do.
 const MAX_DEPTH: usize = 64;
 
@@ -21,8 +24,9 @@ const MAX_DEPTH: usize = 64;
 pub struct Logsource {
     /// `product`, e.g. `windows`.
     pub product: Option<String>,
-    /// `service`, e.g. `sysmon`.
-    pub service: Option<String>,
+    /// `service`s, e.g. `sysmon`; a record may belong to several (an sshd syslog line is
+    /// `sshd`, `auth` and `syslog`).
+    pub services: Vec<String>,
     /// `category`, e.g. `process_creation`. A record may belong to several.
     pub categories: Vec<String>,
 }
@@ -32,7 +36,7 @@ pub struct Logsource {
 pub(crate) struct Classified<'m> {
     pub(crate) shape: Option<&'m Shape>,
     pub(crate) product: Option<&'m str>,
-    pub(crate) service: Option<&'m str>,
+    pub(crate) services: [Option<&'m str>; MAX_SERVICES],
     pub(crate) categories: [Option<&'m WindowsCategory>; MAX_CATEGORIES],
     /// Field names are matched ignoring spaces and underscores (see windows.yml).
     pub(crate) loose: bool,
@@ -43,10 +47,14 @@ impl<'m> Classified<'m> {
         self.categories.iter().flatten().copied()
     }
 
+    pub(crate) fn services(&self) -> impl Iterator<Item = &'m str> + '_ {
+        self.services.iter().flatten().copied()
+    }
+
     pub(crate) fn to_logsource(self) -> Logsource {
         Logsource {
             product: self.product.map(str::to_owned),
-            service: self.service.map(str::to_owned),
+            services: self.services().map(str::to_owned).collect(),
             categories: self
                 .categories()
                 .map(|category| category.category.to_string())
@@ -60,7 +68,7 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
     let mut classified = Classified {
         shape: None,
         product: None,
-        service: None,
+        services: [None; MAX_SERVICES],
         categories: [None; MAX_CATEGORIES],
         loose: false,
     };
@@ -69,7 +77,21 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
     };
     classified.shape = Some(shape);
     classified.product = shape.product.as_deref();
-    classified.service = shape.service.as_deref();
+    classified.services[0] = shape.service.as_deref();
+    if let Some(path) = &shape.program {
+        let linux = &mappings.linux;
+        classified.product = Some(&linux.product);
+        let program = path.resolve(record).and_then(Value::as_str);
+        let services = program
+            .map(|program| linux.services(program))
+            .unwrap_or_default()
+            .iter()
+            .chain(&linux.every_record);
+        for (slot, service) in classified.services.iter_mut().zip(services) {
+            *slot = Some(service);
+        }
+        return classified;
+    }
     if !shape.windows {
         return classified;
     }
@@ -84,7 +106,7 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
     else {
         return classified;
     };
-    classified.service = Some(service);
+    classified.services[0] = Some(service);
     classified.loose = windows.loose(service_index);
     let Some(event_id) = shape
         .event_id
@@ -422,7 +444,7 @@ mod tests {
         let record = sysmon_registry("CreateKey");
         let logsource = classify(&mappings, &record).to_logsource();
         assert_eq!(logsource.product.as_deref(), Some("windows"));
-        assert_eq!(logsource.service.as_deref(), Some("sysmon"));
+        assert_eq!(logsource.services, ["sysmon"]);
         assert_eq!(logsource.categories, ["registry_event", "registry_add"]);
 
         let record = sysmon_registry("DeleteValue");
@@ -457,7 +479,7 @@ mod tests {
         let record = json!({"Event": {"System": {"Channel": "Made-Up/Channel", "EventID": 1}}});
         let logsource = classify(&mappings, &record).to_logsource();
         assert_eq!(logsource.product.as_deref(), Some("windows"));
-        assert_eq!(logsource.service, None);
+        assert!(logsource.services.is_empty());
         assert!(logsource.categories.is_empty());
 
         let generic = json!({"message": "hello"});

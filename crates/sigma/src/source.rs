@@ -18,13 +18,16 @@ pub struct EvtxRecord {
     pub data: Value,
 }
 
-/// Which reader a file needs, by extension: `.evtx`, or `.json`/`.jsonl`/`.ndjson`.
+/// Which reader a file needs, by extension: `.evtx`; `.json`/`.jsonl`/`.ndjson`; `.log`
+/// (syslog lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
     /// Windows event log file.
     Evtx,
     /// JSON or NDJSON.
     Json,
+    /// Syslog lines (RFC 3164 or 5424), as in /var/log/auth.log.
+    Syslog,
 }
 
 impl InputKind {
@@ -34,9 +37,62 @@ impl InputKind {
         match extension.as_str() {
             "evtx" => Some(Self::Evtx),
             "json" | "jsonl" | "ndjson" => Some(Self::Json),
+            "log" => Some(Self::Syslog),
             _ => None,
         }
     }
+
+    /// The reader for a file named explicitly, whatever its extension: by extension, else JSON
+    /// when the text starts like JSON, else syslog lines (`/var/log/auth.log`, `messages`).
+    pub fn sniff(path: &Path, head: &[u8]) -> Self {
+        if let Some(kind) = Self::of(path) {
+            return kind;
+        }
+        match head.iter().find(|byte| !byte.is_ascii_whitespace()) {
+            Some(b'{' | b'[') => Self::Json,
+            _ => Self::Syslog,
+        }
+    }
+}
+
+/// One syslog line as a record: `timestamp` (RFC 3339), `host`, `program`, `pid`, `facility`,
+/// `severity`, `message`. A year-less RFC 3164 timestamp gets the current year, or last year
+/// when that would put it in the future. A line syslog cannot parse keeps its text as
+/// `message` with no program.
+pub fn syslog_record(line: &str) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let infer_year = move |(month, day, ..): syslog_loose::IncompleteDate| {
+        let this_year = now.year();
+        let today = (u32::from(u8::from(now.month())), u32::from(now.day()));
+        if (month, day) > today {
+            this_year - 1
+        } else {
+            this_year
+        }
+    };
+    let message =
+        syslog_loose::parse_message_with_year(line, infer_year, syslog_loose::Variant::Either);
+    let mut record = serde_json::Map::new();
+    if let Some(timestamp) = message.timestamp {
+        record.insert("timestamp".to_owned(), Value::from(timestamp.to_rfc3339()));
+    }
+    if let Some(host) = message.hostname {
+        record.insert("host".to_owned(), Value::from(host));
+    }
+    if let Some(program) = message.appname {
+        record.insert("program".to_owned(), Value::from(program));
+    }
+    if let Some(pid) = message.procid {
+        record.insert("pid".to_owned(), Value::from(pid.to_string()));
+    }
+    if let Some(facility) = message.facility {
+        record.insert("facility".to_owned(), Value::from(facility.as_str()));
+    }
+    if let Some(severity) = message.severity {
+        record.insert("severity".to_owned(), Value::from(severity.as_str()));
+    }
+    record.insert("message".to_owned(), Value::from(message.msg));
+    Value::Object(record)
 }
 
 /// Maps every record of an EVTX file through `f`, parsing chunks on `threads` threads (0: one
@@ -147,10 +203,52 @@ mod tests {
     }
 
     #[test]
+    fn syslog_lines_become_records() {
+        let record = syslog_record(
+            "Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 173.234.31.186",
+        );
+        assert_eq!(record["host"], "LabSZ");
+        assert_eq!(record["program"], "sshd");
+        assert_eq!(record["pid"], "24200");
+        assert_eq!(
+            record["message"],
+            "Invalid user webmaster from 173.234.31.186"
+        );
+        assert!(
+            record["timestamp"]
+                .as_str()
+                .unwrap()
+                .contains("-12-10T06:55:46")
+        );
+
+        let rfc5424 = syslog_record(
+            "<38>1 2026-11-27T10:00:00Z web1 sudo 991 - - alice : TTY=pts/0 ; COMMAND=/bin/sh",
+        );
+        assert_eq!(rfc5424["program"], "sudo");
+        assert_eq!(rfc5424["facility"], "auth");
+        assert_eq!(rfc5424["timestamp"], "2026-11-27T10:00:00+00:00");
+
+        let garbage = syslog_record("\u{0}not syslog at all");
+        assert!(garbage["message"].is_string());
+    }
+
+    #[test]
     fn input_kinds_by_extension() {
         assert_eq!(InputKind::of(Path::new("a/b.EVTX")), Some(InputKind::Evtx));
         assert_eq!(InputKind::of(Path::new("b.ndjson")), Some(InputKind::Json));
         assert_eq!(InputKind::of(Path::new("b.txt")), None);
+        assert_eq!(
+            InputKind::of(Path::new("auth.log")),
+            Some(InputKind::Syslog)
+        );
+        assert_eq!(
+            InputKind::sniff(Path::new("messages"), b"  {\"a\":1}"),
+            InputKind::Json
+        );
+        assert_eq!(
+            InputKind::sniff(Path::new("messages"), b"Dec 10 ..."),
+            InputKind::Syslog
+        );
         assert_eq!(InputKind::of(Path::new("noext")), None);
     }
 

@@ -34,7 +34,7 @@ pub enum Command {
 /// `vigil hunt` options.
 #[derive(Debug, Args)]
 pub struct HuntArgs {
-    /// .evtx, .json, .jsonl or .ndjson files, or directories holding them.
+    /// .evtx, .json, .jsonl, .ndjson or .log (syslog) files, or directories holding them.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Rule files or directories (searched recursively for .yml and .yaml); repeatable.

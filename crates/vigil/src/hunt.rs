@@ -134,6 +134,7 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
         let records = match kind {
             InputKind::Evtx => evtx_records(path, &rules, correlate),
             InputKind::Json => json_records(path, &rules, correlate),
+            InputKind::Syslog => syslog_records(path, &rules, correlate),
         };
         let records = match records {
             Ok(records) => records,
@@ -271,6 +272,48 @@ fn json_records(
 ) -> Result<Vec<RecordResult>, String> {
     let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?;
     let (documents, error) = source::json_records(&text);
+    Ok(evaluate_documents(&documents, error, rules, correlate))
+}
+
+/// Syslog lines; the record id is the line number.
+fn syslog_records(
+    path: &Path,
+    rules: &RuleSet,
+    correlate: bool,
+) -> Result<Vec<RecordResult>, String> {
+    let bytes = std::fs::read(path).map_err(|err| format!("cannot read: {err}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .collect();
+    Ok(lines
+        .par_iter()
+        .map(|(number, line)| {
+            let record = source::syslog_record(line);
+            let mut detections = rules.detect(&record);
+            detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
+            let timestamp = record["timestamp"].as_str().map(str::to_owned);
+            let computer = record["host"].as_str().map(str::to_owned);
+            RecordResult {
+                record: (correlate && !detections.is_empty()).then_some(record),
+                record_id: Some(serde_json::Value::from(number + 1)),
+                timestamp,
+                computer,
+                detections,
+                error: None,
+            }
+        })
+        .collect())
+}
+
+fn evaluate_documents(
+    documents: &[serde_json::Value],
+    error: Option<String>,
+    rules: &RuleSet,
+    correlate: bool,
+) -> Vec<RecordResult> {
     let mut results: Vec<RecordResult> = documents
         .par_iter()
         .enumerate()
@@ -301,7 +344,7 @@ fn json_records(
             error: Some(reason),
         });
     }
-    Ok(results)
+    results
 }
 
 fn computer_of(rules: &RuleSet, record: &serde_json::Value) -> Option<String> {

@@ -257,3 +257,47 @@ fn bad_inputs_are_counted_and_the_hunt_goes_on() {
     );
     assert_eq!(line.lines().count(), 1);
 }
+
+#[test]
+fn syslog_files_route_by_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("auth.log");
+    std::fs::write(
+        &log,
+        "Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 173.234.31.186\n\
+         Dec 10 06:55:48 LabSZ sshd[24201]: Corrupted MAC on input. [preauth]\n\
+         Dec 10 06:55:49 LabSZ kernel: Corrupted MAC on input.\n",
+    )
+    .unwrap();
+    let output = hunt(&[
+        log.to_str().unwrap(),
+        "--rules",
+        "rules/linux/builtin/sshd",
+        "--format",
+        "jsonl",
+    ]);
+    let text = stdout(&output);
+    let hits: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // Only the sshd line: the kernel line has the same words but is not an sshd record.
+    assert_eq!(hits.len(), 1, "{text}");
+    assert_eq!(hits[0]["rule_id"], "e76b413a-83d0-4b94-8e4c-85db4a5b8bdc");
+    assert_eq!(hits[0]["record_id"], 2);
+    assert_eq!(hits[0]["computer"], "LabSZ");
+
+    // The loghub samples (real sshd and PAM logs) read cleanly: every line is a record.
+    let loghub = vigil_e2e::shared_dir().join("data/loghub/OpenSSH_2k.log");
+    let output = hunt(&[
+        loghub.to_str().unwrap(),
+        "--rules",
+        "rules/linux/builtin",
+        "--format",
+        "jsonl",
+    ]);
+    let summary = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{summary}");
+    assert!(summary.contains("2000 records"), "{summary}");
+    assert!(!summary.contains("unreadable"), "{summary}");
+}
