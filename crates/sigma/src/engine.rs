@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::correlate::{CorrelationRules, Correlator};
+use crate::flat::{FlatEntries, FlatIndex, FlatRecord, FlatView, classify_flat};
 use crate::mapping::{Mappings, Renames};
 use crate::record::{Classified, Logsource, MAX_CATEGORIES, MAX_SERVICES, Record, classify};
 use crate::{Rejected, RuleCheck, SigmaError, collect_rule_files, one_line};
@@ -407,10 +408,37 @@ impl RuleSet {
         let base = Record::new(record, classified.shape, None, classified.loose);
         let index = base.build_index();
         let base = base.with_index(&index);
+        self.evaluate_targets(&targets, |renames| base.with_renames(renames))
+    }
+
+    /// Evaluates a record whose fields are flat dotted keys (Vigil's normalized event) against
+    /// the rules of its own logsource: the same shapes, logsources and rules as [`RuleSet::detect`].
+    pub fn detect_flat(&self, record: &impl FlatRecord) -> Vec<Detection> {
+        let entries = FlatEntries::new(record);
+        let classified = classify_flat(&self.mappings, &entries);
+        let targets = self.route(&classified);
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let index = FlatIndex::new(&entries, classified.shape);
+        let base = FlatView::new(&entries, &index, &classified);
+        self.evaluate_targets(&targets, |renames| base.with_renames(renames))
+    }
+
+    /// The logsource a flat record belongs to.
+    pub fn logsource_of_flat(&self, record: &impl FlatRecord) -> Logsource {
+        classify_flat(&self.mappings, &FlatEntries::new(record)).to_logsource()
+    }
+
+    fn evaluate_targets<'a, E: rsigma_eval::Event>(
+        &'a self,
+        targets: &'a [Target],
+        view: impl Fn(Option<&'a Renames>) -> E,
+    ) -> Vec<Detection> {
         let mut detections = Vec::new();
-        for target in targets.iter() {
+        for target in targets {
             let partition = &self.partitions[target.partition];
-            let view = base.with_renames(target.renames.as_deref());
+            let view = view(target.renames.as_deref());
             for result in partition.engine.evaluate(&view) {
                 let key = result
                     .header

@@ -13,6 +13,7 @@
 mod attack;
 mod correlate;
 mod engine;
+mod flat;
 mod mapping;
 mod record;
 pub mod source;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub use attack::{Technique, technique};
 pub use correlate::{CorrelationHit, Correlator};
 pub use engine::{Detection, Level, LoadOptions, MatchedField, RuleInfo, RuleLogsource, RuleSet};
+pub use flat::{FlatRecord, FlatValue};
 pub use mapping::{BUILTIN_SHAPES, BUILTIN_WINDOWS, MappingError, Mappings};
 pub use record::Logsource;
 

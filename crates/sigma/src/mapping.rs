@@ -165,8 +165,76 @@ impl Path {
         }
     }
 
+    /// The path as written (`Event.System.Channel`); empty for the record itself.
+    pub(crate) fn full(&self) -> &str {
+        self.suffixes.first().map_or("", AsRef::as_ref)
+    }
+
+    pub(crate) fn has_wildcard(&self) -> bool {
+        self.segments.contains(&Segment::Any)
+    }
+
+    /// Where the path's segments end in a flat `key` (at its end or at a `.`), or `None`.
+    fn match_flat(&self, key: &str) -> Option<usize> {
+        let mut offset = 0;
+        for segment in &self.segments {
+            let rest = &key[offset..];
+            let length = match segment {
+                Segment::Key(name) => {
+                    if !rest.starts_with(name.as_ref()) {
+                        return None;
+                    }
+                    name.len()
+                }
+                Segment::Any => rest.find('.').unwrap_or(rest.len()),
+            };
+            if length == 0 {
+                return None;
+            }
+            offset += length;
+            match key.as_bytes().get(offset) {
+                None => {}
+                Some(b'.') => offset += 1,
+                Some(_) => return None,
+            }
+        }
+        Some(offset)
+    }
+
+    /// Whether flat `key` is exactly this path.
+    pub(crate) fn matches_flat(&self, key: &str) -> bool {
+        !self.segments.is_empty() && self.match_flat(key) == Some(key.len())
+    }
+
+    /// Whether flat `key` is this path's `#text` (an element with attributes).
+    pub(crate) fn matches_flat_text(&self, key: &str) -> bool {
+        key.strip_suffix(".#text")
+            .is_some_and(|base| self.matches_flat(base))
+    }
+
+    /// Whether flat `key` is this path or lies under it.
+    pub(crate) fn is_prefix_of_flat(&self, key: &str) -> bool {
+        !self.segments.is_empty() && self.match_flat(key).is_some()
+    }
+
+    /// The rest of flat `key` under this container path (`Event.EventData.Image` under
+    /// `Event.EventData` is `Image`; with `*`, one more segment is skipped), or `None`.
+    pub(crate) fn strip_flat_prefix<'k>(&self, key: &'k str) -> Option<&'k str> {
+        if self.segments.is_empty() {
+            return Some(key);
+        }
+        let offset = self.match_flat(key)?;
+        let rest = &key[offset..];
+        (!rest.is_empty() && offset > 0 && key.as_bytes()[offset - 1] == b'.').then_some(rest)
+    }
+
     fn has_wildcard_after(&self, index: usize) -> bool {
         self.segments[index..].contains(&Segment::Any)
+    }
+
+    /// Whether this path names anything in `root`.
+    pub(crate) fn exists_in(&self, root: &Value) -> bool {
+        self.resolve_from(root, 0).is_some()
     }
 
     /// The object at this path, for containers; `*` yields the first object found.
@@ -192,7 +260,7 @@ pub(crate) struct Shape {
     pub(crate) product: Option<Box<str>>,
     pub(crate) service: Option<Box<str>>,
     pub(crate) windows: bool,
-    recognize: Vec<Path>,
+    pub(crate) recognize: Vec<Path>,
     pub(crate) channel: Option<Path>,
     pub(crate) event_id: Option<Path>,
     /// Where a syslog record names its program; services then come from linux.yml.
@@ -202,14 +270,6 @@ pub(crate) struct Shape {
     pub(crate) keywords_in_containers: bool,
     pub(crate) record_id: Option<Path>,
     pub(crate) timestamp: Option<Path>,
-}
-
-impl Shape {
-    fn recognizes(&self, record: &Value) -> bool {
-        self.recognize
-            .iter()
-            .all(|path| path.resolve_from(record, 0).is_some())
-    }
 }
 
 /// A category a Windows event can belong to, with its conditions and field renames.
@@ -356,11 +416,6 @@ impl Mappings {
             windows,
             linux,
         })
-    }
-
-    /// The first shape that recognizes `record`.
-    pub(crate) fn shape_of(&self, record: &Value) -> Option<&Shape> {
-        self.shapes.iter().find(|shape| shape.recognizes(record))
     }
 }
 

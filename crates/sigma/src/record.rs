@@ -7,7 +7,9 @@ use rsigma_eval::{Event, EventValue};
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
-use crate::mapping::{MAX_CONTAINERS, Mappings, Renames, Shape, WindowsCategory, unwrap_text};
+use crate::mapping::{
+    MAX_CONTAINERS, Mappings, Path, Renames, Shape, WindowsCategory, unwrap_text,
+};
 
 /// Most categories one event can belong to at once (Sysmon 12 is registry_event and
 /// registry_add or registry_delete).
@@ -63,8 +65,54 @@ impl<'m> Classified<'m> {
     }
 }
 
+/// What classification needs to know about a record, whatever its layout.
+pub(crate) trait Probe {
+    /// Whether `path` names a value or an object.
+    fn exists(&self, path: &Path) -> bool;
+    /// The string at `path`.
+    fn text(&self, path: &Path) -> Option<&str>;
+    /// The number (or numeric string) at `path`.
+    fn event_id(&self, path: &Path) -> Option<u32>;
+    /// The string value of Sigma field `name` under `shape`.
+    fn field_text(&self, shape: &Shape, name: &str) -> Option<&str>;
+}
+
+struct JsonProbe<'v>(&'v Value);
+
+impl Probe for JsonProbe<'_> {
+    fn exists(&self, path: &Path) -> bool {
+        path.exists_in(self.0)
+    }
+
+    fn text(&self, path: &Path) -> Option<&str> {
+        path.resolve(self.0)?.as_str()
+    }
+
+    fn event_id(&self, path: &Path) -> Option<u32> {
+        as_event_id(path.resolve(self.0)?)
+    }
+
+    fn field_text(&self, shape: &Shape, name: &str) -> Option<&str> {
+        if let Some(path) = shape.fields.get(name) {
+            return path.resolve(self.0)?.as_str();
+        }
+        shape
+            .containers
+            .iter()
+            .filter_map(|container| container.resolve_object(self.0))
+            .find_map(|container| container.get(name))
+            .map(unwrap_text)?
+            .as_str()
+    }
+}
+
 /// Recognizes `record`'s shape and derives its logsource.
 pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified<'m> {
+    classify_with(mappings, &JsonProbe(record))
+}
+
+/// Recognizes a record's shape through `probe` and derives its logsource.
+pub(crate) fn classify_with<'m>(mappings: &'m Mappings, record: &impl Probe) -> Classified<'m> {
     let mut classified = Classified {
         shape: None,
         product: None,
@@ -72,7 +120,11 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
         categories: [None; MAX_CATEGORIES],
         loose: false,
     };
-    let Some(shape) = mappings.shape_of(record) else {
+    let Some(shape) = mappings
+        .shapes
+        .iter()
+        .find(|shape| shape.recognize.iter().all(|path| record.exists(path)))
+    else {
         return classified;
     };
     classified.shape = Some(shape);
@@ -81,7 +133,7 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
     if let Some(path) = &shape.program {
         let linux = &mappings.linux;
         classified.product = Some(&linux.product);
-        let program = path.resolve(record).and_then(Value::as_str);
+        let program = record.text(path);
         let services = program
             .map(|program| linux.services(program))
             .unwrap_or_default()
@@ -97,11 +149,7 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
     }
     let windows = &mappings.windows;
     classified.product = Some(&windows.product);
-    let channel = shape
-        .channel
-        .as_ref()
-        .and_then(|path| path.resolve(record))
-        .and_then(Value::as_str);
+    let channel = shape.channel.as_ref().and_then(|path| record.text(path));
     let Some((service_index, service)) = channel.and_then(|channel| windows.service(channel))
     else {
         return classified;
@@ -111,18 +159,16 @@ pub(crate) fn classify<'m>(mappings: &'m Mappings, record: &Value) -> Classified
     let Some(event_id) = shape
         .event_id
         .as_ref()
-        .and_then(|path| path.resolve(record))
-        .and_then(as_event_id)
+        .and_then(|path| record.event_id(path))
     else {
         return classified;
     };
     let candidates = windows.categories(service_index, event_id);
-    let view = Record::new(record, Some(shape), None, classified.loose);
     let mut slots = classified.categories.iter_mut();
     for category in candidates {
         let applies = category.when.iter().all(|(field, expected)| {
-            view.lookup(field)
-                .and_then(Value::as_str)
+            record
+                .field_text(shape, field)
                 .is_some_and(|value| value.eq_ignore_ascii_case(expected))
         });
         if applies && let Some(slot) = slots.next() {
@@ -387,7 +433,7 @@ impl Event for Record<'_> {
 }
 
 /// `Threat Name` == `ThreatName` == `Threat_Name`: equal once spaces and underscores are dropped.
-fn loosely_equal(key: &str, name: &str) -> bool {
+pub(crate) fn loosely_equal(key: &str, name: &str) -> bool {
     let significant = |c: &char| *c != ' ' && *c != '_';
     key.chars()
         .filter(significant)

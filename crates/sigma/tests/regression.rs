@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use vigil_sigma::{Mappings, RuleSet, source};
+use serde_json::Value;
+use vigil_sigma::{FlatRecord, FlatValue, Mappings, RuleSet, source};
 
 fn sigma_dir() -> PathBuf {
     let shared = std::env::var_os("VIGIL_SHARED_DIR").map_or_else(
@@ -142,4 +143,94 @@ fn every_sigmahq_rule_loads() {
     let check = rules.check();
     assert!(check.rejected.is_empty(), "{:#?}", check.rejected);
     assert!(check.loaded > 3_700, "{check:?}");
+}
+
+/// A record flattened to dotted keys, as Vigil's normalized event stores a source's fields.
+struct Flattened(Vec<(String, Value)>);
+
+impl Flattened {
+    fn new(value: &Value) -> Self {
+        fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        let path = if prefix.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        walk(&path, child, out);
+                    }
+                }
+                other => out.push((prefix.to_owned(), other.clone())),
+            }
+        }
+        let mut out = Vec::new();
+        walk("", value, &mut out);
+        Self(out)
+    }
+}
+
+fn flat_value(value: &Value) -> FlatValue<'_> {
+    match value {
+        Value::Null => FlatValue::Null,
+        Value::Bool(b) => FlatValue::Bool(*b),
+        Value::Number(n) => n.as_i64().map_or_else(
+            || FlatValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            FlatValue::Int,
+        ),
+        Value::String(s) => FlatValue::Str(s),
+        Value::Array(items) => FlatValue::List(items.iter().map(flat_value).collect()),
+        Value::Object(_) => FlatValue::Null,
+    }
+}
+
+impl FlatRecord for Flattened {
+    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+        for (key, value) in &self.0 {
+            visit(key, flat_value(value));
+        }
+    }
+}
+
+/// Every regression record gives the same detections as nested JSON and as flat dotted keys.
+#[test]
+fn flat_records_detect_like_nested_json() {
+    let sigma = sigma_dir();
+    let rules = all_rules(&sigma);
+    let mut infos = Vec::new();
+    info_files(&sigma.join("regression_data"), &mut infos);
+    let mut records = 0;
+    let mut hits = 0;
+    for info in &infos {
+        for entry in std::fs::read_dir(info.parent().unwrap()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            for record in source::json_records(&std::fs::read_to_string(&path).unwrap()).0 {
+                let ids = |detections: Vec<vigil_sigma::Detection>| {
+                    let mut ids: Vec<String> =
+                        detections.into_iter().map(|d| d.rule.id.clone()).collect();
+                    ids.sort();
+                    ids
+                };
+                let nested = ids(rules.detect(&record));
+                let flat = Flattened::new(&record);
+                assert_eq!(
+                    rules.logsource_of(&record),
+                    rules.logsource_of_flat(&flat),
+                    "{}",
+                    path.display()
+                );
+                assert_eq!(nested, ids(rules.detect_flat(&flat)), "{}", path.display());
+                records += 1;
+                hits += nested.len();
+            }
+        }
+    }
+    assert!(
+        records >= 200 && hits >= records,
+        "{records} records, {hits} hits"
+    );
 }
