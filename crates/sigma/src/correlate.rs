@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::{Detection, Level, RuleInfo, RuleLogsource};
+use crate::flat::{FlatEntries, FlatIndex, FlatRecord, FlatView, classify_flat};
 use crate::mapping::Mappings;
 use crate::record::{Record, classify};
 
@@ -142,6 +143,34 @@ impl Correlator {
         let out = self
             .engine
             .process_with_detections(&view, results, event_time);
+        self.hits(out)
+    }
+
+    /// [`Correlator::observe`] for a record stored as flat dotted keys.
+    pub fn observe_flat(
+        &mut self,
+        record: &impl FlatRecord,
+        detections: &[Detection],
+        event_time: i64,
+    ) -> Vec<CorrelationHit> {
+        let results: Vec<rsigma_eval::EvaluationResult> = detections
+            .iter()
+            .filter_map(|detection| detection.raw.clone())
+            .collect();
+        if results.is_empty() {
+            return Vec::new();
+        }
+        let entries = FlatEntries::new(record);
+        let classified = classify_flat(&self.mappings, &entries);
+        let index = FlatIndex::new(&entries, classified.shape);
+        let view = FlatView::new(&entries, &index, &classified);
+        let out = self
+            .engine
+            .process_with_detections(&view, results, event_time);
+        self.hits(out)
+    }
+
+    fn hits(&self, out: Vec<rsigma_eval::EvaluationResult>) -> Vec<CorrelationHit> {
         out.into_iter()
             .filter_map(|result| {
                 let ResultBody::Correlation(body) = result.body else {
@@ -283,6 +312,51 @@ tags:
         // Outside the window nothing adds up for pc2.
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 600).is_empty());
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 1200).is_empty());
+    }
+
+    struct Flat(Vec<(&'static str, Value)>);
+
+    impl crate::FlatRecord for Flat {
+        fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, crate::FlatValue<'s>)) {
+            for (key, value) in &self.0 {
+                let value = match value {
+                    Value::String(text) => crate::FlatValue::Str(text),
+                    Value::Number(number) => crate::FlatValue::Int(number.as_i64().unwrap()),
+                    _ => crate::FlatValue::Null,
+                };
+                visit(key, value);
+            }
+        }
+    }
+
+    #[test]
+    fn flat_records_correlate_too() {
+        let rules = rules();
+        let mut correlator = rules.correlator();
+        let record = Flat(vec![
+            (
+                "Event.System.Channel",
+                json!("Microsoft-Windows-Sysmon/Operational"),
+            ),
+            ("Event.System.EventID", json!(1)),
+            ("Event.System.Computer", json!("pc9")),
+            (
+                "Event.EventData.Image",
+                json!("C:\\Windows\\System32\\whoami.exe"),
+            ),
+        ]);
+        let t0 = 1_800_000_000;
+        let mut fired = Vec::new();
+        for offset in 0..3 {
+            let detections = rules.detect_flat(&record);
+            assert_eq!(detections.len(), 1);
+            fired = correlator.observe_flat(&record, &detections, t0 + offset);
+        }
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            fired[0].group_key,
+            [("Computer".to_owned(), "pc9".to_owned())]
+        );
     }
 
     #[test]
