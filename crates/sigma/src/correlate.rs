@@ -316,7 +316,7 @@ tags:
 
     struct Flat(Vec<(&'static str, Value)>);
 
-    impl crate::FlatRecord for Flat {
+    impl FlatRecord for Flat {
         fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, crate::FlatValue<'s>)) {
             for (key, value) in &self.0 {
                 let value = match value {
