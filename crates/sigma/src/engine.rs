@@ -611,11 +611,79 @@ fn placeholder_pipeline(
         .map_err(|err| SigmaError::Placeholders(one_line(&err.to_string())))
 }
 
+/// Longest string value a rule may hold. rsigma 0.23 compiles a long self-similar value
+/// (`AAAA...`) in quadratic time (20 KB: 1.4 s, 100 KB: 34 s), so one uploaded rule could stall
+/// every rule load; SigmaHQ's longest value is under 800 bytes.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// The longest string value in a rule's detection, with its field.
+fn longest_value(rule: &SigmaRule) -> Option<(usize, String)> {
+    fn values(
+        values: &[rsigma_parser::SigmaValue],
+        field: &str,
+        longest: &mut Option<(usize, String)>,
+    ) {
+        for value in values {
+            if let rsigma_parser::SigmaValue::String(text) = value {
+                let length = text.original.len();
+                if longest.as_ref().is_none_or(|(have, _)| length > *have) {
+                    *longest = Some((length, field.to_owned()));
+                }
+            }
+        }
+    }
+    fn walk(detection: &rsigma_parser::Detection, longest: &mut Option<(usize, String)>) {
+        use rsigma_parser::Detection;
+        match detection {
+            Detection::AllOf(items) => {
+                for item in items {
+                    let field = item.field.name.as_deref().unwrap_or("keywords");
+                    values(&item.values, field, longest);
+                }
+            }
+            Detection::Keywords(items) => values(items, "keywords", longest),
+            Detection::AnyOf(subs) | Detection::And(subs) => {
+                for sub in subs {
+                    walk(sub, longest);
+                }
+            }
+            Detection::ArrayMatch { body, .. } => walk(body, longest),
+            Detection::Conditional { named, .. } => {
+                for sub in named.values() {
+                    walk(sub, longest);
+                }
+            }
+        }
+    }
+    let mut longest = None;
+    for detection in rule.detection.named.values() {
+        walk(detection, &mut longest);
+    }
+    longest
+}
+
 fn build_partition(
     logsource: RuleLogsource,
     rules: Vec<(PathBuf, SigmaRule)>,
     pipeline: Option<&rsigma_eval::Pipeline>,
 ) -> (Partition, Vec<Rejected>) {
+    let mut rejected = Vec::new();
+    let rules: Vec<(PathBuf, SigmaRule)> = rules
+        .into_iter()
+        .filter(|(path, rule)| match longest_value(rule) {
+            Some((length, field)) if length > MAX_VALUE_BYTES => {
+                rejected.push(Rejected {
+                    path: path.clone(),
+                    rule_id: rule.id.clone(),
+                    reason: format!(
+                        "value of field `{field}` is {length} bytes; Vigil accepts at most {MAX_VALUE_BYTES}"
+                    ),
+                });
+                false
+            }
+            _ => true,
+        })
+        .collect();
     let mut engine = rsigma_eval::Engine::new();
     // Vigil does not use rsigma's bloom prefilter (off by default); without a budget its index
     // would still keep up to 1 MB per engine, per logsource partition.
@@ -625,7 +693,6 @@ fn build_partition(
     }
     let failures = engine.add_rules(rules.iter().map(|(_, rule)| rule));
     let mut failed = vec![false; rules.len()];
-    let mut rejected = Vec::new();
     for (index, err) in failures {
         if let Some(slot) = failed.get_mut(index) {
             *slot = true;

@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 pub use attack::{Technique, technique};
 pub use correlate::{CorrelationHit, Correlator};
-pub use engine::{Detection, Level, LoadOptions, MatchedField, RuleInfo, RuleLogsource, RuleSet};
+pub use engine::{
+    Detection, Level, LoadOptions, MAX_VALUE_BYTES, MatchedField, RuleInfo, RuleLogsource, RuleSet,
+};
 pub use flat::{FlatRecord, FlatValue};
 pub use mapping::{BUILTIN_SHAPES, BUILTIN_WINDOWS, MappingError, Mappings};
 pub use record::Logsource;
@@ -114,7 +116,26 @@ pub(crate) fn collect_rule_files(path: &Path, files: &mut Vec<PathBuf>) -> Resul
 }
 
 pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    // rsigma nests its parse errors, repeating each level's prefix ("Condition parse error at
+    // 1:66: at 1:66: Condition parse error at ..."): keep each distinct part once, in order.
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut parts: Vec<&str> = Vec::new();
+    for part in flat.split(": ") {
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    let mut reason = parts.join(": ");
+    const MAX_REASON: usize = 400;
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
 }
 
 #[cfg(test)]
