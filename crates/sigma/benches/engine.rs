@@ -32,23 +32,12 @@ fn rule_dirs() -> Vec<PathBuf> {
 
 /// Every record of the regression suite's JSON renderings.
 fn windows_events() -> Vec<Value> {
-    fn walk(dir: &Path, out: &mut Vec<Value>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        entries.sort();
-        for entry in entries {
-            if entry.is_dir() {
-                walk(&entry, out);
-            } else if entry.extension().is_some_and(|ext| ext == "json") {
-                out.extend(source::json_records(&std::fs::read_to_string(&entry).unwrap()).0);
-            }
-        }
-    }
-    let mut events = Vec::new();
-    walk(&sigma_dir().join("regression_data"), &mut events);
-    events
+    let is_json = |path: &Path| path.extension().is_some_and(|ext| ext == "json");
+    source::files_under(&sigma_dir().join("regression_data"), &is_json)
+        .unwrap()
+        .iter()
+        .flat_map(|file| source::json_records(&std::fs::read_to_string(file).unwrap()).0)
+        .collect()
 }
 
 /// The hand-written flattening rsigma needs: System and EventData keys at the top level.
@@ -113,9 +102,8 @@ fn bench(c: &mut Criterion) {
     // rsigma alone: every rule in one engine, events flattened by hand.
     let mut collections = Vec::new();
     for dir in &dirs {
-        let mut files = Vec::new();
-        collect(dir, &mut files);
-        for file in files {
+        let is_yml = |path: &Path| path.extension().is_some_and(|ext| ext == "yml");
+        for file in source::files_under(dir, &is_yml).unwrap() {
             if let Ok(collection) =
                 rsigma_parser::parse_sigma_yaml(&std::fs::read_to_string(file).unwrap())
             {
@@ -155,21 +143,6 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.finish();
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect(&entry, out);
-        } else if entry.extension().is_some_and(|ext| ext == "yml") {
-            out.push(entry);
-        }
-    }
 }
 
 criterion_group!(benches, bench);

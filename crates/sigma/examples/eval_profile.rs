@@ -7,23 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn walk(dir: &Path, out: &mut Vec<serde_json::Value>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            walk(&entry, out);
-        } else if entry.extension().is_some_and(|ext| ext == "json") {
-            out.extend(
-                vigil_sigma::source::json_records(&std::fs::read_to_string(&entry).unwrap()).0,
-            );
-        }
-    }
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let sigma = PathBuf::from(args.next().unwrap());
@@ -35,8 +18,15 @@ fn main() {
     let rules =
         vigil_sigma::RuleSet::load(&dirs, Arc::new(vigil_sigma::Mappings::builtin().unwrap()))
             .unwrap();
-    let mut events = Vec::new();
-    walk(&sigma.join("regression_data"), &mut events);
+    let is_json = |path: &Path| path.extension().is_some_and(|ext| ext == "json");
+    let events: Vec<serde_json::Value> =
+        vigil_sigma::source::files_under(&sigma.join("regression_data"), &is_json)
+            .unwrap()
+            .iter()
+            .flat_map(|file| {
+                vigil_sigma::source::json_records(&std::fs::read_to_string(file).unwrap()).0
+            })
+            .collect();
     let started = Instant::now();
     let mut hits = 0;
     for _ in 0..rounds {

@@ -47,10 +47,11 @@ fn main() {
         return;
     }
     // rsigma alone, for comparison: parse everything, then one engine with every rule.
-    let mut files = Vec::new();
-    for dir in &dirs {
-        collect(dir, &mut files);
-    }
+    let is_yml = |path: &std::path::Path| path.extension().is_some_and(|ext| ext == "yml");
+    let files: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| vigil_sigma::source::files_under(dir, &is_yml).unwrap())
+        .collect();
     let started = Instant::now();
     let collections: Vec<_> = files
         .iter()
@@ -69,19 +70,4 @@ fn main() {
     drop(collections);
     status("rsigma: ASTs dropped", started);
     println!("{} rules", engine.rule_count());
-}
-
-fn collect(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect(&entry, out);
-        } else if entry.extension().is_some_and(|ext| ext == "yml") {
-            out.push(entry);
-        }
-    }
 }

@@ -131,10 +131,7 @@ impl Correlator {
         detections: &[Detection],
         event_time: i64,
     ) -> Vec<CorrelationHit> {
-        let results: Vec<rsigma_eval::EvaluationResult> = detections
-            .iter()
-            .filter_map(|detection| detection.raw.clone())
-            .collect();
+        let results = raw_results(detections);
         if results.is_empty() {
             return Vec::new();
         }
@@ -153,10 +150,7 @@ impl Correlator {
         detections: &[Detection],
         event_time: i64,
     ) -> Vec<CorrelationHit> {
-        let results: Vec<rsigma_eval::EvaluationResult> = detections
-            .iter()
-            .filter_map(|detection| detection.raw.clone())
-            .collect();
+        let results = raw_results(detections);
         if results.is_empty() {
             return Vec::new();
         }
@@ -227,6 +221,14 @@ impl Correlator {
             Err("correlation snapshot has an incompatible version".to_owned())
         }
     }
+}
+
+/// rsigma's own results behind the detections, for its correlation engine.
+fn raw_results(detections: &[Detection]) -> Vec<rsigma_eval::EvaluationResult> {
+    detections
+        .iter()
+        .filter_map(|detection| detection.raw.clone())
+        .collect()
 }
 
 #[cfg(test)]

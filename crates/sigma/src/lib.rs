@@ -88,30 +88,12 @@ pub fn check_rules(paths: &[PathBuf]) -> Result<RuleCheck, SigmaError> {
 }
 
 pub(crate) fn collect_rule_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), SigmaError> {
-    let read_error = |err: std::io::Error| SigmaError::Read {
-        path: path.to_owned(),
-        reason: err.to_string(),
-    };
-    let metadata = std::fs::metadata(path).map_err(read_error)?;
-    if metadata.is_file() {
-        files.push(path.to_owned());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(read_error)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect_rule_files(&entry, files)?;
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
+    files.extend(source::files_under(path, &|file| {
+        matches!(
+            file.extension().and_then(|extension| extension.to_str()),
             Some("yml" | "yaml")
-        ) {
-            files.push(entry);
-        }
-    }
+        )
+    })?);
     Ok(())
 }
 

@@ -387,35 +387,23 @@ impl Event for Record<'_> {
             // field it knows (only the few services marked loose pay this).
             return false;
         }
-        if let Some(index) = self.index {
-            for key in index.keys() {
-                visit(key);
-            }
-            if let Some(renames) = self.renames {
-                for key in renames.keys() {
+        match self.index {
+            Some(index) => {
+                for key in index.keys() {
                     visit(key);
                 }
             }
-            if let Some(object) = self.root.as_object() {
-                for key in object.keys() {
-                    visit(key);
+            None => {
+                for container in self.containers.iter().flatten() {
+                    for key in container.keys() {
+                        visit(key);
+                    }
                 }
-            }
-            return true;
-        }
-        if self.loose {
-            // Loosely matched names are not the keys themselves: let the index probe every
-            // field it knows (only the few services marked loose pay this).
-            return false;
-        }
-        for container in self.containers.iter().flatten() {
-            for key in container.keys() {
-                visit(key);
-            }
-        }
-        if let Some(shape) = self.shape {
-            for key in shape.fields.keys() {
-                visit(key);
+                if let Some(shape) = self.shape {
+                    for key in shape.fields.keys() {
+                        visit(key);
+                    }
+                }
             }
         }
         if let Some(renames) = self.renames {

@@ -1,11 +1,45 @@
 //! Reading records from files for hunting: Windows `.evtx` (the `evtx` crate, chunks parsed in
 //! parallel) and JSON (one document, an array of documents, concatenated documents or NDJSON).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::SigmaError;
+
+/// `root` itself when it is a file, else every file below it that `keep` accepts, walked
+/// recursively in name order. A path that cannot be read is an error naming it.
+pub fn files_under(root: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<Vec<PathBuf>, SigmaError> {
+    let read_error = |path: &Path, err: std::io::Error| SigmaError::Read {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    };
+    let metadata = std::fs::metadata(root).map_err(|err| read_error(root, err))?;
+    if metadata.is_file() {
+        return Ok(vec![root.to_owned()]);
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|err| read_error(&dir, err))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect();
+        entries.sort();
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            if entry.is_dir() {
+                subdirs.push(entry);
+            } else if keep(&entry) {
+                files.push(entry);
+            }
+        }
+        // Depth first, in name order.
+        pending.extend(subdirs.into_iter().rev());
+    }
+    files.sort();
+    Ok(files)
+}
 
 /// A record read from an EVTX file, rendered as the `evtx` crate's JSON.
 #[derive(Debug)]

@@ -57,19 +57,10 @@ struct TestInfo {
     match_count: Option<usize>,
 }
 
-fn info_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            info_files(&entry, out);
-        } else if entry.file_name().is_some_and(|name| name == "info.yml") {
-            out.push(entry);
-        }
-    }
+/// Every `info.yml` of the regression suite, in name order.
+fn info_files(sigma: &Path) -> Vec<PathBuf> {
+    let is_info = |path: &Path| path.file_name().is_some_and(|name| name == "info.yml");
+    source::files_under(&sigma.join("regression_data"), &is_info).unwrap()
 }
 
 pub fn all_rules(sigma: &Path) -> RuleSet {
@@ -84,8 +75,7 @@ pub fn all_rules(sigma: &Path) -> RuleSet {
 fn every_sigmahq_regression_case_fires_from_raw_evtx() {
     let sigma = sigma_dir();
     let rules = Arc::new(all_rules(&sigma));
-    let mut infos = Vec::new();
-    info_files(&sigma.join("regression_data"), &mut infos);
+    let infos = info_files(&sigma);
     assert_eq!(infos.len(), 203, "SigmaHQ's suite has 203 info.yml files");
 
     let mut cases = 0;
@@ -198,8 +188,7 @@ impl FlatRecord for Flattened {
 fn flat_records_detect_like_nested_json() {
     let sigma = sigma_dir();
     let rules = all_rules(&sigma);
-    let mut infos = Vec::new();
-    info_files(&sigma.join("regression_data"), &mut infos);
+    let infos = info_files(&sigma);
     let mut records = 0;
     let mut hits = 0;
     for info in &infos {

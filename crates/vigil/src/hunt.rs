@@ -216,6 +216,19 @@ fn push_reason(summary: &mut HuntSummary, reason: String) {
     }
 }
 
+impl RecordResult {
+    fn failed(reason: String) -> Self {
+        Self {
+            record: None,
+            record_id: None,
+            timestamp: None,
+            computer: None,
+            detections: Vec::new(),
+            error: Some(reason),
+        }
+    }
+}
+
 struct RecordResult {
     /// The record itself, kept only when correlations need it (it had detections).
     record: Option<serde_json::Value>,
@@ -252,14 +265,7 @@ fn evtx_records(
                 error: None,
             }
         }
-        Err(reason) => RecordResult {
-            record: None,
-            record_id: None,
-            timestamp: None,
-            computer: None,
-            detections: Vec::new(),
-            error: Some(reason),
-        },
+        Err(reason) => RecordResult::failed(reason),
     })
     .map_err(|err| err.to_string())?;
     Ok(records.collect())
@@ -335,14 +341,7 @@ fn evaluate_documents(
         })
         .collect();
     if let Some(reason) = error {
-        results.push(RecordResult {
-            record: None,
-            record_id: None,
-            timestamp: None,
-            computer: None,
-            detections: Vec::new(),
-            error: Some(reason),
-        });
+        results.push(RecordResult::failed(reason));
     }
     results
 }
@@ -416,27 +415,22 @@ fn to_hit(
 }
 
 fn collect_inputs(path: &Path, files: &mut Vec<(PathBuf, InputKind)>) -> Result<(), String> {
-    let metadata =
-        std::fs::metadata(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    if metadata.is_file() {
-        // A file named on the command line is read even with an unknown extension, as JSON.
-        files.push((
-            path.to_owned(),
-            InputKind::of(path).unwrap_or(InputKind::Json),
-        ));
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect_inputs(&entry, files)?;
-        } else if let Some(kind) = InputKind::of(&entry) {
-            files.push((entry, kind));
-        }
+    let found = source::files_under(path, &|file| InputKind::of(file).is_some())
+        .map_err(|err| err.to_string())?;
+    for file in found {
+        let kind = match InputKind::of(&file) {
+            Some(kind) => kind,
+            // A file named on the command line is read whatever its extension: JSON when it
+            // starts like JSON, else syslog lines (`/var/log/auth.log.1`, `messages`).
+            None => {
+                let mut head = [0u8; 64];
+                let read = std::fs::File::open(&file)
+                    .and_then(|mut opened| std::io::Read::read(&mut opened, &mut head))
+                    .unwrap_or(0);
+                InputKind::sniff(&file, &head[..read])
+            }
+        };
+        files.push((file, kind));
     }
     Ok(())
 }
