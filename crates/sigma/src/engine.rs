@@ -942,6 +942,35 @@ mod tests {
     }
 
     #[test]
+    fn filter_rules_narrow_the_rules_they_name() {
+        let filter = (
+            PathBuf::from("filter.yml"),
+            "title: Not on build hosts\nlogsource:\n  product: windows\n  category: process_creation\nfilter:\n  rules:\n    - proc\n  selection:\n    Computer: build01\n  condition: not selection\n".to_owned(),
+        );
+        let rules = RuleSet::from_texts(
+            vec![
+                rule(
+                    "proc",
+                    "  product: windows\n  category: process_creation",
+                    "  sel:\n    Image|endswith: '\\evil.exe'\n  condition: sel",
+                ),
+                filter,
+            ],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(rules.check().filter_rules, 1, "{:?}", rules.check());
+        let on = |computer: &str| {
+            json!({"Event": {"System": {"Channel": "Microsoft-Windows-Sysmon/Operational",
+                                         "EventID": 1, "Computer": computer},
+                              "EventData": {"Image": "C:\\evil.exe"}}})
+        };
+        assert_eq!(fired(&rules, &on("pc1")), ["proc"]);
+        assert!(fired(&rules, &on("build01")).is_empty());
+    }
+
+    #[test]
     fn attack_tags_become_technique_ids() {
         assert_eq!(attack_technique("attack.t1059").as_deref(), Some("T1059"));
         assert_eq!(
