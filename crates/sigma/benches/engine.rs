@@ -70,9 +70,16 @@ fn bench(c: &mut Criterion) {
     let dirs = rule_dirs();
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
-    group.bench_function("all_sigmahq_rules", |b| {
+    group.bench_function("all_sigmahq_rules_validated", |b| {
         b.iter(|| {
             let rules = RuleSet::load(&dirs, Arc::new(Mappings::builtin().unwrap())).unwrap();
+            black_box(rules.check().loaded)
+        });
+    });
+    group.bench_function("all_sigmahq_rules_every_engine_built", |b| {
+        b.iter(|| {
+            let rules = RuleSet::load(&dirs, Arc::new(Mappings::builtin().unwrap())).unwrap();
+            rules.compile_all();
             black_box(rules.check().loaded)
         });
     });

@@ -145,11 +145,42 @@ pub struct MatchedField {
     pub value: Value,
 }
 
+/// The rules of one logsource. Rules are compiled (and so validated) at load; the engine and
+/// its candidate index, which cost about half of loading, are built when a record of this
+/// logsource first arrives (or by [`RuleSet::compile_all`]), so logsources a deployment never
+/// sees cost nothing.
 struct Partition {
     logsource: RuleLogsource,
-    engine: rsigma_eval::Engine,
     /// Rule id (or title) -> what to report.
     rules: FxHashMap<String, Arc<RuleInfo>>,
+    /// Compiled rules waiting for the engine.
+    pending: std::sync::Mutex<Option<Vec<rsigma_eval::CompiledRule>>>,
+    /// Filter rules, applied when the engine is built.
+    filters: Arc<[FilterRule]>,
+    engine: std::sync::OnceLock<rsigma_eval::Engine>,
+}
+
+impl Partition {
+    fn engine(&self) -> &rsigma_eval::Engine {
+        self.engine.get_or_init(|| {
+            let mut engine = rsigma_eval::Engine::new();
+            // Vigil does not use rsigma's bloom prefilter (off by default); without a budget
+            // its index would still keep up to 1 MB per engine.
+            engine.set_bloom_max_bytes(0);
+            let compiled = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .unwrap_or_default();
+            engine.extend_compiled_rules(compiled);
+            for filter in self.filters.iter() {
+                // Validated at load; a filter naming rules of another logsource changes nothing.
+                let _ = engine.apply_filter(filter);
+            }
+            engine
+        })
+    }
 }
 
 /// Where a classified record is evaluated: a partition, seen with which renames.
@@ -297,24 +328,28 @@ impl RuleSet {
                 partitions.push(partition);
             }
         }
+        let mut valid_filters = Vec::new();
         for (path, filter) in filters {
-            let mut failure = None;
-            for partition in &mut partitions {
-                if let Err(err) = partition.engine.apply_filter(&filter) {
-                    failure = Some(one_line(&err.to_string()));
-                }
-            }
+            let failure =
+                filter.detection.named.values().find_map(|detection| {
+                    rsigma_eval::compiler::compile_detection(detection).err()
+                });
             match failure {
                 None => {
                     check.filter_rules += 1;
                     check.loaded += 1;
+                    valid_filters.push(filter);
                 }
-                Some(reason) => check.rejected.push(Rejected {
+                Some(err) => check.rejected.push(Rejected {
                     path,
                     rule_id: filter.id.clone(),
-                    reason,
+                    reason: one_line(&err.to_string()),
                 }),
             }
+        }
+        let valid_filters: Arc<[FilterRule]> = valid_filters.into();
+        for partition in &mut partitions {
+            partition.filters = Arc::clone(&valid_filters);
         }
         let correlations = CorrelationRules {
             correlations,
@@ -338,6 +373,14 @@ impl RuleSet {
             correlations,
             check,
         })
+    }
+
+    /// Builds every logsource's engine now (in parallel) instead of when its first record
+    /// arrives: for services that want their first events fast, and for benchmarks.
+    pub fn compile_all(&self) {
+        self.partitions.par_iter().for_each(|partition| {
+            partition.engine();
+        });
     }
 
     /// A fresh correlator for one stream (one per tenant in the detect service).
@@ -439,7 +482,7 @@ impl RuleSet {
         for target in targets {
             let partition = &self.partitions[target.partition];
             let view = view(target.renames.as_deref());
-            for result in partition.engine.evaluate(&view) {
+            for result in partition.engine().evaluate(&view) {
                 let key = result
                     .header
                     .rule_id
@@ -684,25 +727,27 @@ fn build_partition(
             _ => true,
         })
         .collect();
-    let mut engine = rsigma_eval::Engine::new();
-    // Vigil does not use rsigma's bloom prefilter (off by default); without a budget its index
-    // would still keep up to 1 MB per engine, per logsource partition.
-    engine.set_bloom_max_bytes(0);
-    if let Some(pipeline) = pipeline {
-        engine.add_pipeline(pipeline.clone());
-    }
-    let failures = engine.add_rules(rules.iter().map(|(_, rule)| rule));
     let mut failed = vec![false; rules.len()];
-    for (index, err) in failures {
-        if let Some(slot) = failed.get_mut(index) {
-            *slot = true;
-        }
-        if let Some((path, rule)) = rules.get(index) {
-            rejected.push(Rejected {
-                path: path.clone(),
-                rule_id: rule.id.clone(),
-                reason: one_line(&err.to_string()),
-            });
+    let mut compiled = Vec::with_capacity(rules.len());
+    for ((path, rule), failed) in rules.iter().zip(failed.iter_mut()) {
+        let result = match pipeline {
+            Some(pipeline) => {
+                let mut transformed = rule.clone();
+                rsigma_eval::apply_pipelines(std::slice::from_ref(pipeline), &mut transformed)
+                    .and_then(|()| rsigma_eval::compile_rule(&transformed))
+            }
+            None => rsigma_eval::compile_rule(rule),
+        };
+        match result {
+            Ok(rule) => compiled.push(rule),
+            Err(err) => {
+                *failed = true;
+                rejected.push(Rejected {
+                    path: path.clone(),
+                    rule_id: rule.id.clone(),
+                    reason: one_line(&err.to_string()),
+                });
+            }
         }
     }
     let mut infos = FxHashMap::default();
@@ -730,8 +775,10 @@ fn build_partition(
     (
         Partition {
             logsource,
-            engine,
             rules: infos,
+            pending: std::sync::Mutex::new(Some(compiled)),
+            filters: Arc::from(Vec::new()),
+            engine: std::sync::OnceLock::new(),
         },
         rejected,
     )
