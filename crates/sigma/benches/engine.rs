@@ -76,6 +76,19 @@ fn bench(c: &mut Criterion) {
             black_box(rules.check().loaded)
         });
     });
+    let cache = tempfile::tempdir().unwrap();
+    let cached = vigil_sigma::LoadOptions {
+        cache_dir: Some(cache.path().to_owned()),
+        ..vigil_sigma::LoadOptions::default()
+    };
+    RuleSet::load_with(&dirs, Arc::new(Mappings::builtin().unwrap()), &cached).unwrap();
+    group.bench_function("all_sigmahq_rules_validated_warm_cache", |b| {
+        b.iter(|| {
+            let rules =
+                RuleSet::load_with(&dirs, Arc::new(Mappings::builtin().unwrap()), &cached).unwrap();
+            black_box(rules.check().loaded)
+        });
+    });
     group.bench_function("all_sigmahq_rules_every_engine_built", |b| {
         b.iter(|| {
             let rules = RuleSet::load(&dirs, Arc::new(Mappings::builtin().unwrap())).unwrap();

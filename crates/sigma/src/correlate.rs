@@ -413,6 +413,7 @@ level: medium
             )]
             .into_iter()
             .collect(),
+            ..LoadOptions::default()
         };
         let configured =
             RuleSet::from_texts(texts.clone(), Arc::clone(&mappings), &options).unwrap();

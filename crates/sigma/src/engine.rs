@@ -22,7 +22,9 @@ use crate::record::{Classified, Logsource, MAX_CATEGORIES, MAX_SERVICES, Record,
 use crate::{Rejected, RuleCheck, SigmaError, collect_rule_files, one_line};
 
 /// A rule's logsource, lowercased, as it partitions the rule set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub struct RuleLogsource {
     /// `product`.
     pub product: Option<String>,
@@ -44,7 +46,7 @@ impl RuleLogsource {
 }
 
 /// What Vigil keeps about a loaded rule for reporting its hits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RuleInfo {
     /// The rule's `id` (its title when it has none).
     pub id: String,
@@ -149,10 +151,10 @@ pub struct MatchedField {
 /// its candidate index, which cost about half of loading, are built when a record of this
 /// logsource first arrives (or by [`RuleSet::compile_all`]), so logsources a deployment never
 /// sees cost nothing.
-struct Partition {
-    logsource: RuleLogsource,
+pub(crate) struct Partition {
+    pub(crate) logsource: RuleLogsource,
     /// Rule id (or title) -> what to report.
-    rules: FxHashMap<String, Arc<RuleInfo>>,
+    pub(crate) rules: FxHashMap<String, Arc<RuleInfo>>,
     /// Compiled rules waiting for the engine.
     pending: std::sync::Mutex<Option<Vec<rsigma_eval::CompiledRule>>>,
     /// Filter rules, applied when the engine is built.
@@ -161,6 +163,20 @@ struct Partition {
 }
 
 impl Partition {
+    pub(crate) fn new(
+        logsource: RuleLogsource,
+        rules: FxHashMap<String, Arc<RuleInfo>>,
+        compiled: Vec<rsigma_eval::CompiledRule>,
+    ) -> Self {
+        Self {
+            logsource,
+            rules,
+            pending: std::sync::Mutex::new(Some(compiled)),
+            filters: Arc::from(Vec::new()),
+            engine: std::sync::OnceLock::new(),
+        }
+    }
+
     fn engine(&self) -> &rsigma_eval::Engine {
         self.engine.get_or_init(|| {
             let mut engine = rsigma_eval::Engine::new();
@@ -211,6 +227,9 @@ pub struct LoadOptions {
     /// `admin_users: [alice, bob]`). A placeholder without values stays literal and matches
     /// nothing.
     pub placeholders: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where to keep compiled rules between runs, keyed by a hash of every rule file's path and
+    /// content, rsigma's version and the placeholders; `None` parses every time.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -240,6 +259,9 @@ impl RuleSet {
         for path in paths {
             collect_rule_files(path, &mut files)?;
         }
+        if let Some(dir) = &options.cache_dir {
+            return crate::cache::load(dir, files, mappings, options);
+        }
         let parsed: Vec<ParsedFile> = files.into_par_iter().map(parse_file).collect();
         Self::build(parsed, mappings, options)
     }
@@ -263,30 +285,43 @@ impl RuleSet {
         mappings: Arc<Mappings>,
         options: &LoadOptions,
     ) -> Result<Self, SigmaError> {
+        Ok(Self::build_detections(parsed, mappings, options, false)?.0)
+    }
+
+    /// Compiles the detection rules into partitions, then finishes with filters and
+    /// correlations. With `keep_ir`, also returns what the rule cache stores.
+    pub(crate) fn build_detections(
+        parsed: Vec<ParsedFile>,
+        mappings: Arc<Mappings>,
+        options: &LoadOptions,
+        keep_ir: bool,
+    ) -> Result<(Self, Option<crate::cache::CacheFile>), SigmaError> {
         let pipeline = placeholder_pipeline(&options.placeholders)?;
         let mut check = RuleCheck::default();
         let mut groups: FxHashMap<RuleLogsource, Vec<(PathBuf, SigmaRule)>> = FxHashMap::default();
-        let mut filters: Vec<(PathBuf, FilterRule)> = Vec::new();
-        let mut correlations: Vec<(PathBuf, CorrelationRule)> = Vec::new();
+        let mut extras = Extras::default();
         for file in parsed {
             check.files += 1;
             check.rejected.extend(file.rejected);
             let Some(collection) = file.collection else {
                 continue;
             };
+            if !collection.correlations.is_empty() || !collection.filters.is_empty() {
+                extras.files.push(file.path.clone());
+            }
             for rule in collection.rules {
                 groups
                     .entry(RuleLogsource::of(&rule))
                     .or_default()
                     .push((file.path.clone(), rule));
             }
-            correlations.extend(
+            extras.correlations.extend(
                 collection
                     .correlations
                     .into_iter()
                     .map(|correlation| (file.path.clone(), correlation)),
             );
-            filters.extend(
+            extras.filters.extend(
                 collection
                     .filters
                     .into_iter()
@@ -297,39 +332,57 @@ impl RuleSet {
         let mut groups: Vec<(RuleLogsource, Vec<(PathBuf, SigmaRule)>)> =
             groups.into_iter().collect();
         groups.sort_by(|a, b| a.0.cmp(&b.0));
-
-        // The detection rules correlations name, by id or name, for the correlation engine.
-        let wanted: std::collections::HashSet<&str> = correlations
-            .iter()
-            .flat_map(|(_, correlation)| correlation.rules.iter().map(String::as_str))
-            .collect();
-        let referenced: Vec<SigmaRule> = groups
-            .iter()
-            .flat_map(|(_, rules)| rules.iter().map(|(_, rule)| rule))
-            .filter(|rule| {
-                rule.id.as_deref().is_some_and(|id| wanted.contains(id))
-                    || rule
-                        .name
-                        .as_deref()
-                        .is_some_and(|name| wanted.contains(name))
-            })
-            .cloned()
-            .collect();
-        let built: Vec<(Partition, Vec<Rejected>)> = groups
+        // The detection rules correlations name, for the correlation engine.
+        for (_, rules) in &groups {
+            for (path, rule) in rules {
+                if extras.names(rule) {
+                    extras.referenced.push(rule.clone());
+                    extras.files.push(path.clone());
+                }
+            }
+        }
+        let built: Vec<(Partition, Vec<Rejected>, Vec<rsigma_ir::IrRule>)> = groups
             .into_par_iter()
-            .map(|(logsource, rules)| build_partition(logsource, rules, pipeline.as_ref()))
+            .map(|(logsource, rules)| build_partition(logsource, rules, pipeline.as_ref(), keep_ir))
             .collect();
         let mut partitions = Vec::with_capacity(built.len());
-        for (partition, rejected) in built {
+        let mut cached = Vec::new();
+        for (partition, rejected, ir) in built {
             check.detection_rules += partition.rules.len();
             check.loaded += partition.rules.len();
             check.rejected.extend(rejected);
-            if !partition.rules.is_empty() {
-                partitions.push(partition);
+            if partition.rules.is_empty() {
+                continue;
             }
+            if keep_ir {
+                cached.push(crate::cache::CachedPartition::new(
+                    &partition.logsource,
+                    &partition.rules,
+                    &ir,
+                )?);
+            }
+            partitions.push(partition);
         }
+        extras.files.sort();
+        extras.files.dedup();
+        let cache = keep_ir.then(|| crate::cache::CacheFile {
+            format: crate::cache::FORMAT,
+            partitions: cached,
+            check: check.clone(),
+            extra_files: extras.files.clone(),
+        });
+        Ok((Self::finish(partitions, check, extras, mappings), cache))
+    }
+
+    /// Applies filters and builds the correlation template over compiled partitions.
+    pub(crate) fn finish(
+        mut partitions: Vec<Partition>,
+        mut check: RuleCheck,
+        extras: Extras,
+        mappings: Arc<Mappings>,
+    ) -> Self {
         let mut valid_filters = Vec::new();
-        for (path, filter) in filters {
+        for (path, filter) in extras.filters {
             let failure =
                 filter.detection.named.values().find_map(|detection| {
                     rsigma_eval::compiler::compile_detection(detection).err()
@@ -352,8 +405,8 @@ impl RuleSet {
             partition.filters = Arc::clone(&valid_filters);
         }
         let correlations = CorrelationRules {
-            correlations,
-            referenced,
+            correlations: extras.correlations,
+            referenced: extras.referenced,
         };
         let (correlator, failed) = Correlator::build(&correlations, Arc::clone(&mappings));
         check.correlation_rules += correlator.len();
@@ -366,13 +419,13 @@ impl RuleSet {
                 reason,
             }));
         check.rejected.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Self {
+        Self {
             mappings,
             partitions,
             routes: RwLock::new(FxHashMap::default()),
             correlations,
             check,
-        })
+        }
     }
 
     /// Builds every logsource's engine now (in parallel) instead of when its first record
@@ -585,13 +638,35 @@ impl RuleSet {
     }
 }
 
-struct ParsedFile {
-    path: PathBuf,
-    collection: Option<SigmaCollection>,
-    rejected: Vec<Rejected>,
+/// Filters and correlations, with the rules correlations name and the files they all come
+/// from (parsed again on a warm start from the rule cache).
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) filters: Vec<(PathBuf, FilterRule)>,
+    pub(crate) correlations: Vec<(PathBuf, CorrelationRule)>,
+    pub(crate) referenced: Vec<SigmaRule>,
+    pub(crate) files: Vec<PathBuf>,
 }
 
-fn parse_file(path: PathBuf) -> ParsedFile {
+impl Extras {
+    /// Whether a correlation names `rule` (by id or name).
+    pub(crate) fn names(&self, rule: &SigmaRule) -> bool {
+        self.correlations.iter().any(|(_, correlation)| {
+            correlation.rules.iter().any(|wanted| {
+                rule.id.as_deref() == Some(wanted.as_str())
+                    || rule.name.as_deref() == Some(wanted.as_str())
+            })
+        })
+    }
+}
+
+pub(crate) struct ParsedFile {
+    pub(crate) path: PathBuf,
+    pub(crate) collection: Option<SigmaCollection>,
+    pub(crate) rejected: Vec<Rejected>,
+}
+
+pub(crate) fn parse_file(path: PathBuf) -> ParsedFile {
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_text(path, &text),
         Err(err) => ParsedFile {
@@ -606,7 +681,7 @@ fn parse_file(path: PathBuf) -> ParsedFile {
     }
 }
 
-fn parse_text(path: PathBuf, text: &str) -> ParsedFile {
+pub(crate) fn parse_text(path: PathBuf, text: &str) -> ParsedFile {
     match rsigma_parser::parse_sigma_yaml(text) {
         Ok(collection) => {
             let rejected = collection
@@ -634,6 +709,14 @@ fn parse_text(path: PathBuf, text: &str) -> ParsedFile {
             collection: None,
         },
     }
+}
+
+/// A rule in rsigma's IR (what its compiler and its cache take).
+fn lower(rule: &SigmaRule) -> Result<rsigma_ir::IrRule, rsigma_eval::EvalError> {
+    Ok(rsigma_ir::lower_rule(
+        rule,
+        &rsigma_ir::LowerOptions::default(),
+    )?)
 }
 
 /// A pipeline filling `%name%` placeholders, or `None` when none are configured.
@@ -709,7 +792,8 @@ fn build_partition(
     logsource: RuleLogsource,
     rules: Vec<(PathBuf, SigmaRule)>,
     pipeline: Option<&rsigma_eval::Pipeline>,
-) -> (Partition, Vec<Rejected>) {
+    keep_ir: bool,
+) -> (Partition, Vec<Rejected>, Vec<rsigma_ir::IrRule>) {
     let mut rejected = Vec::new();
     let rules: Vec<(PathBuf, SigmaRule)> = rules
         .into_iter()
@@ -729,15 +813,23 @@ fn build_partition(
         .collect();
     let mut failed = vec![false; rules.len()];
     let mut compiled = Vec::with_capacity(rules.len());
+    let mut irs = Vec::new();
     for ((path, rule), failed) in rules.iter().zip(failed.iter_mut()) {
-        let result = match pipeline {
+        let lowered = match pipeline {
             Some(pipeline) => {
                 let mut transformed = rule.clone();
                 rsigma_eval::apply_pipelines(std::slice::from_ref(pipeline), &mut transformed)
-                    .and_then(|()| rsigma_eval::compile_rule(&transformed))
+                    .and_then(|()| lower(&transformed))
             }
-            None => rsigma_eval::compile_rule(rule),
+            None => lower(rule),
         };
+        let result = lowered.and_then(|ir| {
+            let compiled = rsigma_eval::compile_to_compiled(&ir)?;
+            if keep_ir {
+                irs.push(ir);
+            }
+            Ok(compiled)
+        });
         match result {
             Ok(rule) => compiled.push(rule),
             Err(err) => {
@@ -772,16 +864,7 @@ fn build_partition(
             })
         });
     }
-    (
-        Partition {
-            logsource,
-            rules: infos,
-            pending: std::sync::Mutex::new(Some(compiled)),
-            filters: Arc::from(Vec::new()),
-            engine: std::sync::OnceLock::new(),
-        },
-        rejected,
-    )
+    (Partition::new(logsource, infos, compiled), rejected, irs)
 }
 
 /// `attack.t1059.001` -> `T1059.001`; other tags -> `None`.

@@ -11,6 +11,7 @@
 //! The rest of Vigil never sees rsigma types.
 
 mod attack;
+mod cache;
 mod correlate;
 mod engine;
 mod flat;
@@ -43,6 +44,9 @@ pub enum SigmaError {
         /// Why.
         reason: String,
     },
+    /// The rule cache cannot encode the rules.
+    #[error("rule cache: {0}")]
+    Cache(String),
     /// The placeholder values cannot be used.
     #[error("placeholder values: {0}")]
     Placeholders(String),
@@ -52,7 +56,7 @@ pub enum SigmaError {
 }
 
 /// A rule file or rule that was not loaded, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rejected {
     /// The file.
     pub path: PathBuf,
@@ -63,7 +67,7 @@ pub struct Rejected {
 }
 
 /// The outcome of loading rule directories.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RuleCheck {
     /// Rules that parsed and compiled (detection rules and correlation rules).
     pub loaded: usize,

@@ -49,6 +49,13 @@ pub struct HuntArgs {
     /// Do not draw a progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Where compiled rules are cached between runs [default: $XDG_CACHE_HOME/vigil/rules or
+    /// ~/.cache/vigil/rules].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Parse and compile the rules from source, without the cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 fn parse_level(text: &str) -> Result<Level, String> {

@@ -42,6 +42,17 @@ pub struct HuntOptions {
     pub min_level: Level,
     /// Draw a progress bar on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// The rule cache, if any.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `$XDG_CACHE_HOME/vigil/rules`, else `~/.cache/vigil/rules`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("vigil").join("rules"))
 }
 
 /// One rule firing on one record.
@@ -107,7 +118,14 @@ const MAX_REASONS: usize = 10;
 pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, String> {
     let started = Instant::now();
     let mappings = Arc::new(Mappings::builtin().map_err(|err| err.to_string())?);
-    let rules = Arc::new(RuleSet::load(&options.rules, mappings).map_err(|err| err.to_string())?);
+    let load_options = vigil_sigma::LoadOptions {
+        cache_dir: options.cache_dir.clone(),
+        ..vigil_sigma::LoadOptions::default()
+    };
+    let rules = Arc::new(
+        RuleSet::load_with(&options.rules, mappings, &load_options)
+            .map_err(|err| err.to_string())?,
+    );
     let mut summary = HuntSummary {
         rules_loaded: rules.check().loaded,
         rules_rejected: rules.check().rejected.len(),

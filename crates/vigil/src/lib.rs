@@ -54,6 +54,11 @@ pub fn main() -> ExitCode {
                 format: args.format,
                 min_level: args.min_level,
                 progress: !args.no_progress,
+                cache_dir: if args.no_cache {
+                    None
+                } else {
+                    args.cache_dir.or_else(hunt::default_cache_dir)
+                },
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());

@@ -26,7 +26,13 @@ const BITSADMIN_RULE: &str =
 
 fn hunt(args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    command.current_dir(sigma_dir()).arg("hunt").args(args);
+    // Keep the rule cache out of the user's home; content-hashed, so tests can share it.
+    let cache = std::env::temp_dir().join("vigil-hunt-tests-cache");
+    command
+        .current_dir(sigma_dir())
+        .env("XDG_CACHE_HOME", cache)
+        .arg("hunt")
+        .args(args);
     command.output().unwrap()
 }
 
@@ -300,4 +306,30 @@ fn syslog_files_route_by_program() {
     assert!(output.status.success(), "{summary}");
     assert!(summary.contains("2000 records"), "{summary}");
     assert!(!summary.contains("unreadable"), "{summary}");
+}
+
+#[test]
+fn the_rule_cache_changes_nothing_but_speed() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("rules");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            evtx(SECURITY_CASE),
+            evtx(BITSADMIN_CASE),
+            "--rules".to_owned(),
+            "rules/windows".to_owned(),
+            "--format".to_owned(),
+            "jsonl".to_owned(),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(&hunt(&args))
+    };
+    let uncached = run(&["--no-cache"]);
+    let cold = run(&["--cache-dir", cache_dir.to_str().unwrap()]);
+    assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), 1);
+    let warm = run(&["--cache-dir", cache_dir.to_str().unwrap()]);
+    assert!(!uncached.is_empty());
+    assert_eq!(uncached, cold);
+    assert_eq!(cold, warm);
 }
