@@ -204,19 +204,7 @@ fn warm(
     let mut rules = Vec::new();
     for file in parsed {
         let collection = file.collection?;
-        extras.correlations.extend(
-            collection
-                .correlations
-                .into_iter()
-                .map(|correlation| (file.path.clone(), correlation)),
-        );
-        extras.filters.extend(
-            collection
-                .filters
-                .into_iter()
-                .map(|filter| (file.path.clone(), filter)),
-        );
-        rules.extend(collection.rules);
+        rules.extend(extras.absorb(&file.path, collection));
     }
     extras.referenced = rules
         .into_iter()

@@ -309,24 +309,12 @@ impl RuleSet {
             if !collection.correlations.is_empty() || !collection.filters.is_empty() {
                 extras.files.push(file.path.clone());
             }
-            for rule in collection.rules {
+            for rule in extras.absorb(&file.path, collection) {
                 groups
                     .entry(RuleLogsource::of(&rule))
                     .or_default()
                     .push((file.path.clone(), rule));
             }
-            extras.correlations.extend(
-                collection
-                    .correlations
-                    .into_iter()
-                    .map(|correlation| (file.path.clone(), correlation)),
-            );
-            extras.filters.extend(
-                collection
-                    .filters
-                    .into_iter()
-                    .map(|filter| (file.path.clone(), filter)),
-            );
         }
 
         let mut groups: Vec<(RuleLogsource, Vec<(PathBuf, SigmaRule)>)> =
@@ -649,6 +637,27 @@ pub(crate) struct Extras {
 }
 
 impl Extras {
+    /// Takes a file's correlations and filters; returns its detection rules.
+    pub(crate) fn absorb(
+        &mut self,
+        path: &std::path::Path,
+        collection: SigmaCollection,
+    ) -> Vec<SigmaRule> {
+        self.correlations.extend(
+            collection
+                .correlations
+                .into_iter()
+                .map(|correlation| (path.to_owned(), correlation)),
+        );
+        self.filters.extend(
+            collection
+                .filters
+                .into_iter()
+                .map(|filter| (path.to_owned(), filter)),
+        );
+        collection.rules
+    }
+
     /// Whether a correlation names `rule` (by id or name).
     pub(crate) fn names(&self, rule: &SigmaRule) -> bool {
         self.correlations.iter().any(|(_, correlation)| {
