@@ -56,6 +56,27 @@ pub struct HuntArgs {
     /// Parse and compile the rules from source, without the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Values for a rule placeholder used with the `expand` modifier, e.g.
+    /// `--placeholder admins=alice,bob`; repeatable. Placeholders without values match nothing.
+    #[arg(long = "placeholder", value_name = "NAME=VALUE,...", value_parser = parse_placeholder)]
+    pub placeholders: Vec<(String, Vec<String>)>,
+}
+
+fn parse_placeholder(text: &str) -> Result<(String, Vec<String>), String> {
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE[,VALUE...]"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('%') {
+        return Err(format!("`{name}` is not a placeholder name"));
+    }
+    let values = values
+        .split(',')
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok((name.to_owned(), values))
 }
 
 fn parse_level(text: &str) -> Result<Level, String> {

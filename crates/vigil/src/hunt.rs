@@ -44,6 +44,8 @@ pub struct HuntOptions {
     pub progress: bool,
     /// The rule cache, if any.
     pub cache_dir: Option<PathBuf>,
+    /// Values for `expand` placeholders.
+    pub placeholders: BTreeMap<String, Vec<String>>,
 }
 
 /// `$XDG_CACHE_HOME/vigil/rules`, else `~/.cache/vigil/rules`.
@@ -120,7 +122,7 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
     let mappings = Arc::new(Mappings::builtin().map_err(|err| err.to_string())?);
     let load_options = vigil_sigma::LoadOptions {
         cache_dir: options.cache_dir.clone(),
-        ..vigil_sigma::LoadOptions::default()
+        placeholders: options.placeholders.clone(),
     };
     let rules = Arc::new(
         RuleSet::load_with(&options.rules, mappings, &load_options)

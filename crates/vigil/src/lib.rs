@@ -54,6 +54,7 @@ pub fn main() -> ExitCode {
                 format: args.format,
                 min_level: args.min_level,
                 progress: !args.no_progress,
+                placeholders: args.placeholders.into_iter().collect(),
                 cache_dir: if args.no_cache {
                     None
                 } else {

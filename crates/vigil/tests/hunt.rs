@@ -333,3 +333,44 @@ fn the_rule_cache_changes_nothing_but_speed() {
     assert_eq!(uncached, cold);
     assert_eq!(cold, warm);
 }
+
+#[test]
+fn placeholders_come_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("admins.yml"),
+        "title: Admin logon\nid: 3e1a0000-0000-4000-8000-000000000001\nlogsource:\n  product: windows\n  service: security\ndetection:\n  sel:\n    EventID: 4648\n    SubjectUserName|expand: '%admins%'\n  condition: sel\nlevel: high\n",
+    )
+    .unwrap();
+    let rules = dir.path().to_str().unwrap();
+    let case = evtx(SECURITY_CASE);
+    let user = {
+        let record =
+            std::fs::read_to_string(sigma_dir().join(format!("{SECURITY_CASE}.json"))).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+        record["Event"]["EventData"]["SubjectUserName"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let hits = |extra: &[&str]| {
+        let mut args = vec![
+            case.as_str(),
+            "--rules",
+            rules,
+            "--format",
+            "jsonl",
+            "--no-cache",
+        ];
+        args.extend_from_slice(extra);
+        stdout(&hunt(&args)).lines().count()
+    };
+    assert_eq!(hits(&[]), 0);
+    let placeholder = format!("admins=root,{user}");
+    assert_eq!(hits(&["--placeholder", &placeholder]), 1);
+    assert_eq!(hits(&["--placeholder", "admins=root"]), 0);
+
+    let bad = hunt(&[&case, "--rules", rules, "--placeholder", "admins"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not NAME=VALUE"));
+}
