@@ -149,6 +149,20 @@ proptest! {
     fn arbitrary_json_text_never_panics(text in ".{0,300}") {
         let _ = source::json_records(&text);
     }
+
+    #[test]
+    fn arbitrary_log_lines_never_panic(
+        text in prop_oneof![
+            ".{0,200}",
+            "type=[A-Z_]{0,8} msg=audit\\([0-9.:]{0,20}\\):.{0,120}",
+            "<[0-9]{1,3}>[0-9] .{0,150}",
+        ]
+    ) {
+        let rules = rules();
+        let record = source::log_record(&text);
+        let _ = rules.detect(&record);
+        let _ = source::audit_record(&text);
+    }
 }
 
 /// Real EVTX files with bytes flipped and cut short: every record either converts or is

@@ -301,7 +301,7 @@ fn json_records(
     Ok(evaluate_documents(&documents, error, rules, correlate))
 }
 
-/// Syslog lines; the record id is the line number.
+/// Syslog or auditd lines; the record id is the line number.
 fn syslog_records(
     path: &Path,
     rules: &RuleSet,
@@ -317,7 +317,7 @@ fn syslog_records(
     Ok(lines
         .par_iter()
         .map(|(number, line)| {
-            let record = source::syslog_record(line);
+            let record = source::log_record(line);
             let mut detections = rules.detect(&record);
             detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
             let timestamp = record["timestamp"].as_str().map(str::to_owned);

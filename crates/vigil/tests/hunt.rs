@@ -374,3 +374,33 @@ fn placeholders_come_from_the_command_line() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not NAME=VALUE"));
 }
+
+#[test]
+fn auditd_logs_meet_auditd_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &log,
+        "type=SYSCALL msg=audit(1700000000.100:41): arch=c000003e syscall=59 success=yes exe=\"/usr/bin/arecord\"\n\
+         type=EXECVE msg=audit(1700000000.100:41): argc=4 a0=\"arecord\" a1=2D7676 a2=\"-fdat\" a3=\"out.dat\"\n\
+         type=EXECVE msg=audit(1700000001.200:42): argc=2 a0=\"ls\" a1=\"-la\"\n",
+    )
+    .unwrap();
+    let output = hunt(&[
+        log.to_str().unwrap(),
+        "--rules",
+        "rules/linux/auditd",
+        "--format",
+        "jsonl",
+        "--no-cache",
+    ]);
+    let text = stdout(&output);
+    let hits: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 1, "{text}");
+    assert_eq!(hits[0]["rule_id"], "a7af2487-9c2f-42e4-9bb9-ff961f0561d5");
+    assert_eq!(hits[0]["record_id"], 2);
+    assert_eq!(hits[0]["timestamp"], "2023-11-14T22:13:20.1Z");
+}
