@@ -99,7 +99,10 @@ fn audit_hex_field(key: &str) -> bool {
 }
 
 fn decode_hex(text: &str) -> Option<String> {
-    if text.len() < 2 || !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len() < 2
+        || !text.len().is_multiple_of(2)
+        || !text.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return None;
     }
     let bytes: Vec<u8> = (0..text.len())
