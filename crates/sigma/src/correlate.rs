@@ -72,7 +72,37 @@ impl Correlator {
             let _ = engine.add_rule(rule);
         }
         let mut infos = FxHashMap::default();
+        // What a correlation may name: detection rules it references and other correlations.
+        let known: std::collections::HashSet<&str> = rules
+            .referenced
+            .iter()
+            .flat_map(|rule| [rule.id.as_deref(), rule.name.as_deref()])
+            .chain(
+                rules
+                    .correlations
+                    .iter()
+                    .flat_map(|(_, c)| [c.id.as_deref(), c.name.as_deref()]),
+            )
+            .flatten()
+            .collect();
         for (path, correlation) in &rules.correlations {
+            let missing: Vec<&str> = correlation
+                .rules
+                .iter()
+                .map(String::as_str)
+                .filter(|name| !known.contains(name))
+                .collect();
+            if !missing.is_empty() {
+                rejected.push((
+                    path.clone(),
+                    correlation.id.clone(),
+                    format!(
+                        "correlation names rules that are not loaded: {}",
+                        missing.join(", ")
+                    ),
+                ));
+                continue;
+            }
             match engine.add_correlation(correlation) {
                 Ok(()) => {
                     let id = correlation
@@ -358,6 +388,24 @@ tags:
         assert_eq!(
             fired[0].group_key,
             [("Computer".to_owned(), "pc9".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_correlation_naming_missing_rules_is_rejected() {
+        let text = RULES.replace("- whoami_run", "- whoami_run\n        - not_a_rule");
+        let rules = RuleSet::from_texts(
+            vec![(PathBuf::from("burst.yml"), text)],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(rules.check().correlation_rules, 0);
+        let rejected = &rules.check().rejected[0];
+        assert!(rejected.reason.contains("not_a_rule"), "{rejected:?}");
+        assert_eq!(
+            rejected.rule_id.as_deref(),
+            Some("6b1a9d30-0000-4000-8000-000000000002")
         );
     }
 
