@@ -404,3 +404,38 @@ fn auditd_logs_meet_auditd_rules() {
     assert_eq!(hits[0]["record_id"], 2);
     assert_eq!(hits[0]["timestamp"], "2023-11-14T22:13:20.1Z");
 }
+
+#[test]
+fn correlations_fire_in_hunts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = std::fs::read_to_string(sigma_dir().join(BITSADMIN_RULE)).unwrap();
+    std::fs::write(
+        dir.path().join("bitsadmin_burst.yml"),
+        format!(
+            "{rule}\n---\ntitle: Bitsadmin download on a host\nid: 2c0a0000-0000-4000-8000-000000000001\ncorrelation:\n  type: event_count\n  rules:\n    - d059842b-6b9d-4ed1-b5c3-5b89143c6ede\n  group-by:\n    - Computer\n  timespan: 1h\n  condition:\n    gte: 1\nlevel: critical\ntags:\n  - attack.t1197\n"
+        ),
+    )
+    .unwrap();
+    let output = hunt(&[
+        &evtx(BITSADMIN_CASE),
+        "--rules",
+        dir.path().to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--no-cache",
+    ]);
+    let text = stdout(&output);
+    let hits: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let correlation = hits
+        .iter()
+        .find(|hit| hit["rule_id"] == "2c0a0000-0000-4000-8000-000000000001")
+        .unwrap_or_else(|| panic!("no correlation hit in {text}"));
+    assert_eq!(correlation["level"], "critical");
+    assert_eq!(correlation["matched"][0]["field"], "Computer");
+    assert_eq!(correlation["attack"][0]["name"], "BITS Jobs");
+    let summary = String::from_utf8(output.stderr).unwrap();
+    assert!(summary.starts_with("2 rules loaded"), "{summary}");
+}
