@@ -45,6 +45,13 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+/// One hit per line.
+fn jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
 fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/hunt")
@@ -283,10 +290,7 @@ fn syslog_files_route_by_program() {
         "jsonl",
     ]);
     let text = stdout(&output);
-    let hits: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let hits = jsonl(&text);
     // Only the sshd line: the kernel line has the same words but is not an sshd record.
     assert_eq!(hits.len(), 1, "{text}");
     assert_eq!(hits[0]["rule_id"], "e76b413a-83d0-4b94-8e4c-85db4a5b8bdc");
@@ -395,10 +399,7 @@ fn auditd_logs_meet_auditd_rules() {
         "--no-cache",
     ]);
     let text = stdout(&output);
-    let hits: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let hits = jsonl(&text);
     assert_eq!(hits.len(), 1, "{text}");
     assert_eq!(hits[0]["rule_id"], "a7af2487-9c2f-42e4-9bb9-ff961f0561d5");
     assert_eq!(hits[0]["record_id"], 2);
@@ -425,10 +426,7 @@ fn correlations_fire_in_hunts() {
         "--no-cache",
     ]);
     let text = stdout(&output);
-    let hits: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let hits = jsonl(&text);
     let correlation = hits
         .iter()
         .find(|hit| hit["rule_id"] == "2c0a0000-0000-4000-8000-000000000001")
