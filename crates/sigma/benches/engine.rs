@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use vigil_sigma::{Mappings, RuleSet, source};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{flatten, regression_events};
 
 fn sigma_dir() -> PathBuf {
     std::env::var_os("VIGIL_SHARED_DIR")
@@ -28,42 +32,6 @@ fn rule_dirs() -> Vec<PathBuf> {
         .iter()
         .map(|dir| sigma.join(dir))
         .collect()
-}
-
-/// Every record of the regression suite's JSON renderings.
-fn windows_events() -> Vec<Value> {
-    let is_json = |path: &Path| path.extension().is_some_and(|ext| ext == "json");
-    source::files_under(&sigma_dir().join("regression_data"), &is_json)
-        .unwrap()
-        .iter()
-        .flat_map(|file| source::json_records(&std::fs::read_to_string(file).unwrap()).0)
-        .collect()
-}
-
-/// The hand-written flattening rsigma needs: System and EventData keys at the top level.
-fn flatten(record: &Value) -> Value {
-    let mut flat = Map::new();
-    let event = &record["Event"];
-    if let Some(system) = event["System"].as_object() {
-        for (key, value) in system {
-            let value = match value {
-                Value::Object(map) => map.get("#text").cloned().unwrap_or_else(|| value.clone()),
-                other => other.clone(),
-            };
-            flat.insert(key.clone(), value);
-        }
-        if let Some(name) = event["System"]["Provider"]["#attributes"]["Name"].as_str() {
-            flat.insert("Provider_Name".to_owned(), Value::from(name));
-        }
-    }
-    for container in [&event["EventData"], &event["UserData"]] {
-        if let Some(data) = container.as_object() {
-            for (key, value) in data {
-                flat.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    Value::Object(flat)
 }
 
 fn bench(c: &mut Criterion) {
@@ -99,7 +67,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let rules = RuleSet::load(&dirs, Arc::new(Mappings::builtin().unwrap())).unwrap();
-    let events = windows_events();
+    let events = regression_events(&sigma_dir());
     let hits: usize = events.iter().map(|event| rules.detect(event).len()).sum();
     println!(
         "{} rules, {} events, {hits} hits per pass",

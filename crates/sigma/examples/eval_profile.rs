@@ -3,9 +3,14 @@
 //! eval_profile -- SIGMA_DIR [ROUNDS]`
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+// Only the event loader is used here.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod support;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -18,15 +23,7 @@ fn main() {
     let rules =
         vigil_sigma::RuleSet::load(&dirs, Arc::new(vigil_sigma::Mappings::builtin().unwrap()))
             .unwrap();
-    let is_json = |path: &Path| path.extension().is_some_and(|ext| ext == "json");
-    let events: Vec<serde_json::Value> =
-        vigil_sigma::source::files_under(&sigma.join("regression_data"), &is_json)
-            .unwrap()
-            .iter()
-            .flat_map(|file| {
-                vigil_sigma::source::json_records(&std::fs::read_to_string(file).unwrap()).0
-            })
-            .collect();
+    let events = support::regression_events(&sigma);
     let started = Instant::now();
     let mut hits = 0;
     for _ in 0..rounds {

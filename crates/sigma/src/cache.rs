@@ -19,10 +19,10 @@ use crate::engine::{
     Extras, LoadOptions, ParsedFile, Partition, RuleInfo, RuleLogsource, RuleSet, parse_text,
 };
 use crate::mapping::Mappings;
-use crate::{Rejected, RuleCheck, SigmaError};
+use crate::{RuleCheck, SigmaError};
 
 /// Bumped whenever [`CacheFile`] or what it means changes.
-pub(crate) const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 2;
 
 /// What a cache file holds.
 #[derive(Serialize, Deserialize)]
@@ -112,15 +112,7 @@ pub(crate) fn load(
         .into_par_iter()
         .map(|(path, text)| match text {
             Ok(text) => parse_text(path, &text),
-            Err(reason) => ParsedFile {
-                rejected: vec![Rejected {
-                    path: path.clone(),
-                    rule_id: None,
-                    reason,
-                }],
-                path,
-                collection: None,
-            },
+            Err(reason) => ParsedFile::unreadable(path, reason),
         })
         .collect();
     let (rules, cache) = RuleSet::build_detections(parsed, mappings, options, true)?;

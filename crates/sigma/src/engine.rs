@@ -138,6 +138,17 @@ pub struct Detection {
     pub(crate) raw: Option<rsigma_eval::EvaluationResult>,
 }
 
+/// What hunting shows about a record besides its detections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// The record's id in its source (EVTX `EventRecordID`, auditd serial, ...).
+    pub record_id: Option<Value>,
+    /// When the record was written, as the record says.
+    pub timestamp: Option<String>,
+    /// The host (Sigma's `Computer`).
+    pub computer: Option<String>,
+}
+
 /// A field and the value in the record that matched it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatchedField {
@@ -300,6 +311,7 @@ impl RuleSet {
         let mut check = RuleCheck::default();
         let mut groups: FxHashMap<RuleLogsource, Vec<(PathBuf, SigmaRule)>> = FxHashMap::default();
         let mut extras = Extras::default();
+        let mut seen: FxHashMap<String, PathBuf> = FxHashMap::default();
         for file in parsed {
             check.files += 1;
             check.rejected.extend(file.rejected);
@@ -310,6 +322,21 @@ impl RuleSet {
                 extras.files.push(file.path.clone());
             }
             for rule in extras.absorb(&file.path, collection) {
+                // Hits are reported by rule id: a second rule with an id already loaded would
+                // fire under the first one's name.
+                let id = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+                if let Some(first) = seen.get(&id) {
+                    check.rejected.push(Rejected {
+                        path: file.path.clone(),
+                        rule_id: rule.id.clone(),
+                        reason: format!(
+                            "duplicate rule id `{id}`, first loaded from {}",
+                            first.display()
+                        ),
+                    });
+                    continue;
+                }
+                seen.insert(id, file.path.clone());
                 groups
                     .entry(RuleLogsource::of(&rule))
                     .or_default()
@@ -458,27 +485,18 @@ impl RuleSet {
         classify(&self.mappings, record).to_logsource()
     }
 
-    /// The record's own id and timestamp, where its shape has them.
-    pub fn record_meta(&self, record: &Value) -> (Option<Value>, Option<Value>) {
+    /// The record's own id, timestamp and host, where its shape says.
+    pub fn record_meta(&self, record: &Value) -> RecordMeta {
         let classified = classify(&self.mappings, record);
         let view = Record::new(record, classified.shape, None, false);
-        (view.record_id().cloned(), view.timestamp().cloned())
-    }
-
-    /// The value of Sigma field `name` in `record` (without any logsource's renames), e.g.
-    /// `Computer` or `Image`.
-    pub fn field<'v>(&self, record: &'v Value, name: &str) -> Option<&'v Value> {
-        let classified = classify(&self.mappings, record);
-        let shape = classified.shape?;
-        let fields_path = shape.fields.get(name);
-        match fields_path {
-            Some(path) => path.resolve(record),
-            None => shape
-                .containers
-                .iter()
-                .filter_map(|path| path.resolve_object(record))
-                .find_map(|container| container.get(name))
-                .map(crate::mapping::unwrap_text),
+        let text = |value: &Value| match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        RecordMeta {
+            record_id: view.record_id().cloned(),
+            timestamp: view.timestamp().map(text),
+            computer: view.lookup("Computer").map(text),
         }
     }
 
@@ -558,6 +576,8 @@ impl RuleSet {
                 });
             }
         }
+        // In rule id order, so the same record gives the same output on every run.
+        detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
         detections
     }
 
@@ -678,15 +698,22 @@ pub(crate) struct ParsedFile {
 pub(crate) fn parse_file(path: PathBuf) -> ParsedFile {
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_text(path, &text),
-        Err(err) => ParsedFile {
+        Err(err) => ParsedFile::unreadable(path, format!("cannot read: {err}")),
+    }
+}
+
+impl ParsedFile {
+    /// A file that could not be read or parsed at all.
+    pub(crate) fn unreadable(path: PathBuf, reason: String) -> Self {
+        Self {
             rejected: vec![Rejected {
                 path: path.clone(),
                 rule_id: None,
-                reason: format!("cannot read: {err}"),
+                reason,
             }],
             path,
             collection: None,
-        },
+        }
     }
 }
 
@@ -708,15 +735,7 @@ pub(crate) fn parse_text(path: PathBuf, text: &str) -> ParsedFile {
                 rejected,
             }
         }
-        Err(err) => ParsedFile {
-            rejected: vec![Rejected {
-                path: path.clone(),
-                rule_id: None,
-                reason: one_line(&err.to_string()),
-            }],
-            path,
-            collection: None,
-        },
+        Err(err) => ParsedFile::unreadable(path, one_line(&err.to_string())),
     }
 }
 
@@ -1107,6 +1126,36 @@ mod tests {
         };
         assert_eq!(fired(&rules, &on("pc1")), ["proc"]);
         assert!(fired(&rules, &on("build01")).is_empty());
+    }
+
+    #[test]
+    fn a_second_rule_with_a_loaded_id_is_rejected() {
+        let first = rule(
+            "same",
+            "  product: windows\n  category: process_creation",
+            "  sel:\n    Image|endswith: '\\a.exe'\n  condition: sel",
+        );
+        let mut second = rule(
+            "same",
+            "  product: windows\n  service: security",
+            "  sel:\n    EventID: 1\n  condition: sel",
+        );
+        second.0 = PathBuf::from("copy.yml");
+        let rules = RuleSet::from_texts(
+            vec![first, second],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(rules.check().loaded, 1);
+        let rejected = &rules.check().rejected[0];
+        assert_eq!(rejected.path, PathBuf::from("copy.yml"));
+        assert!(
+            rejected
+                .reason
+                .contains("duplicate rule id `same`, first loaded from same.yml"),
+            "{rejected:?}"
+        );
     }
 
     #[test]

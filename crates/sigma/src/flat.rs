@@ -110,11 +110,22 @@ impl<'a> FlatEntries<'a> {
                 .find(|(key, _)| path.matches_flat(key) || path.matches_flat_text(key))
                 .map(|(_, value)| value);
         }
+        // Sorted keys put `path` first and `path.#text` after any `path.#attributes...`; look
+        // through the keys under `path` without building the `.#text` key.
         let full = path.full();
-        self.get(full).or_else(|| {
-            let text_key = format!("{full}.#text");
-            self.get(&text_key)
-        })
+        let start = self.entries.partition_point(|(key, _)| *key < full);
+        let mut text = None;
+        for (key, value) in &self.entries[start..] {
+            let Some(rest) = key.strip_prefix(full) else {
+                break;
+            };
+            match rest {
+                "" => return Some(value),
+                ".#text" => text = Some(value),
+                _ => {}
+            }
+        }
+        text
     }
 
     /// Whether `path` names a value or an object (some key starts with `path.`).
@@ -329,4 +340,48 @@ pub(crate) fn classify_flat<'m>(
     entries: &FlatEntries<'_>,
 ) -> Classified<'m> {
     classify_with(mappings, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pairs(Vec<(&'static str, FlatValue<'static>)>);
+
+    impl FlatRecord for Pairs {
+        fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+            for (key, value) in &self.0 {
+                visit(key, value.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn elements_with_attributes_resolve_to_their_text() {
+        let mappings = Mappings::builtin().unwrap();
+        let record = Pairs(vec![
+            ("Event.System.Channel", FlatValue::Str("Security")),
+            (
+                "Event.System.EventID.#attributes.Qualifiers",
+                FlatValue::Int(16384),
+            ),
+            ("Event.System.EventID.#text", FlatValue::Int(4688)),
+            ("Event.System.EventIDs", FlatValue::Int(1)),
+            (
+                "Event.EventData.NewProcessName",
+                FlatValue::Str("C:\\x.exe"),
+            ),
+        ]);
+        let entries = FlatEntries::new(&record);
+        let classified = classify_flat(&mappings, &entries);
+        let logsource = classified.to_logsource();
+        assert_eq!(logsource.services, ["security"]);
+        assert_eq!(logsource.categories, ["process_creation"]);
+        let index = FlatIndex::new(&entries, classified.shape);
+        let category = classified.categories().next().unwrap();
+        let view =
+            FlatView::new(&entries, &index, &classified).with_renames(category.renames.as_deref());
+        assert_eq!(view.lookup("EventID"), Some(&FlatValue::Int(4688)));
+        assert_eq!(view.lookup("Image"), Some(&FlatValue::Str("C:\\x.exe")));
+    }
 }

@@ -25,7 +25,8 @@ use std::sync::Arc;
 pub use attack::{Technique, technique};
 pub use correlate::{CorrelationHit, Correlator};
 pub use engine::{
-    Detection, Level, LoadOptions, MAX_VALUE_BYTES, MatchedField, RuleInfo, RuleLogsource, RuleSet,
+    Detection, Level, LoadOptions, MAX_VALUE_BYTES, MatchedField, RecordMeta, RuleInfo,
+    RuleLogsource, RuleSet,
 };
 pub use flat::{FlatRecord, FlatValue};
 pub use mapping::{BUILTIN_SHAPES, BUILTIN_WINDOWS, MappingError, Mappings};

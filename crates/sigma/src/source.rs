@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::SigmaError;
+use crate::{SigmaError, one_line};
 
 /// `root` itself when it is a file, else every file below it that `keep` accepts, walked
 /// recursively in name order. A path that cannot be read is an error naming it.
@@ -234,13 +234,9 @@ pub fn syslog_record(line: &str) -> Value {
 }
 
 /// Maps every record of an EVTX file through `f`, parsing chunks on `threads` threads (0: one
-/// per core) and running `f` on those threads. Results come back in record order. A corrupt
-/// chunk or record reaches `f` as `Err(reason)`; the scan goes on.
-pub fn scan_evtx<U, F>(
-    path: &Path,
-    threads: usize,
-    f: F,
-) -> Result<impl Iterator<Item = U>, SigmaError>
+/// per core) and running `f` on those threads; the results, in record order. A corrupt chunk
+/// or record reaches `f` as `Err(reason)`; the scan goes on.
+pub fn scan_evtx<U, F>(path: &Path, threads: usize, f: F) -> Result<Vec<U>, SigmaError>
 where
     U: Send + 'static,
     F: FnMut(Result<EvtxRecord, String>) -> U + Send + Sync + Clone + 'static,
@@ -248,53 +244,30 @@ where
     let settings = evtx::ParserSettings::new()
         .num_threads(threads)
         .separate_json_attributes(false);
-    let parser = evtx::EvtxParser::from_path(path)
+    let mut parser = evtx::EvtxParser::from_path(path)
         .map_err(|err| SigmaError::Read {
             path: path.to_owned(),
             reason: err.to_string(),
         })?
         .with_configuration(settings);
-    Ok(EvtxScan {
-        parser,
-        f,
-        _out: std::marker::PhantomData,
-    }
-    .into_iter())
-}
-
-struct EvtxScan<F, U> {
-    parser: evtx::EvtxParser<std::fs::File>,
-    f: F,
-    _out: std::marker::PhantomData<U>,
-}
-
-impl<U, F> EvtxScan<F, U>
-where
-    U: Send + 'static,
-    F: FnMut(Result<EvtxRecord, String>) -> U + Send + Sync + Clone + 'static,
-{
-    fn into_iter(self) -> impl Iterator<Item = U> {
-        let Self { mut parser, f, .. } = self;
-        // The parser's iterator borrows it; collecting per file keeps the API simple and is
-        // bounded by the file (hits and small tuples, not the records themselves).
-        let mut error_f = f.clone();
-        let results: Vec<U> = parser
-            .serialized_records(move |record| {
-                let mut f = f.clone();
-                let item = record
-                    .and_then(evtx::EvtxRecord::into_json_value)
-                    .map(|record| EvtxRecord {
-                        record_id: record.event_record_id,
-                        timestamp: record.timestamp.to_string(),
-                        data: record.data,
-                    })
-                    .map_err(|err| one_line(&err.to_string()));
-                Ok(f(item))
-            })
-            .map(|result| result.unwrap_or_else(|err| error_f(Err(one_line(&err.to_string())))))
-            .collect();
-        results.into_iter()
-    }
+    // `serialized_records` runs `f` on the parsing threads; what it returns per record (hits,
+    // not the records themselves) is collected per file.
+    let mut on_error = f.clone();
+    Ok(parser
+        .serialized_records(move |record| {
+            let mut f = f.clone();
+            let item = record
+                .and_then(evtx::EvtxRecord::into_json_value)
+                .map(|record| EvtxRecord {
+                    record_id: record.event_record_id,
+                    timestamp: record.timestamp.to_string(),
+                    data: record.data,
+                })
+                .map_err(|err| one_line(&err.to_string()));
+            Ok(f(item))
+        })
+        .map(|result| result.unwrap_or_else(|err| on_error(Err(one_line(&err.to_string())))))
+        .collect())
 }
 
 /// Every JSON document in `text`: a top-level array yields its elements; concatenated
@@ -317,10 +290,6 @@ pub fn json_records(text: &str) -> (Vec<Value>, Option<String>) {
             }
         }
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -434,7 +403,7 @@ mod tests {
         let result = scan_evtx(&path, 1, |record| record.is_ok());
         match result {
             Err(err) => assert!(err.to_string().contains("bad.evtx"), "{err}"),
-            Ok(items) => assert!(items.into_iter().all(|ok| !ok)),
+            Ok(items) => assert!(items.iter().all(|ok| !ok)),
         }
     }
 }

@@ -99,6 +99,7 @@ fn every_sigmahq_regression_case_fires_from_raw_evtx() {
                 Err(reason) => panic!("corrupt record in {wanted}'s case: {reason}"),
             })
             .unwrap()
+            .into_iter()
             .sum();
             let corrected = UNDERCOUNTED
                 .iter()

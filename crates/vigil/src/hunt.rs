@@ -259,6 +259,27 @@ struct RecordResult {
     error: Option<String>,
 }
 
+/// Detections and what the output shows of one record. `fallback_id` is used when the record
+/// names no id of its own (its position in the file); the record is kept for correlations only
+/// when it has detections.
+fn evaluate(
+    rules: &RuleSet,
+    record: &serde_json::Value,
+    fallback_id: serde_json::Value,
+    correlate: bool,
+) -> RecordResult {
+    let detections = rules.detect(record);
+    let meta = rules.record_meta(record);
+    RecordResult {
+        record: (correlate && !detections.is_empty()).then(|| record.clone()),
+        record_id: Some(meta.record_id.unwrap_or(fallback_id)),
+        timestamp: meta.timestamp,
+        computer: meta.computer,
+        detections,
+        error: None,
+    }
+}
+
 fn evtx_records(
     path: &Path,
     rules: &Arc<RuleSet>,
@@ -266,29 +287,22 @@ fn evtx_records(
 ) -> Result<Vec<RecordResult>, String> {
     let rules = Arc::clone(rules);
     let records = source::scan_evtx(path, 0, move |record| match record {
+        // The record's own EventRecordID and TimeCreated; the chunk header's numbers are the
+        // fallback (they differ in exported or filtered logs).
         Ok(record) => {
-            let mut detections = rules.detect(&record.data);
-            detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
-            let computer = computer_of(&rules, &record.data);
-            // The record's own EventRecordID; the chunk header's number differs in exported or
-            // filtered logs.
-            let record_id = rules
-                .record_meta(&record.data)
-                .0
-                .unwrap_or_else(|| serde_json::Value::from(record.record_id));
-            RecordResult {
-                record: (correlate && !detections.is_empty()).then_some(record.data),
-                record_id: Some(record_id),
-                timestamp: Some(record.timestamp),
-                computer,
-                detections,
-                error: None,
-            }
+            let mut result = evaluate(
+                &rules,
+                &record.data,
+                serde_json::Value::from(record.record_id),
+                correlate,
+            );
+            result.timestamp.get_or_insert(record.timestamp);
+            result
         }
         Err(reason) => RecordResult::failed(reason),
     })
     .map_err(|err| err.to_string())?;
-    Ok(records.collect())
+    Ok(records)
 }
 
 fn json_records(
@@ -298,7 +312,22 @@ fn json_records(
 ) -> Result<Vec<RecordResult>, String> {
     let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?;
     let (documents, error) = source::json_records(&text);
-    Ok(evaluate_documents(&documents, error, rules, correlate))
+    let mut results: Vec<RecordResult> = documents
+        .par_iter()
+        .enumerate()
+        .map(|(index, document)| {
+            evaluate(
+                rules,
+                document,
+                serde_json::Value::from(index + 1),
+                correlate,
+            )
+        })
+        .collect();
+    if let Some(reason) = error {
+        results.push(RecordResult::failed(reason));
+    }
+    Ok(results)
 }
 
 /// Syslog or auditd lines; the record id is the line number.
@@ -317,59 +346,17 @@ fn syslog_records(
     Ok(lines
         .par_iter()
         .map(|(number, line)| {
-            let record = source::log_record(line);
-            let mut detections = rules.detect(&record);
-            detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
-            let timestamp = record["timestamp"].as_str().map(str::to_owned);
-            let computer = record["host"].as_str().map(str::to_owned);
-            RecordResult {
-                record: (correlate && !detections.is_empty()).then_some(record),
-                record_id: Some(serde_json::Value::from(number + 1)),
-                timestamp,
-                computer,
-                detections,
-                error: None,
-            }
+            let mut result = evaluate(
+                rules,
+                &source::log_record(line),
+                serde_json::Value::from(number + 1),
+                correlate,
+            );
+            // Hits point at the line, whatever id the record carries (auditd's serial).
+            result.record_id = Some(serde_json::Value::from(number + 1));
+            result
         })
         .collect())
-}
-
-fn evaluate_documents(
-    documents: &[serde_json::Value],
-    error: Option<String>,
-    rules: &RuleSet,
-    correlate: bool,
-) -> Vec<RecordResult> {
-    let mut results: Vec<RecordResult> = documents
-        .par_iter()
-        .enumerate()
-        .map(|(index, document)| {
-            let mut detections = rules.detect(document);
-            detections.sort_by(|a, b| a.rule.id.cmp(&b.rule.id));
-            let (record_id, timestamp) = rules.record_meta(document);
-            RecordResult {
-                record: (correlate && !detections.is_empty()).then(|| document.clone()),
-                record_id: Some(record_id.unwrap_or_else(|| serde_json::Value::from(index + 1))),
-                timestamp: timestamp.map(|value| match value {
-                    serde_json::Value::String(text) => text,
-                    other => other.to_string(),
-                }),
-                computer: computer_of(rules, document),
-                detections,
-                error: None,
-            }
-        })
-        .collect();
-    if let Some(reason) = error {
-        results.push(RecordResult::failed(reason));
-    }
-    results
-}
-
-fn computer_of(rules: &RuleSet, record: &serde_json::Value) -> Option<String> {
-    rules
-        .field(record, "Computer")
-        .and_then(|value| value.as_str().map(str::to_owned))
 }
 
 /// RFC 3339 (as EVTX and most JSON logs write it) to Unix seconds.
