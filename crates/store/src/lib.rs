@@ -1,14 +1,26 @@
 //! Vigil's storage: one sea-orm connection to PostgreSQL (production) or SQLite (the embedded
 //! default), from one URL.
 //!
-//! This crate owns the connection, its readiness check and, as they are added, the migrations
-//! and the tenant-scoped repositories: every repository method takes a tenant scope, so no query
-//! depends on remembering a filter.
+//! This crate owns the connection, its readiness check, the migrations ([`migration`]) and the
+//! repositories ([`Platform`], [`TenantScope`]): tenant data is reachable only through a
+//! [`TenantScope`], which adds its tenant to every statement, so no query depends on
+//! remembering a filter.
+
+mod entity;
+pub mod migration;
+mod repo;
 
 use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+
+pub use repo::{
+    AlertQuery, AuditPage, FeedRecord, Feeds, KeyRecord, NewRule, OverrideRecord, Platform,
+    RuleRecord, Rules, TenantRecord, TenantScope, TenantState, TokenRecord, Transaction,
+    level_number,
+};
 
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +42,26 @@ pub enum StoreError {
     /// A query failed.
     #[error("store query failed: {0}")]
     Query(String),
+    /// The object already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The object does not exist (or is not visible in this scope).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The input cannot be stored.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Microseconds since the Unix epoch: how the store keeps time.
+pub fn micros(time: time::OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`micros`]; out-of-range values clamp to the epoch.
+pub fn from_micros(micros: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Result with [`StoreError`].
@@ -86,6 +118,15 @@ impl Store {
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// Applies the migrations this build knows that the database has not seen. Safe to run
+    /// from several processes at start: each migration runs in a transaction where the
+    /// database supports transactional DDL (PostgreSQL, SQLite).
+    pub async fn migrate(&self) -> Result<()> {
+        migration::Migrator::up(&self.connection, None)
+            .await
+            .map_err(|err| StoreError::Query(format!("migrating the store failed: {err}")))
     }
 
     /// Checks the database answers; used by `/readyz`.

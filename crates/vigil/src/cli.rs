@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 
 use vigil_sigma::Level;
 
+use crate::admin::{AlertsCommand, Connection, IntelCommand, TenantCommand, TokenCommand};
 use crate::config::Overrides;
 use crate::hunt::HuntFormat;
 
@@ -29,6 +30,47 @@ pub enum Command {
     Rules(RulesCommand),
     /// Run Sigma rules over EVTX and JSON files (threat hunting, forensics).
     Hunt(HuntArgs),
+    /// Manage tenants (control plane).
+    Tenant {
+        /// The tenant command.
+        #[command(subcommand)]
+        command: TenantCommand,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Issue, list and revoke tokens (control plane).
+    Token {
+        /// The token command.
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Manage threat-intel feeds (control plane).
+    Intel {
+        /// The intel command.
+        #[command(subcommand)]
+        command: IntelCommand,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Query and follow alerts (control plane).
+    Alerts {
+        /// The alerts command.
+        #[command(subcommand)]
+        command: AlertsCommand,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `vigil hunt` options.
@@ -95,6 +137,42 @@ pub enum RulesCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+    },
+    /// Validate and upload Sigma rules to the control plane (all or nothing).
+    Push {
+        /// Rule files or directories (searched for .yml and .yaml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The tenant the rules are for [default: global].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List the control plane's rules: a tenant's effective rules, or the global rules.
+    List {
+        /// Tenant id [default: global rules].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Run one rule over sample events (a JSON array or one JSON object per line) on the
+    /// control plane.
+    Test {
+        /// The rule file.
+        rule: PathBuf,
+        /// Event files.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// The tenant whose rights apply.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
     },
 }
 

@@ -28,6 +28,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "admin",
     "telemetry",
+    "control",
 ];
 
 /// Everything `vigil run` is configured with.
@@ -48,6 +49,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The control plane.
+    pub control: vigil_control::Config,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             admin: AdminConfig::default(),
             telemetry: TelemetryConfig::default(),
+            control: vigil_control::Config::default(),
         }
     }
 }

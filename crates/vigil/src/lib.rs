@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure (unreachable bus or store, a service failed),
 //! 2 usage or configuration error.
 
+pub mod admin;
 mod cli;
 pub mod config;
 pub mod hunt;
@@ -12,7 +13,7 @@ pub mod services;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 pub use cli::{Cli, Command, ConfigCommand, HuntArgs, OutputFormat, RulesCommand, RunArgs};
 
@@ -37,6 +38,52 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(err.exit_code(), &err.to_string()),
             }
+        }
+        Command::Tenant {
+            command,
+            connection,
+        } => admin_command(admin::tenant(command, &connection)),
+        Command::Token {
+            command,
+            connection,
+        } => admin_command(admin::token(command, &connection)),
+        Command::Intel {
+            command,
+            connection,
+        } => admin_command(admin::intel(command, &connection)),
+        Command::Alerts {
+            command,
+            connection,
+        } => admin_command(admin::alerts(command, &connection)),
+        Command::Rules(RulesCommand::Push {
+            paths,
+            tenant,
+            connection,
+        }) => admin_command(admin::rules(
+            admin::RemoteRulesCommand::Push { paths, tenant },
+            &connection,
+        )),
+        Command::Rules(RulesCommand::List { tenant, connection }) => admin_command(admin::rules(
+            admin::RemoteRulesCommand::List { tenant },
+            &connection,
+        )),
+        Command::Rules(RulesCommand::Test {
+            rule,
+            events,
+            tenant,
+            connection,
+        }) => admin_command(admin::rules(
+            admin::RemoteRulesCommand::Test {
+                rule,
+                events,
+                tenant,
+            },
+            &connection,
+        )),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "vigil", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::Rules(RulesCommand::Check { paths, format }) => {
             match vigil_sigma::check_rules(&paths) {
@@ -81,6 +128,21 @@ pub fn main() -> ExitCode {
                 Err(err) => fail(2, &err),
             }
         }
+    }
+}
+
+/// Runs an admin command on a small runtime; its error is one line on stderr.
+fn admin_command(command: impl Future<Output = Result<(), admin::AdminError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(1, &format!("cannot start the async runtime: {err}")),
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(err.code, &err.message),
     }
 }
 

@@ -66,6 +66,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Arc::new(JetStreamBus::connect(config.bus.jetstream()).await?)
     };
     let store = Store::connect(&config.store_url()).await?;
+    store.migrate().await?;
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .map_err(|err| {
@@ -170,14 +171,25 @@ fn service_failure(
 
 /// Starts one service. Each service crate's `run(ctx, config)` is wired here as it lands.
 fn start_service(
-    _tasks: &mut JoinSet<(ServiceName, Result<(), String>)>,
+    tasks: &mut JoinSet<(ServiceName, Result<(), String>)>,
     service: ServiceName,
-    _context: ServiceContext,
-    _config: &Config,
+    context: ServiceContext,
+    config: &Config,
 ) {
-    // Configuration validation refuses services this build does not contain, so nothing
-    // reaches here until the first service lands.
-    tracing::error!(%service, "service is not available in this build");
+    match service {
+        ServiceName::Control => {
+            let control = config.control.clone();
+            let data_dir = config.data_dir.clone();
+            tasks.spawn(async move {
+                let result = vigil_control::run(context, control, data_dir)
+                    .await
+                    .map_err(|err| err.to_string());
+                (service, result)
+            });
+        }
+        // Configuration validation refuses services this build does not contain.
+        other => tracing::error!(service = %other, "service is not available in this build"),
+    }
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT.

@@ -18,6 +18,11 @@ fn vigil() -> Command {
             command.env_remove(key);
         }
     }
+    // Parallel tests each get their own control-plane port.
+    command.env(
+        "VIGIL_CONTROL__LISTEN",
+        format!("127.0.0.1:{}", free_port().unwrap()),
+    );
     command
 }
 

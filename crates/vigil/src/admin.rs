@@ -1,0 +1,856 @@
+//! The admin commands: a gRPC client of the control plane (`VIGIL_ENDPOINT`, `VIGIL_TOKEN`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use vigil_proto::control::v1 as pb;
+use vigil_proto::control::v1::alert_service_client::AlertServiceClient;
+use vigil_proto::control::v1::intel_service_client::IntelServiceClient;
+use vigil_proto::control::v1::rule_service_client::RuleServiceClient;
+use vigil_proto::control::v1::tenant_service_client::TenantServiceClient;
+
+use crate::cli::OutputFormat;
+
+/// Where the control plane is and who is calling.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        env = "VIGIL_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub endpoint: String,
+    /// The bearer token [default: the contents of ./vigil-data/admin.token, written by the
+    /// first `vigil run`].
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub format: OutputFormat,
+}
+
+/// `vigil tenant`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Tenant id: lowercase letters, digits and '-', starting with a letter.
+        id: String,
+        /// A name for people [default: the id].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List every tenant.
+    List,
+    /// Show one tenant.
+    Get {
+        /// Tenant id.
+        id: String,
+    },
+    /// Suspend a tenant (its tokens are refused; data kept), or resume it.
+    Suspend {
+        /// Tenant id.
+        id: String,
+        /// Resume instead.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Offboard a tenant: its tokens stop working; data is kept unless --purge.
+    Delete {
+        /// Tenant id.
+        id: String,
+        /// Delete the tenant's alerts, incidents, rules and feeds too.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// `vigil token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token and print it.
+    Issue {
+        /// The tenant (required for ingest and tenant-viewer tokens).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// mssp-admin, analyst, responder, tenant-viewer or ingest.
+        #[arg(long)]
+        role: String,
+        /// Who the token is for [default: ROLE:TENANT].
+        #[arg(long)]
+        subject: Option<String>,
+        /// Validity in seconds [default: 90 days for ingest, 12 hours otherwise].
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        /// The token id (`jti`).
+        token_id: String,
+        /// The tenant the token belongs to (omit for platform tokens).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List a tenant's tokens (never the tokens themselves).
+    List {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+/// `vigil intel`.
+#[derive(Debug, Subcommand)]
+pub enum IntelCommand {
+    /// Upload a threat-intel feed.
+    Push {
+        /// The feed file.
+        file: PathBuf,
+        /// stix, misp, csv or list.
+        #[arg(long)]
+        format: String,
+        /// Feed name [default: the file name].
+        #[arg(long)]
+        name: Option<String>,
+        /// The tenant owning the feed [default: global].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List feeds.
+    List {
+        /// A tenant's feeds [default: global feeds].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// `vigil alerts`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// A tenant's alerts, newest first.
+    List {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Detected at or after (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Detected before (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Lowest level.
+        #[arg(long)]
+        min_level: Option<String>,
+        /// One rule id.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Most alerts printed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Print a tenant's new alerts as they are stored, until interrupted.
+    Tail {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Lowest level.
+        #[arg(long)]
+        min_level: Option<String>,
+    },
+}
+
+/// `vigil rules push|list|test`.
+#[derive(Debug, Clone)]
+pub enum RemoteRulesCommand {
+    /// Upload rules.
+    Push {
+        /// Files or directories.
+        paths: Vec<PathBuf>,
+        /// Owner tenant.
+        tenant: Option<String>,
+    },
+    /// List rules.
+    List {
+        /// Tenant.
+        tenant: Option<String>,
+    },
+    /// Test a rule.
+    Test {
+        /// The rule file.
+        rule: PathBuf,
+        /// Event files.
+        events: Vec<PathBuf>,
+        /// Tenant.
+        tenant: Option<String>,
+    },
+}
+
+/// What an admin command failed on.
+#[derive(Debug)]
+pub struct AdminError {
+    /// 1: the call failed; 2: the command line or a file is wrong.
+    pub code: u8,
+    /// One line.
+    pub message: String,
+}
+
+impl AdminError {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tonic::Status> for AdminError {
+    fn from(status: tonic::Status) -> Self {
+        Self {
+            code: 1,
+            message: format!("{:?}: {}", status.code(), status.message()),
+        }
+    }
+}
+
+type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+/// An authenticated channel.
+struct Client {
+    channel: Channel,
+    token: MetadataValue<tonic::metadata::Ascii>,
+    format: OutputFormat,
+}
+
+impl Client {
+    async fn connect(connection: &Connection) -> Result<Self> {
+        let token = match &connection.token {
+            Some(token) => token.trim().to_owned(),
+            None => read_default_token(Path::new("vigil-data/admin.token"))?,
+        };
+        let token = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| AdminError::usage("VIGIL_TOKEN holds characters a token cannot have"))?;
+        let endpoint = Endpoint::from_shared(connection.endpoint.clone()).map_err(|err| {
+            AdminError::usage(format!(
+                "VIGIL_ENDPOINT {:?} is not a URL: {err}",
+                connection.endpoint
+            ))
+        })?;
+        let channel = endpoint
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|err| AdminError {
+                code: 1,
+                message: format!(
+                    "cannot reach the control plane at {}: {err}",
+                    connection.endpoint
+                ),
+            })?;
+        Ok(Self {
+            channel,
+            token,
+            format: connection.format,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.token.clone());
+        request
+    }
+}
+
+fn read_default_token(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|_| {
+            AdminError::usage(format!(
+                "no token: set VIGIL_TOKEN (or run in the directory holding {})",
+                path.display()
+            ))
+        })
+}
+
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(index) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut lines = vec![line(header.iter().map(|h| (*h).to_owned()).collect())];
+    lines.extend(rows.iter().map(|row| line(row.clone())));
+    lines.join("\n")
+}
+
+fn tenant_json(tenant: &pb::Tenant) -> serde_json::Value {
+    serde_json::json!({
+        "id": tenant.id,
+        "display_name": tenant.display_name,
+        "state": tenant.state,
+        "created_time": tenant.created_time,
+        "updated_time": tenant.updated_time,
+    })
+}
+
+fn print_tenants(client: &Client, tenants: &[pb::Tenant], single: bool) {
+    match client.format {
+        OutputFormat::Json if single => out(&json(&tenant_json(&tenants[0]))),
+        OutputFormat::Json => out(&json(&tenants.iter().map(tenant_json).collect::<Vec<_>>())),
+        OutputFormat::Table => out(&table(
+            &["ID", "NAME", "STATE", "CREATED"],
+            &tenants
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.display_name.clone(),
+                        t.state.clone(),
+                        t.created_time.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+/// `vigil tenant …`.
+pub async fn tenant(command: TenantCommand, connection: &Connection) -> Result<()> {
+    let client = Client::connect(connection).await?;
+    let mut tenants = TenantServiceClient::new(client.channel.clone());
+    match command {
+        TenantCommand::Create { id, name } => {
+            let tenant = tenants
+                .create_tenant(client.request(pb::CreateTenantRequest {
+                    tenant_id: id,
+                    display_name: name.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            print_tenants(&client, &[tenant], true);
+        }
+        TenantCommand::List => {
+            let list = tenants
+                .list_tenants(client.request(pb::ListTenantsRequest {}))
+                .await?
+                .into_inner();
+            print_tenants(&client, &list.tenants, false);
+        }
+        TenantCommand::Get { id } => {
+            let tenant = tenants
+                .get_tenant(client.request(pb::GetTenantRequest { tenant_id: id }))
+                .await?
+                .into_inner();
+            print_tenants(&client, &[tenant], true);
+        }
+        TenantCommand::Suspend { id, resume } => {
+            let tenant = tenants
+                .suspend_tenant(client.request(pb::SuspendTenantRequest {
+                    tenant_id: id,
+                    suspended: !resume,
+                }))
+                .await?
+                .into_inner();
+            print_tenants(&client, &[tenant], true);
+        }
+        TenantCommand::Delete { id, purge } => {
+            let retention = if purge {
+                pb::Retention::Purge
+            } else {
+                pb::Retention::Keep
+            };
+            let deleted = tenants
+                .delete_tenant(client.request(pb::DeleteTenantRequest {
+                    tenant_id: id,
+                    retention: retention as i32,
+                }))
+                .await?
+                .into_inner();
+            let retention = if purge { "purged" } else { "kept" };
+            match client.format {
+                OutputFormat::Json => out(&json(&serde_json::json!({
+                    "tenant": deleted.tenant_id,
+                    "data": retention,
+                    "tokens_revoked": deleted.tokens_revoked,
+                }))),
+                OutputFormat::Table => out(&format!(
+                    "deleted tenant {}: data {retention}, {} tokens revoked",
+                    deleted.tenant_id, deleted.tokens_revoked
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token_json(info: &pb::TokenInfo) -> serde_json::Value {
+    serde_json::json!({
+        "token_id": info.token_id,
+        "tenant": info.tenant_id,
+        "subject": info.subject,
+        "role": info.role,
+        "key_id": info.key_id,
+        "issued_time": info.issued_time,
+        "expires_time": info.expires_time,
+        "revoked_time": (!info.revoked_time.is_empty()).then_some(&info.revoked_time),
+    })
+}
+
+/// `vigil token …`.
+pub async fn token(command: TokenCommand, connection: &Connection) -> Result<()> {
+    let client = Client::connect(connection).await?;
+    let mut tenants = TenantServiceClient::new(client.channel.clone());
+    match command {
+        TokenCommand::Issue {
+            tenant,
+            role,
+            subject,
+            ttl,
+        } => {
+            let issued = tenants
+                .issue_token(client.request(pb::IssueTokenRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    role,
+                    subject: subject.unwrap_or_default(),
+                    ttl_seconds: ttl.unwrap_or(0),
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                // The token alone, so that `TOKEN=$(vigil token issue …)` works.
+                OutputFormat::Table => out(&issued.token),
+                OutputFormat::Json => {
+                    let mut value = issued.info.as_ref().map(token_json).unwrap_or_default();
+                    value["token"] = issued.token.into();
+                    out(&json(&value));
+                }
+            }
+        }
+        TokenCommand::Revoke { token_id, tenant } => {
+            let info = tenants
+                .revoke_token(client.request(pb::RevokeTokenRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    token_id,
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => out(&json(&token_json(&info))),
+                OutputFormat::Table => out(&format!(
+                    "revoked token {} ({} {})",
+                    info.token_id, info.role, info.subject
+                )),
+            }
+        }
+        TokenCommand::List { tenant } => {
+            let list = tenants
+                .list_tokens(client.request(pb::ListTokensRequest { tenant_id: tenant }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => out(&json(
+                    &list.tokens.iter().map(token_json).collect::<Vec<_>>(),
+                )),
+                OutputFormat::Table => out(&table(
+                    &["TOKEN ID", "ROLE", "SUBJECT", "EXPIRES", "REVOKED"],
+                    &list
+                        .tokens
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.token_id.clone(),
+                                t.role.clone(),
+                                t.subject.clone(),
+                                t.expires_time.clone(),
+                                t.revoked_time.clone(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule_json(rule: &pb::RuleInfo) -> serde_json::Value {
+    serde_json::json!({
+        "rule_id": rule.rule_id,
+        "title": rule.title,
+        "level": rule.level,
+        "kind": rule.kind,
+        "owner": if rule.owner.is_empty() { "global" } else { rule.owner.as_str() },
+        "enabled": rule.enabled,
+        "version": rule.version,
+        "updated_time": rule.updated_time,
+        "updated_by": rule.updated_by,
+        "override": rule.r#override.as_ref().map(|o| serde_json::json!({
+            "enabled": o.enabled,
+            "level": (!o.level.is_empty()).then_some(&o.level),
+            "exceptions": o.exceptions.iter().map(|e| serde_json::json!({"field": e.field, "values": e.values})).collect::<Vec<_>>(),
+        })),
+    })
+}
+
+fn print_rules(client: &Client, rules: &[pb::RuleInfo]) {
+    match client.format {
+        OutputFormat::Json => out(&json(&rules.iter().map(rule_json).collect::<Vec<_>>())),
+        OutputFormat::Table => out(&table(
+            &["RULE ID", "LEVEL", "ENABLED", "OWNER", "TITLE"],
+            &rules
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.rule_id.clone(),
+                        r.level.clone(),
+                        r.enabled.to_string(),
+                        if r.owner.is_empty() {
+                            "global".to_owned()
+                        } else {
+                            r.owner.clone()
+                        },
+                        r.title.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            files.extend(
+                vigil_sigma::source::files_under(path, &|file: &Path| {
+                    matches!(
+                        file.extension().and_then(|e| e.to_str()),
+                        Some("yml" | "yaml")
+                    )
+                })
+                .map_err(|err| AdminError::usage(err.to_string()))?,
+            );
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(AdminError::usage(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+    }
+    if files.is_empty() {
+        return Err(AdminError::usage("no .yml or .yaml rule files found"));
+    }
+    Ok(files)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|err| AdminError::usage(format!("cannot read {}: {err}", path.display())))
+}
+
+/// `vigil rules push|list|test`.
+pub async fn rules(command: RemoteRulesCommand, connection: &Connection) -> Result<()> {
+    let client = Client::connect(connection).await?;
+    let mut rules = RuleServiceClient::new(client.channel.clone())
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024);
+    match command {
+        RemoteRulesCommand::Push { paths, tenant } => {
+            let mut sources = Vec::new();
+            for file in rule_files(&paths)? {
+                sources.push(pb::RuleSource {
+                    name: file.display().to_string(),
+                    yaml: read_text(&file)?,
+                });
+            }
+            let pushed = rules
+                .push_rules(client.request(pb::PushRulesRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    rules: sources,
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => print_rules(&client, &pushed.rules),
+                OutputFormat::Table => out(&format!("pushed {} rules", pushed.rules.len())),
+            }
+        }
+        RemoteRulesCommand::List { tenant } => {
+            let list = rules
+                .list_rules(client.request(pb::ListRulesRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            print_rules(&client, &list.rules);
+        }
+        RemoteRulesCommand::Test {
+            rule,
+            events,
+            tenant,
+        } => {
+            let yaml = read_text(&rule)?;
+            let mut texts = Vec::new();
+            for file in &events {
+                texts.extend(read_events(file)?);
+            }
+            let tested = rules
+                .test_rule(client.request(pb::TestRuleRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    yaml,
+                    events: texts,
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => out(&json(&serde_json::json!({
+                    "rule_id": tested.rule_id,
+                    "matched": tested.matched,
+                    "logsources": tested.logsources,
+                }))),
+                OutputFormat::Table => out(&format!(
+                    "rule {}: {} of {} events match{}",
+                    tested.rule_id,
+                    tested.matched.len(),
+                    tested.logsources.len(),
+                    if tested.matched.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (events {})",
+                            tested
+                                .matched
+                                .iter()
+                                .map(u32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON array of objects, or one JSON object per line.
+fn read_events(path: &Path) -> Result<Vec<String>> {
+    let text = read_text(path)?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let values: Vec<serde_json::Value> = serde_json::from_str(trimmed).map_err(|err| {
+            AdminError::usage(format!("{}: not a JSON array: {err}", path.display()))
+        })?;
+        return Ok(values.iter().map(serde_json::Value::to_string).collect());
+    }
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `vigil intel …`.
+pub async fn intel(command: IntelCommand, connection: &Connection) -> Result<()> {
+    let client = Client::connect(connection).await?;
+    let mut intel = IntelServiceClient::new(client.channel.clone())
+        .max_encoding_message_size(256 * 1024 * 1024);
+    let feed_json = |feed: &pb::FeedInfo| {
+        serde_json::json!({
+            "name": feed.name,
+            "owner": if feed.owner.is_empty() { "global" } else { feed.owner.as_str() },
+            "format": feed.format,
+            "indicators": feed.indicators,
+            "version": feed.version,
+            "updated_time": feed.updated_time,
+            "updated_by": feed.updated_by,
+        })
+    };
+    match command {
+        IntelCommand::Push {
+            file,
+            format,
+            name,
+            tenant,
+        } => {
+            let content = std::fs::read(&file).map_err(|err| {
+                AdminError::usage(format!("cannot read {}: {err}", file.display()))
+            })?;
+            let name = name.unwrap_or_else(|| {
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            let feed = intel
+                .push_feed(client.request(pb::PushFeedRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    name,
+                    format,
+                    content,
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => out(&json(&feed_json(&feed))),
+                OutputFormat::Table => out(&format!(
+                    "pushed feed {} ({} indicators, version {})",
+                    feed.name, feed.indicators, feed.version
+                )),
+            }
+        }
+        IntelCommand::List { tenant } => {
+            let list = intel
+                .list_feeds(client.request(pb::ListFeedsRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => {
+                    out(&json(&list.feeds.iter().map(feed_json).collect::<Vec<_>>()))
+                }
+                OutputFormat::Table => out(&table(
+                    &["NAME", "FORMAT", "INDICATORS", "VERSION", "UPDATED"],
+                    &list
+                        .feeds
+                        .iter()
+                        .map(|f| {
+                            vec![
+                                f.name.clone(),
+                                f.format.clone(),
+                                f.indicators.to_string(),
+                                f.version.to_string(),
+                                f.updated_time.clone(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The alert as the CLI prints it in JSON: the stored alert, with `attack` as technique ids
+/// and the techniques' names and tactics under `attack_techniques`.
+fn alert_json(alert: &pb::Alert) -> serde_json::Value {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&alert.json).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(object) = value.as_object_mut() {
+        if let Some(techniques) = object.remove("attack") {
+            object.insert("attack_techniques".into(), techniques);
+        }
+        object.insert("attack".into(), alert.attack.clone().into());
+        object.insert("id".into(), alert.id.clone().into());
+        object.insert("tenant".into(), alert.tenant.clone().into());
+    }
+    value
+}
+
+fn alert_row(alert: &pb::Alert) -> Vec<String> {
+    vec![
+        alert.detected_time.clone(),
+        alert.level.clone(),
+        alert.rule_title.clone(),
+        alert.attack.join(","),
+        alert.id.clone(),
+    ]
+}
+
+/// `vigil alerts …`.
+pub async fn alerts(command: AlertsCommand, connection: &Connection) -> Result<()> {
+    let client = Client::connect(connection).await?;
+    let mut alerts = AlertServiceClient::new(client.channel.clone())
+        .max_decoding_message_size(256 * 1024 * 1024);
+    match command {
+        AlertsCommand::List {
+            tenant,
+            from,
+            to,
+            min_level,
+            rule,
+            limit,
+        } => {
+            let mut collected = Vec::new();
+            let mut page_token = String::new();
+            while collected.len() < limit {
+                let page = alerts
+                    .list_alerts(client.request(pb::ListAlertsRequest {
+                        tenant_id: tenant.clone(),
+                        from_time: from.clone().unwrap_or_default(),
+                        to_time: to.clone().unwrap_or_default(),
+                        min_level: min_level.clone().unwrap_or_default(),
+                        rule_id: rule.clone().unwrap_or_default(),
+                        page_size:
+                            u32::try_from((limit - collected.len()).min(1000)).unwrap_or(1000),
+                        page_token: page_token.clone(),
+                    }))
+                    .await?
+                    .into_inner();
+                collected.extend(page.alerts);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            collected.truncate(limit);
+            match client.format {
+                OutputFormat::Json => {
+                    out(&json(&collected.iter().map(alert_json).collect::<Vec<_>>()))
+                }
+                OutputFormat::Table => out(&table(
+                    &["DETECTED", "LEVEL", "RULE", "ATT&CK", "ID"],
+                    &collected.iter().map(alert_row).collect::<Vec<_>>(),
+                )),
+            }
+        }
+        AlertsCommand::Tail { tenant, min_level } => {
+            let mut stream = alerts
+                .stream_alerts(client.request(pb::StreamAlertsRequest {
+                    tenant_id: tenant,
+                    min_level: min_level.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            while let Some(alert) = stream.message().await? {
+                match client.format {
+                    OutputFormat::Json => out(&alert_json(&alert).to_string()),
+                    OutputFormat::Table => out(&alert_row(&alert).join("  ")),
+                }
+            }
+        }
+    }
+    Ok(())
+}

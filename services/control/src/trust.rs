@@ -1,0 +1,76 @@
+//! Keeps a verifier's keys, revocations and suspended tenants in step with the store.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use vigil_auth::{TrustState, Verifier, VerifyingKey};
+use vigil_schema::TenantId;
+use vigil_store::{Store, TenantState};
+
+use crate::{ControlError, now_micros};
+
+/// What the store says a verifier should trust now.
+pub async fn load_trust(store: &Store) -> Result<TrustState, ControlError> {
+    let now = now_micros();
+    let platform = store.platform();
+    let mut keys = Vec::new();
+    for record in platform.trusted_keys(now).await? {
+        let Ok(public_key) = <[u8; 32]>::try_from(record.public_key.as_slice()) else {
+            tracing::warn!(kid = %record.kid, "stored public key has the wrong length, skipped");
+            continue;
+        };
+        let tenant = match record.tenant.as_deref().map(TenantId::new).transpose() {
+            Ok(tenant) => tenant,
+            Err(err) => {
+                tracing::warn!(kid = %record.kid, error = %err, "stored key tenant invalid, skipped");
+                continue;
+            }
+        };
+        keys.push(VerifyingKey {
+            kid: record.kid,
+            tenant,
+            public_key,
+            not_after: record.not_after.map(vigil_store::from_micros),
+        });
+    }
+    let revoked = platform.revoked_tokens(now).await?.into_iter().collect();
+    let suspended_tenants = platform
+        .list_tenants()
+        .await?
+        .into_iter()
+        .filter(|tenant| tenant.state != TenantState::Active)
+        .map(|tenant| tenant.id)
+        .collect();
+    Ok(TrustState {
+        keys,
+        revoked,
+        suspended_tenants,
+    })
+}
+
+/// Reloads `verifier` from the store once.
+pub async fn refresh_trust(store: &Store, verifier: &Verifier) -> Result<(), ControlError> {
+    let state = load_trust(store).await?;
+    for err in verifier.replace(state) {
+        tracing::warn!(error = %err, "a stored signing key could not be loaded");
+    }
+    Ok(())
+}
+
+pub(crate) async fn refresh_loop(
+    store: Store,
+    verifier: Verifier,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(err) = refresh_trust(&store, &verifier).await {
+            // The previous keys and revocations stay in force until the store answers again.
+            tracing::warn!(error = %err, "reloading keys and revocations failed");
+        }
+    }
+}
