@@ -120,3 +120,57 @@ pub fn shared_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
+
+/// A database of its own on the test PostgreSQL server, so that tests running in parallel (and
+/// runs that follow each other) never see each other's rows. Dropped by [`TestDatabase::drop`].
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database's URL.
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Creates `vigil_t_<prefix>_<unique>` on the server of [`postgres_url`].
+    pub async fn create(prefix: &str) -> anyhow::Result<Self> {
+        use sea_orm::ConnectionTrait;
+        let base = postgres_url();
+        let admin = sea_orm::Database::connect(&base)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {base}; tests need it"))?;
+        let unique = format!(
+            "{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        );
+        let name = format!("vigil_t_{prefix}_{unique}");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        admin.close().await.ok();
+        let (server, _) = base
+            .rsplit_once('/')
+            .context("the PostgreSQL URL has no database part")?;
+        Ok(Self {
+            url: format!("{server}/{name}"),
+            name,
+        })
+    }
+
+    /// Drops the database (connections to it must be closed first).
+    pub async fn drop(self) -> anyhow::Result<()> {
+        use sea_orm::ConnectionTrait;
+        let admin = sea_orm::Database::connect(&postgres_url()).await?;
+        admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .await?;
+        admin.close().await.ok();
+        Ok(())
+    }
+}
