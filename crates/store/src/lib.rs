@@ -117,6 +117,21 @@ impl Store {
             display_url,
         };
         store.ping().await?;
+        if store.backend() == "sqlite" {
+            // Readers never wait for the writer (the API reads while the alert persister
+            // writes). The journal mode is kept in the database file.
+            use sea_orm::ConnectionTrait;
+            for pragma in ["PRAGMA journal_mode=WAL"] {
+                store
+                    .connection
+                    .execute_unprepared(pragma)
+                    .await
+                    .map_err(|err| StoreError::Connect {
+                        url: store.display_url.clone(),
+                        reason: format!("{pragma}: {err}"),
+                    })?;
+            }
+        }
         Ok(store)
     }
 

@@ -100,7 +100,7 @@ fn intercept<S>(service: S, verifier: &Verifier) -> Intercepted<S> {
 }
 
 /// Serves every service, health and reflection on `listener` until `shutdown`.
-pub(crate) async fn serve(
+pub async fn serve(
     api: ControlApi,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
@@ -1270,6 +1270,9 @@ impl RuleService for ControlApi {
             .authorize_change(&principal, Action::RuleWrite, &change)
             .await?;
         let result = async {
+            if let Some(tenant) = &tenant {
+                shared.existing_tenant(tenant).await?;
+            }
             let now = now_micros();
             let tx = shared.store.begin().await.map_err(store_status)?;
             let info = match &tenant {
@@ -1283,7 +1286,6 @@ impl RuleService for ControlApi {
                     rule_message(&rule, None)
                 }
                 Some(tenant) => {
-                    shared.existing_tenant(tenant).await?;
                     let scope = tx.tenant(tenant);
                     if scope
                         .rules()

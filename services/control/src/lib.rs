@@ -21,7 +21,7 @@ use vigil_auth::{MasterKey, Role, Scope, SigningKey, TokenRequest, TokenSettings
 use vigil_runtime::ServiceContext;
 use vigil_store::{KeyRecord, Store, TokenRecord};
 
-pub use api::ControlApi;
+pub use api::{ControlApi, serve};
 pub use persist::persist_alerts;
 pub use trust::{load_trust, refresh_trust};
 
