@@ -1155,14 +1155,15 @@ impl RuleService for ControlApi {
                     }
                 }
             }
-            if reasons.is_empty() {
-                reasons = self.validate_rules(tenant.as_ref(), &pushed).await?;
+            // Every reason at once: the rules whose header reads are compiled even when
+            // others were already refused.
+            if !pushed.is_empty() {
+                reasons.extend(self.validate_rules(tenant.as_ref(), &pushed).await?);
             }
             if !reasons.is_empty() {
-                let total = pushed.len() + reasons.len();
                 return Err(Status::invalid_argument(format!(
                     "{} rule(s) rejected, nothing stored: {}",
-                    reasons.len().min(total),
+                    reasons.len(),
                     reasons.join("; ")
                 )));
             }

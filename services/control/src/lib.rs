@@ -224,7 +224,7 @@ pub async fn run(
         None
     };
     tracing::info!(listen = %config.listen, "control plane listening");
-    let served = api::serve(api, listener, context.shutdown.clone()).await;
+    let served = serve(api, listener, context.shutdown.clone()).await;
     context.shutdown.cancel();
     let _ = refresher.await;
     if let Some(persister) = persister {

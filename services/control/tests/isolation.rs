@@ -25,13 +25,7 @@ enum Role {
     Ingest,
 }
 
-const ROLES: [Role; 5] = [
-    Role::Admin,
-    Role::Analyst,
-    Role::Responder,
-    Role::Viewer,
-    Role::Ingest,
-];
+const ROLES: [Role; 5] = [Admin, Analyst, Responder, Viewer, Ingest];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {

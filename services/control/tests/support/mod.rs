@@ -1,4 +1,6 @@
 //! A control plane on a free port over a fresh store, with a token per role.
+// Each test binary uses part of the harness.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
