@@ -1,0 +1,358 @@
+//! The control plane end to end through the `vigil` CLI, against `vigil run` on embedded
+//! defaults and on NATS JetStream + PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_bus::{Bus, OutgoingMessage};
+use vigil_e2e::{NatsServer, TestDatabase, free_port, shared_dir};
+use vigil_schema::{Alert, AlertId, AlertSource, AttackTechnique, EventId, Level, TenantId};
+
+fn vigil() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("VIGIL_") || key.starts_with("OTEL_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+struct Server {
+    child: Child,
+    endpoint: String,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let admin = free_port().unwrap();
+        let control = free_port().unwrap();
+        let data_dir = dir.join("data");
+        let child = vigil()
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .env("VIGIL_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+            .env("VIGIL_CONTROL__LISTEN", format!("127.0.0.1:{control}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{control}"),
+            data_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = std::net::TcpStream::connect(("127.0.0.1", control)).is_ok()
+                && server.data_dir.join("admin.token").exists();
+            if ready {
+                break;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("vigil run exited early with {status}");
+            }
+            assert!(Instant::now() < deadline, "the control plane did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        vigil()
+            .args(args)
+            .env("VIGIL_ENDPOINT", &self.endpoint)
+            .env("VIGIL_TOKEN", token)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, token: &str, args: &[&str]) -> String {
+        let output = self.cli(token, args);
+        assert!(
+            output.status.success(),
+            "vigil {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn embedded_defaults_onboard_a_tenant_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["admin.token", "master.key"] {
+            let mode = std::fs::metadata(server.data_dir.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    let admin = server.admin_token();
+    let created: serde_json::Value = serde_json::from_str(&server.ok(
+        &admin,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--name",
+            "Acme Corp",
+            "--format",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(created["id"], "acme");
+    assert_eq!(created["state"], "active");
+    let ingest = server.ok(
+        &admin,
+        &["token", "issue", "--tenant", "acme", "--role", "ingest"],
+    );
+    assert_eq!(
+        ingest.trim().split('.').count(),
+        3,
+        "a compact JWT: {ingest}"
+    );
+    let alerts = server.ok(
+        &admin,
+        &["alerts", "list", "--tenant", "acme", "--format", "json"],
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&alerts).unwrap(),
+        serde_json::json!([])
+    );
+
+    // SigmaHQ's process_creation rules, pushed globally and listed for the tenant.
+    let rules = shared_dir().join("data/sigma/rules/windows/process_creation");
+    let pushed = server.ok(&admin, &["rules", "push", rules.to_str().unwrap()]);
+    assert!(pushed.starts_with("pushed "), "{pushed}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&server.ok(
+        &admin,
+        &["rules", "list", "--tenant", "acme", "--format", "json"],
+    ))
+    .unwrap();
+    assert!(listed.len() > 1000, "{}", listed.len());
+
+    // A tenant viewer sees its tenant and nothing else.
+    let viewer = server.ok(
+        &admin,
+        &[
+            "token",
+            "issue",
+            "--tenant",
+            "acme",
+            "--role",
+            "tenant-viewer",
+        ],
+    );
+    let viewer = viewer.trim();
+    server.ok(viewer, &["tenant", "get", "acme"]);
+    let denied = server.cli(viewer, &["tenant", "list"]);
+    assert_eq!(denied.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.starts_with("error: PermissionDenied"), "{stderr}");
+    let unauthenticated = server.cli("not-a-token", &["tenant", "list"]);
+    assert!(String::from_utf8_lossy(&unauthenticated.stderr).starts_with("error: Unauthenticated"));
+
+    let completions = vigil().args(["completions", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("vigil"));
+}
+
+/// Alerts the way the detect service will make them: SigmaHQ rules over SigmaHQ's regression
+/// events, one alert per matching record.
+fn regression_alerts(tenant: &TenantId) -> Vec<Alert> {
+    let shared = shared_dir().join("data/sigma");
+    let cases = [
+        "windows/process_creation/proc_creation_win_certutil_decode",
+        "windows/process_creation/proc_creation_win_bitsadmin_download",
+        "windows/process_creation/proc_creation_win_amsi_registry_tampering",
+    ];
+    let rules: Vec<PathBuf> = cases
+        .iter()
+        .map(|case| shared.join(format!("rules/{case}.yml")))
+        .collect();
+    let mappings = Arc::new(vigil_sigma::Mappings::builtin().unwrap());
+    let ruleset = vigil_sigma::RuleSet::load(&rules, mappings).unwrap();
+    assert!(ruleset.check().rejected.is_empty());
+    let mut alerts = Vec::new();
+    for case in cases {
+        let case_dir = shared.join(format!("regression_data/rules/{case}"));
+        for entry in std::fs::read_dir(&case_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let (records, error) =
+                vigil_sigma::source::json_records(&std::fs::read_to_string(&path).unwrap());
+            assert!(error.is_none());
+            for (index, record) in records.iter().enumerate() {
+                let event_id =
+                    EventId::derive(&[path.to_string_lossy().as_bytes(), &index.to_le_bytes()]);
+                for detection in ruleset.detect(record) {
+                    let now = time::OffsetDateTime::now_utc();
+                    alerts.push(Alert {
+                        id: AlertId::derive(&[
+                            tenant.as_str().as_bytes(),
+                            detection.rule.id.as_bytes(),
+                            event_id.to_string().as_bytes(),
+                        ]),
+                        tenant: tenant.clone(),
+                        source: AlertSource::Sigma,
+                        rule_id: detection.rule.id.clone(),
+                        rule_title: detection.rule.title.clone(),
+                        level: detection
+                            .rule
+                            .level
+                            .as_str()
+                            .parse()
+                            .unwrap_or(Level::Medium),
+                        attack: detection
+                            .rule
+                            .attack
+                            .iter()
+                            .map(|id| {
+                                let technique = vigil_sigma::technique(id);
+                                AttackTechnique {
+                                    id: id.clone(),
+                                    name: technique
+                                        .as_ref()
+                                        .map(|t| t.name.clone())
+                                        .unwrap_or_default(),
+                                    tactics: technique.map(|t| t.tactics).unwrap_or_default(),
+                                }
+                            })
+                            .collect(),
+                        event_ids: vec![event_id],
+                        matched: Vec::new(),
+                        entities: Default::default(),
+                        intel: None,
+                        event_time: now,
+                        detected_time: now,
+                    });
+                }
+            }
+        }
+    }
+    assert!(alerts.len() >= 3, "{} alerts", alerts.len());
+    alerts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_from_jetstream_are_listed_by_tenant_on_postgres() {
+    let nats = NatsServer::start().unwrap();
+    let database = TestDatabase::create("e2e").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = {
+        let (nats_url, store_url, path) = (nats.url(), database.url.clone(), dir.path().to_owned());
+        tokio::task::spawn_blocking(move || {
+            Server::start(&path, &["--bus", &nats_url, "--store", &store_url])
+        })
+        .await
+        .unwrap()
+    };
+    let admin = server.admin_token();
+    for tenant in ["acme", "globex"] {
+        server.ok(&admin, &["tenant", "create", tenant]);
+    }
+    let acme = TenantId::new("acme").unwrap();
+    let alerts = regression_alerts(&acme);
+    let bus = vigil_bus::jetstream::JetStreamBus::connect(
+        vigil_bus::jetstream::JetStreamConfig::new(nats.url()),
+    )
+    .await
+    .unwrap();
+    // Every alert twice, under different message ids (a detect process redelivering).
+    for (round, alert) in [0, 1]
+        .iter()
+        .flat_map(|round| alerts.iter().map(move |a| (round, a)))
+    {
+        let message = OutgoingMessage::encode(alert, format!("{}-{round}", alert.id)).unwrap();
+        bus.publish_durable(message).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let text = server.ok(
+            &admin,
+            &[
+                "alerts", "list", "--tenant", "acme", "--format", "json", "--limit", "1000",
+            ],
+        );
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        if listed.len() >= alerts.len() || Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed.len(), alerts.len(), "each alert once");
+    for alert in &listed {
+        for key in [
+            "id",
+            "tenant",
+            "rule_id",
+            "rule_title",
+            "level",
+            "event_ids",
+            "attack",
+        ] {
+            assert!(alert.get(key).is_some(), "{key} missing in {alert}");
+        }
+        assert_eq!(alert["tenant"], "acme");
+        assert!(
+            alert["attack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t.as_str().is_some_and(|t| t.starts_with('T')))
+        );
+    }
+    let globex = server.ok(
+        &admin,
+        &["alerts", "list", "--tenant", "globex", "--format", "json"],
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&globex).unwrap(),
+        serde_json::json!([])
+    );
+    let viewer = server.ok(
+        &admin,
+        &[
+            "token",
+            "issue",
+            "--tenant",
+            "globex",
+            "--role",
+            "tenant-viewer",
+        ],
+    );
+    let denied = server.cli(viewer.trim(), &["alerts", "list", "--tenant", "acme"]);
+    assert_eq!(denied.status.code(), Some(1));
+    drop(server);
+    database.drop().await.unwrap();
+}
