@@ -65,7 +65,18 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             cmd!(sh, "cargo bench -p vigil-bus --bench bus -- {rest...}").run()?;
             Ok(())
         }
-        _ => bail!("usage: cargo xtask bench bus [--seconds N] [--batch N]"),
+        Some("alerts") => {
+            let rest = &args[1..];
+            cmd!(
+                sh,
+                "cargo bench -p vigil-control --bench alerts -- {rest...}"
+            )
+            .run()?;
+            Ok(())
+        }
+        _ => bail!(
+            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N]"
+        ),
     }
 }
 

@@ -22,7 +22,7 @@ use vigil_runtime::ServiceContext;
 use vigil_store::{KeyRecord, Store, TokenRecord};
 
 pub use api::{ControlApi, serve};
-pub use persist::persist_alerts;
+pub use persist::{CONSUMER as ALERTS_CONSUMER, persist_alerts};
 pub use trust::{load_trust, refresh_trust};
 
 /// The control plane's configuration (`[control]`).
