@@ -39,6 +39,10 @@ impl Store {
     }
 
     /// Starts a transaction: everything done through it commits or rolls back together.
+    ///
+    /// While it is open, read and write through the transaction only: on SQLite the pool holds
+    /// one connection (sea-orm's default, which keeps writers from failing with "database is
+    /// locked"), so a query on the pool would wait for the transaction that waits for it.
     pub async fn begin(&self) -> Result<Transaction> {
         let inner = self.connection.begin().await.map_err(query_error)?;
         Ok(Transaction { inner })
@@ -188,6 +192,13 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .map_err(query_error)?
             .map(TenantRecord::try_from)
             .transpose()
+    }
+
+    /// One tenant, in any state; `NotFound` when there is none.
+    pub async fn require_tenant(&self, id: &TenantId) -> Result<TenantRecord> {
+        self.get_tenant(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))
     }
 
     /// Every tenant, by id.

@@ -3,6 +3,7 @@
 //! in one transaction that also writes the audit record.
 
 use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use vigil_proto::control::v1::tenant_service_server::{TenantService, TenantServi
 use vigil_schema::{Actor, Alert, AuditId, AuditOutcome, AuditRecord, Level, TenantId};
 use vigil_store::{
     AlertQuery, AuditPage, NewRule, OverrideRecord, RuleRecord, Store, StoreError, TenantRecord,
-    TenantState, TokenRecord,
+    TenantState, TokenRecord, Transaction,
 };
 
 use crate::{Config, Shared, intel, key_record, now_micros, token_record, trust};
@@ -121,7 +122,7 @@ pub async fn serve(
         .build_v1()
         .map_err(|err| err.to_string())?;
     tonic::transport::Server::builder()
-        .trace_fn(vigil_telemetry_span)
+        .trace_fn(vigil_telemetry::grpc::server_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(intercept(
@@ -150,10 +151,6 @@ pub async fn serve(
         )
         .await
         .map_err(|err| err.to_string())
-}
-
-fn vigil_telemetry_span(request: &http::Request<()>) -> tracing::Span {
-    tracing::info_span!("grpc", path = %request.uri().path())
 }
 
 // -------------------------------------------------------------------------------------------
@@ -322,11 +319,34 @@ impl Shared {
         result
     }
 
-    fn success(
+    /// Runs `body` in one transaction and commits it together with the success audit record;
+    /// any failure rolls back and is audited as failed. Every mutation goes through here, so none
+    /// can skip its audit record.
+    async fn mutate<T, F, Fut>(
+        &self,
         principal: &Principal,
         change: &Change<'_>,
-        details: serde_json::Map<String, serde_json::Value>,
-    ) -> AuditRecord {
+        body: F,
+    ) -> Result<T, Status>
+    where
+        F: FnOnce(Transaction) -> Fut,
+        Fut: Future<Output = Result<(T, Transaction, Details), Status>>,
+    {
+        let result = async {
+            let tx = self.store.begin().await.map_err(store_status)?;
+            let (value, tx, details) = body(tx).await?;
+            tx.platform()
+                .append_audit(&Self::success(principal, change, details))
+                .await
+                .map_err(store_status)?;
+            tx.commit().await.map_err(store_status)?;
+            Ok(value)
+        }
+        .await;
+        self.finish(principal, change, result).await
+    }
+
+    fn success(principal: &Principal, change: &Change<'_>, details: Details) -> AuditRecord {
         Self::audit_record(
             principal,
             change.action,
@@ -337,53 +357,43 @@ impl Shared {
         )
     }
 
-    async fn signing_key(&self, tenant: Option<&TenantId>) -> Result<SigningKey, Status> {
-        let record = self
-            .store
+    /// The active signing key of `tenant` (or the platform), created when there is none.
+    async fn signing_key(
+        &self,
+        tx: &Transaction,
+        tenant: Option<&TenantId>,
+    ) -> Result<SigningKey, Status> {
+        match tx
             .platform()
             .active_key(tenant)
             .await
-            .map_err(store_status)?;
-        let record = match record {
-            Some(record) => record,
+            .map_err(store_status)?
+        {
+            Some(record) => SigningKey::unseal(
+                &record.kid,
+                tenant.cloned(),
+                &record.sealed_private_key,
+                &self.master,
+            )
+            .map_err(internal),
             None => {
                 let key = SigningKey::generate(tenant.cloned()).map_err(internal)?;
                 let record = key_record(&key, &self.master).map_err(internal)?;
-                self.store
-                    .platform()
+                tx.platform()
                     .insert_key(record)
                     .await
                     .map_err(store_status)?;
-                return Ok(key);
+                Ok(key)
             }
-        };
-        SigningKey::unseal(
-            &record.kid,
-            tenant.cloned(),
-            &record.sealed_private_key,
-            &self.master,
-        )
-        .map_err(internal)
+        }
     }
 
     async fn existing_tenant(&self, tenant: &TenantId) -> Result<TenantRecord, Status> {
         self.store
             .platform()
-            .get_tenant(tenant)
+            .require_tenant(tenant)
             .await
-            .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("tenant {tenant} not found")))
-    }
-
-    async fn active_tenant(&self, tenant: &TenantId) -> Result<TenantRecord, Status> {
-        let record = self.existing_tenant(tenant).await?;
-        if record.state != TenantState::Active {
-            return Err(Status::failed_precondition(format!(
-                "tenant {tenant} is {}",
-                record.state.as_str()
-            )));
-        }
-        Ok(record)
+            .map_err(store_status)
     }
 
     async fn refresh(&self) {
@@ -412,7 +422,31 @@ fn internal(err: impl std::fmt::Display) -> Status {
     Status::internal("internal error; see the control plane's log")
 }
 
-fn details(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
+/// Non-secret details of an audited change.
+type Details = serde_json::Map<String, serde_json::Value>;
+
+/// The tenant, read in the mutation's transaction; NOT_FOUND when it does not exist and
+/// FAILED_PRECONDITION when `active` is asked and it is suspended or deleted.
+async fn tenant_in(
+    tx: &Transaction,
+    tenant: &TenantId,
+    active: bool,
+) -> Result<TenantRecord, Status> {
+    let record = tx
+        .platform()
+        .require_tenant(tenant)
+        .await
+        .map_err(store_status)?;
+    if active && record.state != TenantState::Active {
+        return Err(Status::failed_precondition(format!(
+            "tenant {tenant} is {}",
+            record.state.as_str()
+        )));
+    }
+    Ok(record)
+}
+
+fn details(pairs: &[(&str, serde_json::Value)]) -> Details {
     pairs
         .iter()
         .map(|(key, value)| ((*key).to_owned(), value.clone()))
@@ -505,29 +539,25 @@ impl TenantService for ControlApi {
                 )
                 .await?;
         }
-        let result = async {
-            let key = SigningKey::generate(Some(tenant.clone())).map_err(internal)?;
-            let key = key_record(&key, &shared.master).map_err(internal)?;
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let record = tx
-                .platform()
-                .create_tenant(&tenant, &display_name, now_micros())
-                .await
-                .map_err(store_status)?;
-            tx.platform().insert_key(key).await.map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                let key = SigningKey::generate(Some(tenant.clone())).map_err(internal)?;
+                let key = key_record(&key, &shared.master).map_err(internal)?;
+                let record = tx
+                    .platform()
+                    .create_tenant(tenant, &display_name, now_micros())
+                    .await
+                    .map_err(store_status)?;
+                tx.platform().insert_key(key).await.map_err(store_status)?;
+                Ok((
+                    record,
+                    tx,
                     details(&[("display_name", display_name.clone().into())]),
                 ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(record)
-        }
-        .await;
-        let record = shared.finish(&principal, &change, result).await?;
+            })
+            .await;
+        let record = result?;
         shared.refresh().await;
         Ok(Response::new(tenant_message(&record)))
     }
@@ -581,37 +611,29 @@ impl TenantService for ControlApi {
         shared
             .authorize_change(&principal, Action::TenantUpdate, &change)
             .await?;
-        let result = async {
-            let current = shared.existing_tenant(&tenant).await?;
-            if current.state == TenantState::Deleted {
-                return Err(Status::failed_precondition(format!(
-                    "tenant {tenant} is deleted"
-                )));
-            }
-            let state = if request.suspended {
-                TenantState::Suspended
-            } else {
-                TenantState::Active
-            };
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let record = tx
-                .platform()
-                .set_tenant_state(&tenant, state, now_micros())
-                .await
-                .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    serde_json::Map::new(),
-                ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(record)
-        }
-        .await;
-        let record = shared.finish(&principal, &change, result).await?;
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                let current = tenant_in(&tx, tenant, false).await?;
+                if current.state == TenantState::Deleted {
+                    return Err(Status::failed_precondition(format!(
+                        "tenant {tenant} is deleted"
+                    )));
+                }
+                let state = if request.suspended {
+                    TenantState::Suspended
+                } else {
+                    TenantState::Active
+                };
+                let record = tx
+                    .platform()
+                    .set_tenant_state(tenant, state, now_micros())
+                    .await
+                    .map_err(store_status)?;
+                Ok((record, tx, serde_json::Map::new()))
+            })
+            .await;
+        let record = result?;
         shared.refresh().await;
         Ok(Response::new(tenant_message(&record)))
     }
@@ -642,54 +664,50 @@ impl TenantService for ControlApi {
         shared
             .authorize_change(&principal, Action::TenantDelete, &change)
             .await?;
-        let result = async {
-            shared.existing_tenant(&tenant).await?;
-            let now = now_micros();
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let mut revoked = 0u32;
-            for token in tx.tenant(&tenant).tokens().await.map_err(store_status)? {
-                if token.revoked_at.is_none() {
-                    tx.tenant(&tenant)
-                        .revoke_token(&token.jti, &principal.subject, now)
-                        .await
-                        .map_err(store_status)?;
-                    revoked += 1;
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                tenant_in(&tx, tenant, false).await?;
+                let now = now_micros();
+                let mut revoked = 0u32;
+                for token in tx.tenant(tenant).tokens().await.map_err(store_status)? {
+                    if token.revoked_at.is_none() {
+                        tx.tenant(tenant)
+                            .revoke_token(&token.jti, &principal.subject, now)
+                            .await
+                            .map_err(store_status)?;
+                        revoked += 1;
+                    }
                 }
-            }
-            match retention {
-                pb::Retention::Purge => {
-                    tx.platform()
-                        .purge_tenant(&tenant)
-                        .await
-                        .map_err(store_status)?;
+                match retention {
+                    pb::Retention::Purge => {
+                        tx.platform()
+                            .purge_tenant(tenant)
+                            .await
+                            .map_err(store_status)?;
+                    }
+                    _ => {
+                        tx.platform()
+                            .set_tenant_state(tenant, TenantState::Deleted, now)
+                            .await
+                            .map_err(store_status)?;
+                        tx.platform()
+                            .retire_keys(Some(tenant), now)
+                            .await
+                            .map_err(store_status)?;
+                    }
                 }
-                _ => {
-                    tx.platform()
-                        .set_tenant_state(&tenant, TenantState::Deleted, now)
-                        .await
-                        .map_err(store_status)?;
-                    tx.platform()
-                        .retire_keys(Some(&tenant), now)
-                        .await
-                        .map_err(store_status)?;
-                }
-            }
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
+                Ok((
+                    revoked,
+                    tx,
                     details(&[
                         ("retention", retention.as_str_name().into()),
                         ("tokens_revoked", revoked.into()),
                     ]),
                 ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(revoked)
-        }
-        .await;
-        let revoked = shared.finish(&principal, &change, result).await?;
+            })
+            .await;
+        let revoked = result?;
         shared.refresh().await;
         Ok(Response::new(pb::DeleteTenantResponse {
             tenant_id: tenant.to_string(),
@@ -734,51 +752,44 @@ impl TenantService for ControlApi {
         shared
             .authorize_change(&principal, Action::CredentialManage, &change)
             .await?;
-        let result = async {
-            if let Some(tenant) = &tenant {
-                shared.active_tenant(tenant).await?;
-            }
-            // Ingest tokens are signed with the tenant's own key; rotating it touches no one else.
-            let key_tenant = if role == Role::Ingest {
-                tenant.as_ref()
-            } else {
-                None
-            };
-            let key = shared.signing_key(key_tenant).await?;
-            let issued = vigil_auth::issue(
-                &shared.config.tokens,
-                &key,
-                &TokenRequest {
-                    subject: subject.clone(),
-                    role,
-                    scope: scope.clone(),
-                    ttl,
-                },
-            )
-            .map_err(|err| Status::invalid_argument(err.to_string()))?;
-            let record = token_record(&issued);
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            tx.platform()
-                .insert_token(record.clone())
-                .await
-                .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    details(&[
-                        ("role", role.as_str().into()),
-                        ("token_id", record.jti.clone().into()),
-                        ("expires_time", rfc3339(record.expires_at).into()),
-                    ]),
-                ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok((issued.token, record))
-        }
-        .await;
-        let (token, record) = shared.finish(&principal, &change, result).await?;
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                if let Some(tenant) = &tenant {
+                    tenant_in(&tx, tenant, true).await?;
+                }
+                // Ingest tokens are signed with the tenant's own key; rotating it touches no one else.
+                let key_tenant = if role == Role::Ingest {
+                    tenant.as_ref()
+                } else {
+                    None
+                };
+                let key = shared.signing_key(&tx, key_tenant).await?;
+                let issued = vigil_auth::issue(
+                    &shared.config.tokens,
+                    &key,
+                    &TokenRequest {
+                        subject: subject.clone(),
+                        role,
+                        scope: scope.clone(),
+                        ttl,
+                    },
+                )
+                .map_err(|err| Status::invalid_argument(err.to_string()))?;
+                let record = token_record(&issued);
+                tx.platform()
+                    .insert_token(record.clone())
+                    .await
+                    .map_err(store_status)?;
+                let audited = details(&[
+                    ("role", role.as_str().into()),
+                    ("token_id", record.jti.clone().into()),
+                    ("expires_time", rfc3339(record.expires_at).into()),
+                ]);
+                Ok(((issued.token, record), tx, audited))
+            })
+            .await;
+        let (token, record) = result?;
         Ok(Response::new(pb::IssueTokenResponse {
             token,
             info: Some(token_message(&record)),
@@ -823,46 +834,38 @@ impl TenantService for ControlApi {
         shared
             .authorize_change(&principal, Action::CredentialManage, &change)
             .await?;
-        let result = async {
-            let now = now_micros();
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let record = match &tenant {
-                Some(tenant) => {
-                    tx.tenant(tenant)
-                        .revoke_token(&request.token_id, &principal.subject, now)
-                        .await
-                }
-                None => {
-                    // A platform revocation reaches only platform tokens; tenant tokens are
-                    // revoked through their tenant.
-                    match tx.platform().get_token(&request.token_id).await {
-                        Ok(Some(token)) if token.tenant.is_none() => {
-                            tx.platform()
-                                .revoke_token(&request.token_id, &principal.subject, now)
-                                .await
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                let now = now_micros();
+                let record = match &tenant {
+                    Some(tenant) => {
+                        tx.tenant(tenant)
+                            .revoke_token(&request.token_id, &principal.subject, now)
+                            .await
+                    }
+                    None => {
+                        // A platform revocation reaches only platform tokens; tenant tokens are
+                        // revoked through their tenant.
+                        match tx.platform().get_token(&request.token_id).await {
+                            Ok(Some(token)) if token.tenant.is_none() => {
+                                tx.platform()
+                                    .revoke_token(&request.token_id, &principal.subject, now)
+                                    .await
+                            }
+                            Ok(_) => Err(StoreError::NotFound(format!(
+                                "platform token {}",
+                                request.token_id
+                            ))),
+                            Err(err) => Err(err),
                         }
-                        Ok(_) => Err(StoreError::NotFound(format!(
-                            "platform token {}",
-                            request.token_id
-                        ))),
-                        Err(err) => Err(err),
                     }
                 }
-            }
-            .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    serde_json::Map::new(),
-                ))
-                .await
                 .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(record)
-        }
-        .await;
-        let record = shared.finish(&principal, &change, result).await?;
+                Ok((record, tx, serde_json::Map::new()))
+            })
+            .await;
+        let record = result?;
         shared.verifier.revoke(&record.jti);
         Ok(Response::new(token_message(&record)))
     }
@@ -887,43 +890,39 @@ impl TenantService for ControlApi {
         shared
             .authorize_change(&principal, Action::CredentialManage, &change)
             .await?;
-        let result = async {
-            if let Some(tenant) = &tenant {
-                shared.existing_tenant(tenant).await?;
-            }
-            let now = now_micros();
-            let not_after = now.saturating_add(
-                i64::try_from(grace.as_micros()).map_err(|_| internal("grace overflow"))?,
-            );
-            let key = SigningKey::generate(tenant.clone()).map_err(internal)?;
-            let record = key_record(&key, &shared.master).map_err(internal)?;
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let retired = tx
-                .platform()
-                .retire_keys(tenant.as_ref(), not_after)
-                .await
-                .map_err(store_status)?;
-            tx.platform()
-                .insert_key(record)
-                .await
-                .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                if let Some(tenant) = &tenant {
+                    tenant_in(&tx, tenant, false).await?;
+                }
+                let now = now_micros();
+                let not_after = now.saturating_add(
+                    i64::try_from(grace.as_micros()).map_err(|_| internal("grace overflow"))?,
+                );
+                let key = SigningKey::generate(tenant.clone()).map_err(internal)?;
+                let record = key_record(&key, &shared.master).map_err(internal)?;
+                let retired = tx
+                    .platform()
+                    .retire_keys(tenant.as_ref(), not_after)
+                    .await
+                    .map_err(store_status)?;
+                tx.platform()
+                    .insert_key(record)
+                    .await
+                    .map_err(store_status)?;
+                Ok((
+                    (key.kid().to_owned(), retired, not_after),
+                    tx,
                     details(&[
                         ("key_id", key.kid().into()),
                         ("keys_retired", retired.into()),
                         ("grace_seconds", grace.as_secs().into()),
                     ]),
                 ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok((key.kid().to_owned(), retired, not_after))
-        }
-        .await;
-        let (kid, retired, not_after) = shared.finish(&principal, &change, result).await?;
+            })
+            .await;
+        let (kid, retired, not_after) = result?;
         shared.refresh().await;
         Ok(Response::new(pb::RotateSigningKeyResponse {
             key_id: kid,
@@ -1030,15 +1029,13 @@ impl ControlApi {
     /// Compiles `pushed` together with the rules it may reference (the owner's stored rules
     /// and the global rules), and returns the reasons pushed rules were rejected.
     async fn validate_rules(
-        &self,
+        tx: &Transaction,
         tenant: Option<&TenantId>,
         pushed: &[(RuleMeta, pb::RuleSource)],
     ) -> Result<Vec<String>, Status> {
         let pushed_ids: HashSet<&str> = pushed.iter().map(|(meta, _)| meta.id.as_str()).collect();
         let mut texts = Vec::new();
-        let mut stored = self
-            .shared
-            .store
+        let mut stored = tx
             .platform()
             .global_rules()
             .list()
@@ -1046,9 +1043,7 @@ impl ControlApi {
             .map_err(store_status)?;
         if let Some(tenant) = tenant {
             stored.extend(
-                self.shared
-                    .store
-                    .tenant(tenant)
+                tx.tenant(tenant)
                     .rules()
                     .list()
                     .await
@@ -1127,89 +1122,82 @@ impl RuleService for ControlApi {
         shared
             .authorize_change(&principal, Action::RuleWrite, &change)
             .await?;
-        let result = async {
-            if let Some(tenant) = &tenant {
-                shared.existing_tenant(tenant).await?;
-            }
-            let mut reasons = Vec::new();
-            let mut pushed = Vec::new();
-            let mut seen = HashSet::new();
-            for source in request.rules {
-                match rule_meta(&source.name, &source.yaml) {
-                    Ok(meta) if !seen.insert(meta.id.clone()) => reasons.push(format!(
-                        "{} ({}): the same rule id twice in one push",
-                        source.name, meta.id
-                    )),
-                    Ok(meta) => pushed.push((meta, source)),
-                    Err(reason) => reasons.push(reason),
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                if let Some(tenant) = &tenant {
+                    tenant_in(&tx, tenant, false).await?;
                 }
-            }
-            if tenant.is_some() {
-                let global = shared.store.platform().global_rules();
-                for (meta, source) in &pushed {
-                    if global.get(&meta.id).await.map_err(store_status)?.is_some() {
-                        reasons.push(format!(
-                            "{} ({}): a global rule has this id; override it instead",
+                let mut reasons = Vec::new();
+                let mut pushed = Vec::new();
+                let mut seen = HashSet::new();
+                for source in request.rules {
+                    match rule_meta(&source.name, &source.yaml) {
+                        Ok(meta) if !seen.insert(meta.id.clone()) => reasons.push(format!(
+                            "{} ({}): the same rule id twice in one push",
                             source.name, meta.id
-                        ));
+                        )),
+                        Ok(meta) => pushed.push((meta, source)),
+                        Err(reason) => reasons.push(reason),
                     }
                 }
-            }
-            // Every reason at once: the rules whose header reads are compiled even when
-            // others were already refused.
-            if !pushed.is_empty() {
-                reasons.extend(self.validate_rules(tenant.as_ref(), &pushed).await?);
-            }
-            if !reasons.is_empty() {
-                return Err(Status::invalid_argument(format!(
-                    "{} rule(s) rejected, nothing stored: {}",
-                    reasons.len(),
-                    reasons.join("; ")
-                )));
-            }
-            let now = now_micros();
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let rules = match &tenant {
-                Some(tenant) => tx.tenant(tenant).rules(),
-                None => tx.platform().global_rules(),
-            };
-            let mut stored = Vec::with_capacity(pushed.len());
-            for (meta, source) in pushed {
-                stored.push(
-                    rules
-                        .upsert(
-                            NewRule {
-                                rule_id: meta.id,
-                                title: meta.title,
-                                level: meta.level,
-                                kind: meta.kind.to_owned(),
-                                yaml: source.yaml,
-                            },
-                            &principal.subject,
-                            now,
-                        )
-                        .await
-                        .map_err(store_status)?,
-                );
-            }
-            let ids: Vec<serde_json::Value> = stored
-                .iter()
-                .take(100)
-                .map(|rule| rule.rule_id.clone().into())
-                .collect();
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    details(&[("count", stored.len().into()), ("rule_ids", ids.into())]),
-                ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(stored)
-        }
-        .await;
-        let stored = shared.finish(&principal, &change, result).await?;
+                if tenant.is_some() {
+                    let global = tx.platform().global_rules();
+                    for (meta, source) in &pushed {
+                        if global.get(&meta.id).await.map_err(store_status)?.is_some() {
+                            reasons.push(format!(
+                                "{} ({}): a global rule has this id; override it instead",
+                                source.name, meta.id
+                            ));
+                        }
+                    }
+                }
+                // Every reason at once: the rules whose header reads are compiled even when
+                // others were already refused.
+                if !pushed.is_empty() {
+                    reasons.extend(Self::validate_rules(&tx, tenant.as_ref(), &pushed).await?);
+                }
+                if !reasons.is_empty() {
+                    return Err(Status::invalid_argument(format!(
+                        "{} rule(s) rejected, nothing stored: {}",
+                        reasons.len(),
+                        reasons.join("; ")
+                    )));
+                }
+                let now = now_micros();
+                let rules = match &tenant {
+                    Some(tenant) => tx.tenant(tenant).rules(),
+                    None => tx.platform().global_rules(),
+                };
+                let mut stored = Vec::with_capacity(pushed.len());
+                for (meta, source) in pushed {
+                    stored.push(
+                        rules
+                            .upsert(
+                                NewRule {
+                                    rule_id: meta.id,
+                                    title: meta.title,
+                                    level: meta.level,
+                                    kind: meta.kind.to_owned(),
+                                    yaml: source.yaml,
+                                },
+                                &principal.subject,
+                                now,
+                            )
+                            .await
+                            .map_err(store_status)?,
+                    );
+                }
+                let ids: Vec<serde_json::Value> = stored
+                    .iter()
+                    .take(100)
+                    .map(|rule| rule.rule_id.clone().into())
+                    .collect();
+                let audited = details(&[("count", stored.len().into()), ("rule_ids", ids.into())]);
+                Ok((stored, tx, audited))
+            })
+            .await;
+        let stored = result?;
         Ok(Response::new(pb::PushRulesResponse {
             rules: stored.iter().map(|rule| rule_message(rule, None)).collect(),
         }))
@@ -1270,86 +1258,81 @@ impl RuleService for ControlApi {
         shared
             .authorize_change(&principal, Action::RuleWrite, &change)
             .await?;
-        let result = async {
-            if let Some(tenant) = &tenant {
-                shared.existing_tenant(tenant).await?;
-            }
-            let now = now_micros();
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let info = match &tenant {
-                None => {
-                    let rule = tx
-                        .platform()
-                        .global_rules()
-                        .set_enabled(&request.rule_id, request.enabled, &principal.subject, now)
-                        .await
-                        .map_err(store_status)?;
-                    rule_message(&rule, None)
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                if let Some(tenant) = &tenant {
+                    tenant_in(&tx, tenant, false).await?;
                 }
-                Some(tenant) => {
-                    let scope = tx.tenant(tenant);
-                    if scope
-                        .rules()
-                        .get(&request.rule_id)
-                        .await
-                        .map_err(store_status)?
-                        .is_some()
-                    {
-                        let rule = scope
-                            .rules()
+                let now = now_micros();
+                let info = match &tenant {
+                    None => {
+                        let rule = tx
+                            .platform()
+                            .global_rules()
                             .set_enabled(&request.rule_id, request.enabled, &principal.subject, now)
                             .await
                             .map_err(store_status)?;
                         rule_message(&rule, None)
-                    } else {
-                        let global = tx
-                            .platform()
-                            .global_rules()
+                    }
+                    Some(tenant) => {
+                        let scope = tx.tenant(tenant);
+                        if scope
+                            .rules()
                             .get(&request.rule_id)
                             .await
                             .map_err(store_status)?
-                            .ok_or_else(|| {
-                                Status::not_found(format!("rule {} not found", request.rule_id))
-                            })?;
-                        let existing = scope
-                            .overrides()
-                            .await
-                            .map_err(store_status)?
-                            .into_iter()
-                            .find(|o| o.rule_id == request.rule_id);
-                        let record = scope
-                            .set_override(OverrideRecord {
-                                tenant: tenant.to_string(),
-                                rule_id: request.rule_id.clone(),
-                                enabled: Some(request.enabled),
-                                level: existing.as_ref().and_then(|o| o.level.clone()),
-                                exceptions: existing
-                                    .map_or_else(|| "[]".to_owned(), |o| o.exceptions),
-                                version: 0,
-                                updated_at: now,
-                                updated_by: principal.subject.clone(),
-                            })
-                            .await
-                            .map_err(store_status)?;
-                        rule_message(&global, Some(&record))
+                            .is_some()
+                        {
+                            let rule = scope
+                                .rules()
+                                .set_enabled(
+                                    &request.rule_id,
+                                    request.enabled,
+                                    &principal.subject,
+                                    now,
+                                )
+                                .await
+                                .map_err(store_status)?;
+                            rule_message(&rule, None)
+                        } else {
+                            let global = tx
+                                .platform()
+                                .global_rules()
+                                .get(&request.rule_id)
+                                .await
+                                .map_err(store_status)?
+                                .ok_or_else(|| {
+                                    Status::not_found(format!("rule {} not found", request.rule_id))
+                                })?;
+                            let existing = scope
+                                .overrides()
+                                .await
+                                .map_err(store_status)?
+                                .into_iter()
+                                .find(|o| o.rule_id == request.rule_id);
+                            let record = scope
+                                .set_override(OverrideRecord {
+                                    tenant: tenant.to_string(),
+                                    rule_id: request.rule_id.clone(),
+                                    enabled: Some(request.enabled),
+                                    level: existing.as_ref().and_then(|o| o.level.clone()),
+                                    exceptions: existing
+                                        .map_or_else(|| "[]".to_owned(), |o| o.exceptions),
+                                    version: 0,
+                                    updated_at: now,
+                                    updated_by: principal.subject.clone(),
+                                })
+                                .await
+                                .map_err(store_status)?;
+                            rule_message(&global, Some(&record))
+                        }
                     }
-                }
-            };
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    serde_json::Map::new(),
-                ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(info)
-        }
-        .await;
-        Ok(Response::new(
-            shared.finish(&principal, &change, result).await?,
-        ))
+                };
+                Ok((info, tx, serde_json::Map::new()))
+            })
+            .await;
+        Ok(Response::new(result?))
     }
 
     async fn override_rule(
@@ -1381,59 +1364,53 @@ impl RuleService for ControlApi {
         shared
             .authorize_change(&principal, Action::RuleWrite, &change)
             .await?;
-        let result = async {
-            shared.existing_tenant(&tenant).await?;
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let scope = tx.tenant(&tenant);
-            let rule = match scope
-                .rules()
-                .get(&request.rule_id)
-                .await
-                .map_err(store_status)?
-            {
-                Some(rule) => rule,
-                None => tx
-                    .platform()
-                    .global_rules()
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                tenant_in(&tx, tenant, false).await?;
+                let scope = tx.tenant(tenant);
+                let rule = match scope
+                    .rules()
                     .get(&request.rule_id)
                     .await
                     .map_err(store_status)?
-                    .ok_or_else(|| {
-                        Status::not_found(format!("rule {} not found", request.rule_id))
-                    })?,
-            };
-            let record = scope
-                .set_override(OverrideRecord {
-                    tenant: tenant.to_string(),
-                    rule_id: request.rule_id.clone(),
-                    enabled: request.enabled,
-                    level: level.map(|level| level.to_string()),
-                    exceptions: serde_json::to_string(&exceptions).map_err(internal)?,
-                    version: 0,
-                    updated_at: now_micros(),
-                    updated_by: principal.subject.clone(),
-                })
-                .await
-                .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
+                {
+                    Some(rule) => rule,
+                    None => tx
+                        .platform()
+                        .global_rules()
+                        .get(&request.rule_id)
+                        .await
+                        .map_err(store_status)?
+                        .ok_or_else(|| {
+                            Status::not_found(format!("rule {} not found", request.rule_id))
+                        })?,
+                };
+                let record = scope
+                    .set_override(OverrideRecord {
+                        tenant: tenant.to_string(),
+                        rule_id: request.rule_id.clone(),
+                        enabled: request.enabled,
+                        level: level.map(|level| level.to_string()),
+                        exceptions: serde_json::to_string(&exceptions).map_err(internal)?,
+                        version: 0,
+                        updated_at: now_micros(),
+                        updated_by: principal.subject.clone(),
+                    })
+                    .await
+                    .map_err(store_status)?;
+                Ok((
+                    rule_message(&rule, Some(&record)),
+                    tx,
                     details(&[
                         ("enabled", request.enabled.into()),
                         ("level", level.map(|l| l.to_string()).into()),
                         ("exceptions", exceptions.len().into()),
                     ]),
                 ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(rule_message(&rule, Some(&record)))
-        }
-        .await;
-        Ok(Response::new(
-            shared.finish(&principal, &change, result).await?,
-        ))
+            })
+            .await;
+        Ok(Response::new(result?))
     }
 
     async fn delete_rule(
@@ -1452,26 +1429,18 @@ impl RuleService for ControlApi {
         shared
             .authorize_change(&principal, Action::RuleWrite, &change)
             .await?;
-        let result = async {
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            match &tenant {
-                Some(tenant) => tx.tenant(tenant).rules().delete(&request.rule_id).await,
-                None => tx.platform().global_rules().delete(&request.rule_id).await,
-            }
-            .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    serde_json::Map::new(),
-                ))
-                .await
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                match &tenant {
+                    Some(tenant) => tx.tenant(tenant).rules().delete(&request.rule_id).await,
+                    None => tx.platform().global_rules().delete(&request.rule_id).await,
+                }
                 .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(())
-        }
-        .await;
-        shared.finish(&principal, &change, result).await?;
+                Ok(((), tx, serde_json::Map::new()))
+            })
+            .await;
+        result?;
         Ok(Response::new(pb::DeleteRuleResponse {}))
     }
 
@@ -1590,46 +1559,41 @@ impl IntelService for ControlApi {
         shared
             .authorize_change(&principal, Action::IntelWrite, &change)
             .await?;
-        let result = async {
-            if let Some(tenant) = &tenant {
-                shared.existing_tenant(tenant).await?;
-            }
-            let count =
-                intel::count_indicators(&request.format, &request.content).map_err(|reason| {
-                    Status::invalid_argument(format!("feed {}: {reason}", request.name))
-                })?;
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            let feeds = match &tenant {
-                Some(tenant) => tx.tenant(tenant).feeds(),
-                None => tx.platform().global_feeds(),
-            };
-            let record = feeds
-                .upsert(
-                    &request.name,
-                    &request.format,
-                    request.content,
-                    count,
-                    &principal.subject,
-                    now_micros(),
-                )
-                .await
-                .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                if let Some(tenant) = &tenant {
+                    tenant_in(&tx, tenant, false).await?;
+                }
+                let count = intel::count_indicators(&request.format, &request.content).map_err(
+                    |reason| Status::invalid_argument(format!("feed {}: {reason}", request.name)),
+                )?;
+                let feeds = match &tenant {
+                    Some(tenant) => tx.tenant(tenant).feeds(),
+                    None => tx.platform().global_feeds(),
+                };
+                let record = feeds
+                    .upsert(
+                        &request.name,
+                        &request.format,
+                        request.content,
+                        count,
+                        &principal.subject,
+                        now_micros(),
+                    )
+                    .await
+                    .map_err(store_status)?;
+                Ok((
+                    record,
+                    tx,
                     details(&[
                         ("format", request.format.clone().into()),
                         ("indicators", count.into()),
                     ]),
                 ))
-                .await
-                .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(record)
-        }
-        .await;
-        let record = shared.finish(&principal, &change, result).await?;
+            })
+            .await;
+        let record = result?;
         Ok(Response::new(feed_message(&record)))
     }
 
@@ -1668,26 +1632,18 @@ impl IntelService for ControlApi {
         shared
             .authorize_change(&principal, Action::IntelWrite, &change)
             .await?;
-        let result = async {
-            let tx = shared.store.begin().await.map_err(store_status)?;
-            match &tenant {
-                Some(tenant) => tx.tenant(tenant).feeds().delete(&request.name).await,
-                None => tx.platform().global_feeds().delete(&request.name).await,
-            }
-            .map_err(store_status)?;
-            tx.platform()
-                .append_audit(&Shared::success(
-                    &principal,
-                    &change,
-                    serde_json::Map::new(),
-                ))
-                .await
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(principal, &change, |tx| async move {
+                match &tenant {
+                    Some(tenant) => tx.tenant(tenant).feeds().delete(&request.name).await,
+                    None => tx.platform().global_feeds().delete(&request.name).await,
+                }
                 .map_err(store_status)?;
-            tx.commit().await.map_err(store_status)?;
-            Ok(())
-        }
-        .await;
-        shared.finish(&principal, &change, result).await?;
+                Ok(((), tx, serde_json::Map::new()))
+            })
+            .await;
+        result?;
         Ok(Response::new(pb::DeleteFeedResponse {}))
     }
 }
