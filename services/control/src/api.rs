@@ -319,12 +319,14 @@ impl Shared {
         result
     }
 
-    /// Runs `body` in one transaction and commits it together with the success audit record;
-    /// any failure rolls back and is audited as failed. Every mutation goes through here, so none
+    /// Authorizes the change (a refusal is audited), then runs `body` in one transaction and
+    /// commits it together with the success audit record; any failure rolls back and is
+    /// audited as failed. Every mutation goes through here, so none
     /// can skip its audit record.
     async fn mutate<T, F, Fut>(
         &self,
         principal: &Principal,
+        permission: Action,
         change: &Change<'_>,
         body: F,
     ) -> Result<T, Status>
@@ -332,6 +334,7 @@ impl Shared {
         F: FnOnce(Transaction) -> Fut,
         Fut: Future<Output = Result<(T, Transaction, Details), Status>>,
     {
+        self.authorize_change(principal, permission, change).await?;
         let result = async {
             let tx = self.store.begin().await.map_err(store_status)?;
             let (value, tx, details) = body(tx).await?;
@@ -541,7 +544,7 @@ impl TenantService for ControlApi {
         }
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::TenantCreate, &change, |tx| async move {
                 let key = SigningKey::generate(Some(tenant.clone())).map_err(internal)?;
                 let key = key_record(&key, &shared.master).map_err(internal)?;
                 let record = tx
@@ -608,12 +611,9 @@ impl TenantService for ControlApi {
             target: Some(tenant.to_string()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::TenantUpdate, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::TenantUpdate, &change, |tx| async move {
                 let current = tenant_in(&tx, tenant, false).await?;
                 if current.state == TenantState::Deleted {
                     return Err(Status::failed_precondition(format!(
@@ -661,12 +661,9 @@ impl TenantService for ControlApi {
             target: Some(tenant.to_string()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::TenantDelete, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::TenantDelete, &change, |tx| async move {
                 tenant_in(&tx, tenant, false).await?;
                 let now = now_micros();
                 let mut revoked = 0u32;
@@ -749,45 +746,47 @@ impl TenantService for ControlApi {
             target: Some(subject.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::CredentialManage, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
-                if let Some(tenant) = &tenant {
-                    tenant_in(&tx, tenant, true).await?;
-                }
-                // Ingest tokens are signed with the tenant's own key; rotating it touches no one else.
-                let key_tenant = if role == Role::Ingest {
-                    tenant.as_ref()
-                } else {
-                    None
-                };
-                let key = shared.signing_key(&tx, key_tenant).await?;
-                let issued = vigil_auth::issue(
-                    &shared.config.tokens,
-                    &key,
-                    &TokenRequest {
-                        subject: subject.clone(),
-                        role,
-                        scope: scope.clone(),
-                        ttl,
-                    },
-                )
-                .map_err(|err| Status::invalid_argument(err.to_string()))?;
-                let record = token_record(&issued);
-                tx.platform()
-                    .insert_token(record.clone())
-                    .await
-                    .map_err(store_status)?;
-                let audited = details(&[
-                    ("role", role.as_str().into()),
-                    ("token_id", record.jti.clone().into()),
-                    ("expires_time", rfc3339(record.expires_at).into()),
-                ]);
-                Ok(((issued.token, record), tx, audited))
-            })
+            .mutate(
+                principal,
+                Action::CredentialManage,
+                &change,
+                |tx| async move {
+                    if let Some(tenant) = &tenant {
+                        tenant_in(&tx, tenant, true).await?;
+                    }
+                    // Ingest tokens are signed with the tenant's own key; rotating it touches no one else.
+                    let key_tenant = if role == Role::Ingest {
+                        tenant.as_ref()
+                    } else {
+                        None
+                    };
+                    let key = shared.signing_key(&tx, key_tenant).await?;
+                    let issued = vigil_auth::issue(
+                        &shared.config.tokens,
+                        &key,
+                        &TokenRequest {
+                            subject: subject.clone(),
+                            role,
+                            scope: scope.clone(),
+                            ttl,
+                        },
+                    )
+                    .map_err(|err| Status::invalid_argument(err.to_string()))?;
+                    let record = token_record(&issued);
+                    tx.platform()
+                        .insert_token(record.clone())
+                        .await
+                        .map_err(store_status)?;
+                    let audited = details(&[
+                        ("role", role.as_str().into()),
+                        ("token_id", record.jti.clone().into()),
+                        ("expires_time", rfc3339(record.expires_at).into()),
+                    ]);
+                    Ok(((issued.token, record), tx, audited))
+                },
+            )
             .await;
         let (token, record) = result?;
         Ok(Response::new(pb::IssueTokenResponse {
@@ -831,39 +830,41 @@ impl TenantService for ControlApi {
             target: Some(request.token_id.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::CredentialManage, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
-                let now = now_micros();
-                let record = match &tenant {
-                    Some(tenant) => {
-                        tx.tenant(tenant)
-                            .revoke_token(&request.token_id, &principal.subject, now)
-                            .await
-                    }
-                    None => {
-                        // A platform revocation reaches only platform tokens; tenant tokens are
-                        // revoked through their tenant.
-                        match tx.platform().get_token(&request.token_id).await {
-                            Ok(Some(token)) if token.tenant.is_none() => {
-                                tx.platform()
-                                    .revoke_token(&request.token_id, &principal.subject, now)
-                                    .await
+            .mutate(
+                principal,
+                Action::CredentialManage,
+                &change,
+                |tx| async move {
+                    let now = now_micros();
+                    let record = match &tenant {
+                        Some(tenant) => {
+                            tx.tenant(tenant)
+                                .revoke_token(&request.token_id, &principal.subject, now)
+                                .await
+                        }
+                        None => {
+                            // A platform revocation reaches only platform tokens; tenant tokens are
+                            // revoked through their tenant.
+                            match tx.platform().get_token(&request.token_id).await {
+                                Ok(Some(token)) if token.tenant.is_none() => {
+                                    tx.platform()
+                                        .revoke_token(&request.token_id, &principal.subject, now)
+                                        .await
+                                }
+                                Ok(_) => Err(StoreError::NotFound(format!(
+                                    "platform token {}",
+                                    request.token_id
+                                ))),
+                                Err(err) => Err(err),
                             }
-                            Ok(_) => Err(StoreError::NotFound(format!(
-                                "platform token {}",
-                                request.token_id
-                            ))),
-                            Err(err) => Err(err),
                         }
                     }
-                }
-                .map_err(store_status)?;
-                Ok((record, tx, serde_json::Map::new()))
-            })
+                    .map_err(store_status)?;
+                    Ok((record, tx, serde_json::Map::new()))
+                },
+            )
             .await;
         let record = result?;
         shared.verifier.revoke(&record.jti);
@@ -887,40 +888,42 @@ impl TenantService for ControlApi {
             target: None,
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::CredentialManage, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
-                if let Some(tenant) = &tenant {
-                    tenant_in(&tx, tenant, false).await?;
-                }
-                let now = now_micros();
-                let not_after = now.saturating_add(
-                    i64::try_from(grace.as_micros()).map_err(|_| internal("grace overflow"))?,
-                );
-                let key = SigningKey::generate(tenant.clone()).map_err(internal)?;
-                let record = key_record(&key, &shared.master).map_err(internal)?;
-                let retired = tx
-                    .platform()
-                    .retire_keys(tenant.as_ref(), not_after)
-                    .await
-                    .map_err(store_status)?;
-                tx.platform()
-                    .insert_key(record)
-                    .await
-                    .map_err(store_status)?;
-                Ok((
-                    (key.kid().to_owned(), retired, not_after),
-                    tx,
-                    details(&[
-                        ("key_id", key.kid().into()),
-                        ("keys_retired", retired.into()),
-                        ("grace_seconds", grace.as_secs().into()),
-                    ]),
-                ))
-            })
+            .mutate(
+                principal,
+                Action::CredentialManage,
+                &change,
+                |tx| async move {
+                    if let Some(tenant) = &tenant {
+                        tenant_in(&tx, tenant, false).await?;
+                    }
+                    let now = now_micros();
+                    let not_after = now.saturating_add(
+                        i64::try_from(grace.as_micros()).map_err(|_| internal("grace overflow"))?,
+                    );
+                    let key = SigningKey::generate(tenant.clone()).map_err(internal)?;
+                    let record = key_record(&key, &shared.master).map_err(internal)?;
+                    let retired = tx
+                        .platform()
+                        .retire_keys(tenant.as_ref(), not_after)
+                        .await
+                        .map_err(store_status)?;
+                    tx.platform()
+                        .insert_key(record)
+                        .await
+                        .map_err(store_status)?;
+                    Ok((
+                        (key.kid().to_owned(), retired, not_after),
+                        tx,
+                        details(&[
+                            ("key_id", key.kid().into()),
+                            ("keys_retired", retired.into()),
+                            ("grace_seconds", grace.as_secs().into()),
+                        ]),
+                    ))
+                },
+            )
             .await;
         let (kid, retired, not_after) = result?;
         shared.refresh().await;
@@ -1119,12 +1122,9 @@ impl RuleService for ControlApi {
             target: None,
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::RuleWrite, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::RuleWrite, &change, |tx| async move {
                 if let Some(tenant) = &tenant {
                     tenant_in(&tx, tenant, false).await?;
                 }
@@ -1255,12 +1255,9 @@ impl RuleService for ControlApi {
             target: Some(request.rule_id.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::RuleWrite, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::RuleWrite, &change, |tx| async move {
                 if let Some(tenant) = &tenant {
                     tenant_in(&tx, tenant, false).await?;
                 }
@@ -1361,12 +1358,9 @@ impl RuleService for ControlApi {
             target: Some(request.rule_id.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::RuleWrite, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::RuleWrite, &change, |tx| async move {
                 tenant_in(&tx, tenant, false).await?;
                 let scope = tx.tenant(tenant);
                 let rule = match scope
@@ -1426,12 +1420,9 @@ impl RuleService for ControlApi {
             target: Some(request.rule_id.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::RuleWrite, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::RuleWrite, &change, |tx| async move {
                 match &tenant {
                     Some(tenant) => tx.tenant(tenant).rules().delete(&request.rule_id).await,
                     None => tx.platform().global_rules().delete(&request.rule_id).await,
@@ -1556,12 +1547,9 @@ impl IntelService for ControlApi {
             target: Some(request.name.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::IntelWrite, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::IntelWrite, &change, |tx| async move {
                 if let Some(tenant) = &tenant {
                     tenant_in(&tx, tenant, false).await?;
                 }
@@ -1629,12 +1617,9 @@ impl IntelService for ControlApi {
             target: Some(request.name.clone()),
         };
         let shared = &self.shared;
-        shared
-            .authorize_change(&principal, Action::IntelWrite, &change)
-            .await?;
         let (principal, tenant) = (&principal, &tenant);
         let result = shared
-            .mutate(principal, &change, |tx| async move {
+            .mutate(principal, Action::IntelWrite, &change, |tx| async move {
                 match &tenant {
                     Some(tenant) => tx.tenant(tenant).feeds().delete(&request.name).await,
                     None => tx.platform().global_feeds().delete(&request.name).await,
