@@ -82,9 +82,10 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            // async-nats reports every connection event at INFO; the bus logs the ones an
-            // operator needs itself, so the client's own lines would only repeat them.
-            log_filter: "info,async_nats=warn".into(),
+            // async-nats reports every connection event at INFO, and sea-orm-migration every
+            // migration step; Vigil logs the ones an operator needs itself, so the libraries'
+            // own lines would only repeat them.
+            log_filter: "info,async_nats=warn,sea_orm_migration=warn".into(),
             log_format: LogFormat::Text,
             service_name: "vigil".into(),
         }

@@ -66,7 +66,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Arc::new(JetStreamBus::connect(config.bus.jetstream()).await?)
     };
     let store = Store::connect(&config.store_url()).await?;
-    store.migrate().await?;
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .map_err(|err| {
@@ -75,6 +74,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 config.admin.listen
             ))
         })?;
+    store.migrate().await?;
 
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use vigil_e2e::{NatsServer, free_port, postgres_url};
+use vigil_e2e::{NatsServer, free_port};
 
 fn vigil() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
@@ -171,8 +171,10 @@ async fn jetstream_and_postgres_readiness_follows_the_bus() {
     let mut nats = NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bus = nats.url();
-    let store = postgres_url();
-    let mut vigil = Running::start(dir.path(), &["--bus", &bus, "--store", &store]);
+    // A database of its own: the store keeps signing keys sealed with the master key of the
+    // data directory that created them.
+    let database = vigil_e2e::TestDatabase::create("readiness").await.unwrap();
+    let mut vigil = Running::start(dir.path(), &["--bus", &bus, "--store", &database.url]);
     vigil.wait_ready().await;
 
     // The bus goes away: not ready, with the reason; it comes back: ready again, same process.
@@ -199,6 +201,7 @@ async fn jetstream_and_postgres_readiness_follows_the_bus() {
 
     vigil.signal("TERM");
     assert_eq!(vigil.wait_exit(Duration::from_secs(10)).0, Some(0));
+    database.drop().await.unwrap();
 }
 
 fn run_to_end(args: &[&str]) -> Output {

@@ -100,9 +100,24 @@ pub async fn prepare_keys(
         .clone()
         .unwrap_or_else(|| data_dir.join("master.key"));
     let master = MasterKey::load_or_create(&path)?;
-    if store.platform().active_key(None).await?.is_none() {
-        create_key(store, &master, None).await?;
-        tracing::info!("created the platform signing key");
+    match store.platform().active_key(None).await? {
+        None => {
+            create_key(store, &master, None).await?;
+            tracing::info!("created the platform signing key");
+        }
+        Some(record) => {
+            // Every control-plane process must hold the master key that sealed the store's
+            // keys; say so at start rather than on the first token issued.
+            SigningKey::unseal(&record.kid, None, &record.sealed_private_key, &master).map_err(
+                |_| {
+                    ControlError::Io(format!(
+                        "the store's signing keys were sealed with another master key than {}: \
+                         point control.master_key_file at the master key of this store",
+                        path.display()
+                    ))
+                },
+            )?;
+        }
     }
     Ok(master)
 }

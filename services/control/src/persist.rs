@@ -16,12 +16,17 @@ pub const CONSUMER: &str = "control-alerts";
 /// How long a partly filled batch waits for more alerts before it is stored.
 const LINGER: Duration = Duration::from_millis(20);
 
+/// Batches being stored at once: the next batch is read and decoded while the previous one
+/// commits.
+const IN_FLIGHT: usize = 2;
+
 /// Consumes `vigil.*.alerts` until shutdown, storing up to `batch` alerts per transaction.
 pub async fn persist_alerts(context: &ServiceContext, batch: usize) -> Result<(), ControlError> {
     let mut spec = ConsumerSpec::new(CONSUMER, Stage::Alerts, None);
     spec.max_in_flight = spec.max_in_flight.max(batch * 2);
     let mut subscription = context.bus.subscribe(spec).await?;
     let mut pending: Vec<(Alert, Delivery)> = Vec::with_capacity(batch);
+    let mut storing = tokio::task::JoinSet::new();
     loop {
         let next = if pending.is_empty() {
             tokio::select! {
@@ -52,14 +57,19 @@ pub async fn persist_alerts(context: &ServiceContext, batch: usize) -> Result<()
             Some(None) => return Err(ControlError::Bus(vigil_bus::BusError::Closed)),
             None => {}
         }
-        store_batch(context, std::mem::take(&mut pending)).await;
+        if storing.len() >= IN_FLIGHT {
+            storing.join_next().await;
+        }
+        storing.spawn(store_batch(context.clone(), std::mem::take(&mut pending)));
     }
+    // Batches already being stored finish and are acknowledged.
+    while storing.join_next().await.is_some() {}
     // Unacknowledged alerts are redelivered to the next persister.
     tracing::debug!(unstored = pending.len(), "alert persister stopped");
     Ok(())
 }
 
-async fn store_batch(context: &ServiceContext, batch: Vec<(Alert, Delivery)>) {
+async fn store_batch(context: ServiceContext, batch: Vec<(Alert, Delivery)>) {
     let mut by_tenant: BTreeMap<TenantId, Vec<(Alert, Delivery)>> = BTreeMap::new();
     for (alert, delivery) in batch {
         // The bus already refuses payloads whose tenant differs from the subject's; checking
@@ -76,6 +86,11 @@ async fn store_batch(context: &ServiceContext, batch: Vec<(Alert, Delivery)>) {
             .entry(alert.tenant.clone())
             .or_default()
             .push((alert, delivery));
+    }
+    // One lock order for every batch (tenant, then id): two batches in flight that hold the
+    // same redelivered alert wait for each other instead of deadlocking.
+    for items in by_tenant.values_mut() {
+        items.sort_by_key(|(alert, _)| alert.id);
     }
     let result = async {
         let tx = context.store.begin().await?;

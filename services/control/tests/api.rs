@@ -749,3 +749,15 @@ async fn persister_stores_each_alert_once_on_jetstream_and_postgres() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     database.drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn another_master_key_is_refused_at_start() {
+    let harness = Harness::start(None).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let err = vigil_control::prepare_keys(&harness.store, &harness.config, elsewhere.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sealed with another master key"), "{err}");
+    assert!(err.contains("control.master_key_file"), "{err}");
+}
