@@ -1,4 +1,5 @@
-//! The admin commands: a gRPC client of the control plane (`VIGIL_ENDPOINT`, `VIGIL_TOKEN`).
+//! The admin commands: a gRPC client of the control plane (`VIGIL_ENDPOINT`, `VIGIL_TOKEN`;
+//! `https://` endpoints are verified against the system roots and `VIGIL_CA_FILE`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub struct Connection {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub format: OutputFormat,
+    /// CA certificate (PEM) to trust for an https:// endpoint, besides the system roots.
+    #[arg(long, env = "VIGIL_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `vigil tenant`.
@@ -242,6 +246,20 @@ impl Client {
                 connection.endpoint
             ))
         })?;
+        let endpoint = if connection.endpoint.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = &connection.ca_file {
+                let pem = std::fs::read(path).map_err(|err| {
+                    AdminError::usage(format!("cannot read {}: {err}", path.display()))
+                })?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint.tls_config(tls).map_err(|err| {
+                AdminError::usage(format!("TLS settings for {}: {err}", connection.endpoint))
+            })?
+        } else {
+            endpoint
+        };
         let channel = endpoint
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()

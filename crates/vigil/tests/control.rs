@@ -29,6 +29,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(dir, args, &[], "http")
+    }
+
+    fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)], scheme: &str) -> Self {
         let admin = free_port().unwrap();
         let control = free_port().unwrap();
         let data_dir = dir.join("data");
@@ -39,13 +43,14 @@ impl Server {
             .args(args)
             .env("VIGIL_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
             .env("VIGIL_CONTROL__LISTEN", format!("127.0.0.1:{control}"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut server = Self {
             child,
-            endpoint: format!("http://127.0.0.1:{control}"),
+            endpoint: format!("{scheme}://localhost:{control}"),
             data_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -355,4 +360,39 @@ async fn alerts_from_jetstream_are_listed_by_tenant_on_postgres() {
     assert_eq!(denied.status.code(), Some(1));
     drop(server);
     database.drop().await.unwrap();
+}
+
+#[test]
+fn the_cli_talks_tls_to_a_tls_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[],
+        &[
+            ("VIGIL_CONTROL__TLS__CERT_FILE", cert.to_str().unwrap()),
+            ("VIGIL_CONTROL__TLS__KEY_FILE", key.to_str().unwrap()),
+        ],
+        "https",
+    );
+    let admin = server.admin_token();
+    // Without the CA the server's certificate is not trusted.
+    let untrusted = server.cli(&admin, &["tenant", "list"]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    let trusted = vigil()
+        .args(["tenant", "create", "acme"])
+        .env("VIGIL_ENDPOINT", &server.endpoint)
+        .env("VIGIL_TOKEN", &admin)
+        .env("VIGIL_CA_FILE", &cert)
+        .output()
+        .unwrap();
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
 }

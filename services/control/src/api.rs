@@ -104,6 +104,7 @@ fn intercept<S>(service: S, verifier: &Verifier) -> Intercepted<S> {
 pub async fn serve(
     api: ControlApi,
     listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let verifier = api.shared.verifier.clone();
@@ -121,7 +122,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|err| err.to_string())?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|err| format!("control.tls: {err}"))?;
+    }
+    server
         .trace_fn(vigil_telemetry::grpc::server_span)
         .add_service(health_service)
         .add_service(reflection)

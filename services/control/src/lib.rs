@@ -45,6 +45,8 @@ pub struct Config {
     pub trust_refresh_secs: u64,
     /// Largest accepted request message, in bytes.
     pub max_request_bytes: usize,
+    /// Serve gRPC over TLS with this certificate and key (PEM); plaintext when unset.
+    pub tls: Option<TlsConfig>,
     /// Store alerts from the bus (the alert persister).
     pub persist_alerts: bool,
     /// Most alerts stored in one transaction.
@@ -61,9 +63,43 @@ impl Default for Config {
             admin_token_ttl_hours: 24 * 90,
             trust_refresh_secs: 5,
             max_request_bytes: 16 * 1024 * 1024,
+            tls: None,
             persist_alerts: true,
             persist_batch: 1000,
         }
+    }
+}
+
+/// TLS for the gRPC API (`[control.tls]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM.
+    pub key_file: PathBuf,
+    /// Require client certificates signed by this CA (PEM): mutual TLS on top of tokens.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Reads the files into tonic's server TLS settings; errors name the file.
+    pub fn load(&self) -> Result<tonic::transport::ServerTlsConfig, ControlError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|err| {
+                ControlError::Io(format!(
+                    "control.tls: cannot read {}: {err}",
+                    path.display()
+                ))
+            })
+        };
+        let identity =
+            tonic::transport::Identity::from_pem(read(&self.cert_file)?, read(&self.key_file)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca_file {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        Ok(tls)
     }
 }
 
@@ -208,6 +244,7 @@ pub async fn run(
     config: Config,
     data_dir: PathBuf,
 ) -> Result<(), ControlError> {
+    let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|err| {
@@ -238,8 +275,8 @@ pub async fn run(
     } else {
         None
     };
-    tracing::info!(listen = %config.listen, "control plane listening");
-    let served = serve(api, listener, context.shutdown.clone()).await;
+    tracing::info!(listen = %config.listen, tls = tls.is_some(), "control plane listening");
+    let served = serve(api, listener, tls, context.shutdown.clone()).await;
     context.shutdown.cancel();
     let _ = refresher.await;
     if let Some(persister) = persister {

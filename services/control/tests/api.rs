@@ -761,3 +761,54 @@ async fn another_master_key_is_refused_at_start() {
     assert!(err.contains("sealed with another master key"), "{err}");
     assert!(err.contains("control.master_key_file"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_serves_tokens_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let server_tls = vigil_control::TlsConfig {
+        cert_file: cert_file.clone(),
+        key_file,
+        client_ca_file: None,
+    }
+    .load()
+    .unwrap();
+    let client_tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            certified.cert.pem(),
+        ))
+        .domain_name("localhost");
+    let harness = Harness::start_with(None, Some((server_tls, client_tls))).await;
+    harness.create_tenant("acme").await;
+    assert_eq!(list_tenants(&harness, &harness.admin).await.unwrap(), 1);
+
+    // The same port in plaintext does not answer gRPC.
+    let port = harness.channel_port();
+    let plaintext = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect_lazy();
+    let status =
+        vigil_proto::control::v1::tenant_service_client::TenantServiceClient::new(plaintext)
+            .list_tenants(with_token(&harness.admin, pb::ListTenantsRequest {}))
+            .await
+            .unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+
+    // A missing certificate file is named at start.
+    let err = vigil_control::TlsConfig {
+        cert_file: dir.path().join("missing.pem"),
+        key_file: cert_file,
+        client_ca_file: None,
+    }
+    .load()
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("control.tls: cannot read"), "{err}");
+    assert!(err.contains("missing.pem"), "{err}");
+}

@@ -14,6 +14,7 @@ use vigil_proto::control::v1::tenant_service_client::TenantServiceClient;
 use vigil_store::Store;
 
 pub struct Harness {
+    pub port: u16,
     pub store: Store,
     pub master: MasterKey,
     pub config: Config,
@@ -41,6 +42,17 @@ pub fn with_token<T>(token: &str, message: T) -> Request<T> {
 impl Harness {
     /// A control plane over SQLite in a temporary directory, or over `store_url`.
     pub async fn start(store_url: Option<&str>) -> Self {
+        Self::start_with(store_url, None).await
+    }
+
+    /// Like [`Harness::start`], serving TLS with the first and connecting with the second.
+    pub async fn start_with(
+        store_url: Option<&str>,
+        tls: Option<(
+            tonic::transport::ServerTlsConfig,
+            tonic::transport::ClientTlsConfig,
+        )>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = store_url.map_or_else(
             || format!("sqlite://{}", dir.path().join("vigil.db").display()),
@@ -68,14 +80,27 @@ impl Harness {
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let api = ControlApi::new(store.clone(), verifier, master.clone(), config.clone());
-        tokio::spawn(vigil_control::serve(api, listener, shutdown.clone()));
-        let channel = Channel::from_shared(format!("http://{address}"))
+        let (server_tls, client_tls) = tls.unzip();
+        tokio::spawn(vigil_control::serve(
+            api,
+            listener,
+            server_tls,
+            shutdown.clone(),
+        ));
+        let scheme = if client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://localhost:{}", address.port()))
             .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap();
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(client_tls) = client_tls {
+            endpoint = endpoint.tls_config(client_tls).unwrap();
+        }
+        let channel = endpoint.connect().await.unwrap();
         Self {
+            port: address.port(),
             store,
             master,
             config,
@@ -84,6 +109,10 @@ impl Harness {
             shutdown,
             _dir: dir,
         }
+    }
+
+    pub fn channel_port(&self) -> u16 {
+        self.port
     }
 
     pub fn tenants(&self) -> TenantServiceClient<Channel> {
