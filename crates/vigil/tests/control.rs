@@ -23,6 +23,7 @@ fn vigil() -> Command {
 
 struct Server {
     child: Child,
+    admin_port: u16,
     endpoint: String,
     data_dir: PathBuf,
 }
@@ -50,6 +51,7 @@ impl Server {
             .unwrap();
         let mut server = Self {
             child,
+            admin_port: admin,
             endpoint: format!("{scheme}://localhost:{control}"),
             data_dir,
         };
@@ -67,6 +69,18 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    /// The admin port's `/metrics`, over a plain HTTP/1.0 request.
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
     }
 
     fn admin_token(&self) -> String {
@@ -185,6 +199,19 @@ fn embedded_defaults_onboard_a_tenant_through_the_cli() {
     assert!(stderr.starts_with("error: PermissionDenied"), "{stderr}");
     let unauthenticated = server.cli("not-a-token", &["tenant", "list"]);
     assert!(String::from_utf8_lossy(&unauthenticated.stderr).starts_with("error: Unauthenticated"));
+
+    // Mutations and refused tokens are counted on the admin port.
+    let metrics = server.metrics();
+    assert!(
+        metrics.contains(
+            r#"vigil_control_mutations_total{action="tenant.create",outcome="success"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"vigil_control_unauthenticated_total{reason="malformed"} 1"#),
+        "{metrics}"
+    );
 
     let completions = vigil().args(["completions", "bash"]).output().unwrap();
     assert!(String::from_utf8_lossy(&completions.stdout).contains("vigil"));

@@ -82,12 +82,32 @@ impl tonic::service::Interceptor for Authenticate {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be Bearer <token>"))?;
-        let principal = self
-            .verifier
-            .verify(token.trim())
-            .map_err(|err| Status::unauthenticated(err.to_string()))?;
+        let principal = self.verifier.verify(token.trim()).map_err(|err| {
+            metrics::counter!(crate::metric_names::UNAUTHENTICATED, "reason" => auth_reason(&err))
+                .increment(1);
+            Status::unauthenticated(err.to_string())
+        })?;
         request.extensions_mut().insert(principal);
         Ok(request)
+    }
+}
+
+fn auth_reason(err: &vigil_auth::AuthError) -> &'static str {
+    use vigil_auth::AuthError::*;
+    match err {
+        Malformed => "malformed",
+        Algorithm => "algorithm",
+        UnknownKey => "unknown_key",
+        Signature => "signature",
+        Expired => "expired",
+        NotYetValid => "not_yet_valid",
+        Issuer => "issuer",
+        Audience => "audience",
+        Revoked => "revoked",
+        TenantSuspended => "tenant_suspended",
+        KeyRetired => "key_retired",
+        Claims(_) => "claims",
+        Key(_) => "key",
     }
 }
 
@@ -242,12 +262,19 @@ fn page_size(size: u32, default: u32) -> Result<u64, Status> {
 impl Shared {
     fn audit_record(
         principal: &Principal,
-        action: &str,
+        action: &'static str,
         tenant: Option<&TenantId>,
         target: Option<&str>,
         outcome: AuditOutcome,
         details: serde_json::Map<String, serde_json::Value>,
     ) -> AuditRecord {
+        let outcome_label = match outcome {
+            AuditOutcome::Success => "success",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Failed => "failed",
+        };
+        metrics::counter!(crate::metric_names::MUTATIONS, "action" => action, "outcome" => outcome_label)
+            .increment(1);
         AuditRecord {
             id: AuditId::new_random(),
             tenant: tenant.cloned(),

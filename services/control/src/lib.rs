@@ -8,6 +8,7 @@
 
 mod api;
 mod intel;
+mod metric_names;
 mod persist;
 mod trust;
 

@@ -105,7 +105,10 @@ async fn store_batch(context: ServiceContext, batch: Vec<(Alert, Delivery)>) {
     .await;
     match result {
         Ok(stored) => {
-            tracing::trace!(stored, "alerts stored");
+            let received: u64 = by_tenant.values().map(|items| items.len() as u64).sum();
+            metrics::counter!(crate::metric_names::ALERTS_STORED).increment(stored);
+            metrics::counter!(crate::metric_names::ALERTS_DUPLICATE)
+                .increment(received.saturating_sub(stored));
             for (_, items) in by_tenant {
                 for (_, delivery) in items {
                     if let Err(err) = delivery.ack().await {
@@ -116,6 +119,7 @@ async fn store_batch(context: ServiceContext, batch: Vec<(Alert, Delivery)>) {
             }
         }
         Err(err) => {
+            metrics::counter!(crate::metric_names::ALERT_BATCH_FAILURES).increment(1);
             tracing::warn!(error = %err, "storing alerts failed, they will be redelivered");
             for (_, items) in by_tenant {
                 for (_, delivery) in items {
