@@ -8,6 +8,7 @@
 
 mod admin;
 mod consumer;
+pub mod trust;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -30,7 +30,8 @@ use vigil_store::{
     TenantState, TokenRecord, Transaction,
 };
 
-use crate::{Config, Shared, intel, key_record, now_micros, token_record, trust};
+use crate::{Config, Shared, intel, key_record, now_micros, token_record};
+use vigil_runtime::trust;
 
 /// Longest validity of any token.
 const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);

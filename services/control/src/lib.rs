@@ -10,7 +10,6 @@ mod api;
 mod intel;
 mod metric_names;
 mod persist;
-mod trust;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ use vigil_store::{KeyRecord, Store, TokenRecord};
 
 pub use api::{ControlApi, serve};
 pub use persist::{CONSUMER as ALERTS_CONSUMER, persist_alerts};
-pub use trust::{load_trust, refresh_trust};
+pub use vigil_runtime::trust::{load_trust, refresh_trust};
 
 /// The control plane's configuration (`[control]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,7 +260,7 @@ pub async fn run(
     write_first_admin_token(&store, &master, &config, &data_dir).await?;
 
     let api = ControlApi::new(store.clone(), verifier.clone(), master, config.clone());
-    let refresher = tokio::spawn(trust::refresh_loop(
+    let refresher = tokio::spawn(vigil_runtime::trust::refresh_loop(
         store.clone(),
         verifier.clone(),
         Duration::from_secs(config.trust_refresh_secs.max(1)),

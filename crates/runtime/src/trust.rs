@@ -1,17 +1,17 @@
-//! Keeps a verifier's keys, revocations and suspended tenants in step with the store.
+//! Keeps a verifier's keys, revocations and suspended tenants in step with the store: every
+//! service that verifies tokens (control, ingest) runs [`refresh_loop`], so a revocation made by
+//! any process applies everywhere within the refresh interval.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use vigil_auth::{TrustState, Verifier, VerifyingKey};
 use vigil_schema::TenantId;
-use vigil_store::{Store, TenantState};
-
-use crate::{ControlError, now_micros};
+use vigil_store::{Store, StoreError, TenantState};
 
 /// What the store says a verifier should trust now.
-pub async fn load_trust(store: &Store) -> Result<TrustState, ControlError> {
-    let now = now_micros();
+pub async fn load_trust(store: &Store) -> Result<TrustState, StoreError> {
+    let now = vigil_store::micros(time::OffsetDateTime::now_utc());
     let platform = store.platform();
     let mut keys = Vec::new();
     for record in platform.trusted_keys(now).await? {
@@ -49,7 +49,7 @@ pub async fn load_trust(store: &Store) -> Result<TrustState, ControlError> {
 }
 
 /// Reloads `verifier` from the store once.
-pub async fn refresh_trust(store: &Store, verifier: &Verifier) -> Result<(), ControlError> {
+pub async fn refresh_trust(store: &Store, verifier: &Verifier) -> Result<(), StoreError> {
     let state = load_trust(store).await?;
     for err in verifier.replace(state) {
         tracing::warn!(error = %err, "a stored signing key could not be loaded");
@@ -57,7 +57,9 @@ pub async fn refresh_trust(store: &Store, verifier: &Verifier) -> Result<(), Con
     Ok(())
 }
 
-pub(crate) async fn refresh_loop(
+/// Reloads `verifier` every `every` until `shutdown`; on a store error the previous trust state
+/// stays in force.
+pub async fn refresh_loop(
     store: Store,
     verifier: Verifier,
     every: Duration,
