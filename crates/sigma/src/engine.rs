@@ -149,6 +149,36 @@ pub struct RecordMeta {
     pub computer: Option<String>,
 }
 
+impl Mappings {
+    /// The logsource a record belongs to (what ingest records on a normalized event).
+    pub fn logsource_of(&self, record: &Value) -> Logsource {
+        classify(self, record).to_logsource()
+    }
+
+    /// The record's own id, timestamp and host, where its shape says.
+    pub fn record_meta(&self, record: &Value) -> RecordMeta {
+        let classified = classify(self, record);
+        let view = Record::new(record, classified.shape, None, false);
+        let text = |value: &Value| match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        RecordMeta {
+            record_id: view.record_id().cloned(),
+            timestamp: view.timestamp().map(text),
+            computer: view.lookup("Computer").map(text),
+        }
+    }
+
+    /// The name of the record's shape (`evtx`, `winlogbeat`, `cloudtrail`, …), `json` when no
+    /// known shape fits.
+    pub fn shape_name(&self, record: &Value) -> &str {
+        classify(self, record)
+            .shape
+            .map_or("json", |shape| &*shape.name)
+    }
+}
+
 /// A field and the value in the record that matched it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatchedField {
@@ -482,22 +512,12 @@ impl RuleSet {
 
     /// The logsource a record belongs to.
     pub fn logsource_of(&self, record: &Value) -> Logsource {
-        classify(&self.mappings, record).to_logsource()
+        self.mappings.logsource_of(record)
     }
 
     /// The record's own id, timestamp and host, where its shape says.
     pub fn record_meta(&self, record: &Value) -> RecordMeta {
-        let classified = classify(&self.mappings, record);
-        let view = Record::new(record, classified.shape, None, false);
-        let text = |value: &Value| match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        };
-        RecordMeta {
-            record_id: view.record_id().cloned(),
-            timestamp: view.timestamp().map(text),
-            computer: view.lookup("Computer").map(text),
-        }
+        self.mappings.record_meta(record)
     }
 
     /// Evaluates one record against the rules of its own logsource.

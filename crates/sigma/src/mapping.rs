@@ -257,6 +257,8 @@ pub(crate) type Renames = FxHashMap<Box<str>, Box<str>>;
 /// One recognizable record shape.
 #[derive(Debug)]
 pub(crate) struct Shape {
+    /// The shape's name in shapes.yml, e.g. `evtx`.
+    pub(crate) name: Box<str>,
     pub(crate) product: Option<Box<str>>,
     pub(crate) service: Option<Box<str>>,
     pub(crate) windows: bool,
@@ -439,6 +441,7 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
         fields.insert(sigma.as_str().into(), path(at)?);
     }
     Ok(Shape {
+        name: spec.name.as_str().into(),
         product: spec.product.map(Into::into),
         service: spec.service.map(Into::into),
         windows: spec.windows,

@@ -1,0 +1,278 @@
+//! Request bodies: decompression with a bound on the decoded size (no gzip or zstd bomb gets
+//! past it), and JSON records from a JSON object, a JSON array or NDJSON.
+
+use std::io::Read;
+
+use serde_json::Value;
+
+/// Why a body was refused. Each names the problem; none of the body reaches the bus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// `Content-Encoding` other than identity, gzip or zstd.
+    #[error("unsupported Content-Encoding {0:?}: use gzip, zstd or none")]
+    Encoding(String),
+    /// The compressed body is not valid gzip or zstd.
+    #[error("the body is not valid {encoding}: {reason}")]
+    Corrupt {
+        /// gzip or zstd.
+        encoding: &'static str,
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// The decoded body exceeds the limit.
+    #[error("the decoded body exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Not UTF-8.
+    #[error("the body is not UTF-8 (first invalid byte at offset {offset})")]
+    Utf8 {
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
+    /// Not JSON, or nested too deeply.
+    #[error("record {index}: invalid JSON at line {line}, column {column}: {reason}")]
+    Json {
+        /// Record number, from 0.
+        index: usize,
+        /// Line in the body.
+        line: usize,
+        /// Column in the line.
+        column: usize,
+        /// serde_json's reason.
+        reason: String,
+    },
+    /// A record that is not a JSON object.
+    #[error("record {index} is a JSON {kind}; every event must be a JSON object")]
+    NotObject {
+        /// Record number.
+        index: usize,
+        /// What it was instead.
+        kind: &'static str,
+    },
+    /// More records than allowed in one request.
+    #[error("more than {limit} events in one request; split it")]
+    TooManyRecords {
+        /// The limit.
+        limit: usize,
+    },
+    /// No record at all.
+    #[error("the body holds no event")]
+    Empty,
+}
+
+/// Decodes `body` per its `Content-Encoding`, refusing more than `limit` decoded bytes.
+pub fn decode(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => {
+            if body.len() > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            Ok(body.to_vec())
+        }
+        Some("gzip" | "x-gzip") => {
+            bounded_read(flate2::read::MultiGzDecoder::new(body), limit, "gzip")
+        }
+        Some("zstd") => {
+            let decoder =
+                zstd::stream::read::Decoder::new(body).map_err(|err| BodyError::Corrupt {
+                    encoding: "zstd",
+                    reason: err.to_string(),
+                })?;
+            bounded_read(decoder, limit, "zstd")
+        }
+        Some(other) => Err(BodyError::Encoding(other.to_owned())),
+    }
+}
+
+fn bounded_read(
+    reader: impl Read,
+    limit: usize,
+    encoding: &'static str,
+) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    // One byte past the limit tells "exactly at the limit" from "over it".
+    let mut limited = reader.take(limit as u64 + 1);
+    limited
+        .read_to_end(&mut out)
+        .map_err(|err| BodyError::Corrupt {
+            encoding,
+            reason: err.to_string(),
+        })?;
+    if out.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// One record of a body: its JSON value and its own text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'a> {
+    /// The parsed object.
+    pub value: Value,
+    /// The record's text in the body, for the bounded raw copy.
+    pub text: &'a str,
+}
+
+/// Splits a body into records: one JSON object, a JSON array of objects, or NDJSON (objects
+/// separated by whitespace or newlines). serde_json's recursion limit (128 levels) refuses
+/// deeply nested input.
+pub fn records(body: &[u8], max_records: usize) -> Result<Vec<Record<'_>>, BodyError> {
+    let text = std::str::from_utf8(body).map_err(|err| BodyError::Utf8 {
+        offset: err.valid_up_to(),
+    })?;
+    let trimmed = text.trim_start();
+    let json_error = |index: usize, err: serde_json::Error| BodyError::Json {
+        index,
+        line: err.line(),
+        column: err.column(),
+        reason: err.to_string(),
+    };
+    let mut records = Vec::new();
+    if trimmed.starts_with('[') {
+        // Borrowed raw values keep each record's own text without copying it.
+        let values: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(text).map_err(|err| json_error(0, err))?;
+        if values.len() > max_records {
+            return Err(BodyError::TooManyRecords { limit: max_records });
+        }
+        for (index, raw) in values.into_iter().enumerate() {
+            let value: Value =
+                serde_json::from_str(raw.get()).map_err(|err| json_error(index, err))?;
+            records.push(object(index, value, raw.get())?);
+        }
+    } else {
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        let mut start = stream.byte_offset();
+        while let Some(next) = stream.next() {
+            let index = records.len();
+            let value = next.map_err(|err| json_error(index, err))?;
+            if index >= max_records {
+                return Err(BodyError::TooManyRecords { limit: max_records });
+            }
+            let end = stream.byte_offset();
+            records.push(object(index, value, text[start..end].trim())?);
+            start = end;
+        }
+    }
+    if records.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    Ok(records)
+}
+
+fn object(index: usize, value: Value, text: &str) -> Result<Record<'_>, BodyError> {
+    let kind = match &value {
+        Value::Object(_) => return Ok(Record { value, text }),
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        Value::Null => "null",
+    };
+    Err(BodyError::NotObject { index, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn objects_arrays_and_ndjson() {
+        let one = records(br#"{"a":1}"#, 10).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].text, r#"{"a":1}"#);
+        let array = records(br#" [{"a":1}, {"b":2}] "#, 10).unwrap();
+        assert_eq!(array.len(), 2);
+        assert_eq!(array[1].text, r#"{"b":2}"#);
+        let ndjson = records(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 10).unwrap();
+        assert_eq!(ndjson.len(), 3);
+        assert_eq!(ndjson[2].text, r#"{"c":3}"#);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        assert_eq!(records(b"", 10), Err(BodyError::Empty));
+        assert_eq!(records(b"  \n", 10), Err(BodyError::Empty));
+        assert!(matches!(
+            records(b"{\"a\":1}\n{\"b\":", 10),
+            Err(BodyError::Json { index: 1, .. })
+        ));
+        assert_eq!(
+            records(b"[1]", 10),
+            Err(BodyError::NotObject {
+                index: 0,
+                kind: "number"
+            })
+        );
+        assert_eq!(
+            records(b"{}\n\"x\"", 10),
+            Err(BodyError::NotObject {
+                index: 1,
+                kind: "string"
+            })
+        );
+        assert_eq!(
+            records(b"{\"a\":\xff}", 10),
+            Err(BodyError::Utf8 { offset: 5 })
+        );
+        assert_eq!(
+            records(b"{}{}{}", 2),
+            Err(BodyError::TooManyRecords { limit: 2 })
+        );
+        assert_eq!(
+            records(b"[{},{},{}]", 2),
+            Err(BodyError::TooManyRecords { limit: 2 })
+        );
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert!(matches!(
+            records(deep.as_bytes(), 10),
+            Err(BodyError::Json { .. })
+        ));
+        let deep_object = format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000));
+        let err = records(deep_object.as_bytes(), 10).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&vec![b' '; 10_000_000]).unwrap();
+        let bomb = gzip.finish().unwrap();
+        assert!(bomb.len() < 100_000);
+        assert_eq!(
+            decode(Some("gzip"), &bomb, 1_000_000),
+            Err(BodyError::TooLarge { limit: 1_000_000 })
+        );
+        let zstd_bomb = zstd::bulk::compress(&vec![b' '; 10_000_000], 1).unwrap();
+        assert_eq!(
+            decode(Some("zstd"), &zstd_bomb, 1_000_000),
+            Err(BodyError::TooLarge { limit: 1_000_000 })
+        );
+        let small = zstd::bulk::compress(br#"{"a":1}"#, 1).unwrap();
+        assert_eq!(decode(Some("zstd"), &small, 100).unwrap(), br#"{"a":1}"#);
+        assert!(matches!(
+            decode(Some("gzip"), b"not gzip", 100),
+            Err(BodyError::Corrupt {
+                encoding: "gzip",
+                ..
+            })
+        ));
+        let truncated = &bomb[..bomb.len() / 2];
+        assert!(matches!(
+            decode(Some("gzip"), truncated, 100_000_000),
+            Err(BodyError::Corrupt { .. })
+        ));
+        assert_eq!(
+            decode(Some("br"), b"x", 10),
+            Err(BodyError::Encoding("br".into()))
+        );
+        assert_eq!(
+            decode(None, &[0; 11], 10),
+            Err(BodyError::TooLarge { limit: 10 })
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! `POST /v1/events`: a JSON object, a JSON array or NDJSON, identity, gzip or zstd, with a
+//! Bearer ingest token. The tenant comes from the verified token only. The answer is 200 only
+//! after the bus durably accepted every event of the request.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use vigil_auth::{Action, Principal, Role, Scope, Target, Verifier};
+use vigil_bus::{Bus, OutgoingMessage};
+use vigil_schema::{EventBatch, TenantId};
+
+use crate::body::{self, BodyError};
+use crate::normalize::{Normalizer, Origin};
+use crate::{Config, metric_names};
+
+/// What the HTTP endpoints share.
+#[derive(Debug, Clone)]
+pub struct IngestState {
+    /// The bus events are published to.
+    pub bus: Arc<dyn Bus>,
+    /// Verifies ingest tokens.
+    pub verifier: Verifier,
+    /// Turns records into events.
+    pub normalizer: Normalizer,
+    /// Limits.
+    pub config: Arc<Config>,
+}
+
+/// The ingest HTTP router.
+pub fn router(state: IngestState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(events))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A refused request: status and a JSON body `{"error": "..."}` naming the problem.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message }).to_string();
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+fn refused(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
+    metrics::counter!(metric_names::REFUSED, "reason" => reason).increment(1);
+    Refusal::new(status, message)
+}
+
+/// The verified ingest principal and its one tenant.
+fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<TenantId, Refusal> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            refused(
+                StatusCode::UNAUTHORIZED,
+                "no_token",
+                "missing Authorization: Bearer <ingest token>",
+            )
+        })?
+        .to_str()
+        .map_err(|_| {
+            refused(
+                StatusCode::UNAUTHORIZED,
+                "bad_header",
+                "the Authorization header is not text",
+            )
+        })?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            refused(
+                StatusCode::UNAUTHORIZED,
+                "bad_header",
+                "Authorization must be Bearer <ingest token>",
+            )
+        })?;
+    let principal: Principal = state
+        .verifier
+        .verify(token.trim())
+        .map_err(|err| refused(StatusCode::UNAUTHORIZED, "token", err.to_string()))?;
+    let tenant = match (&principal.role, &principal.scope) {
+        (Role::Ingest, Scope::Tenants(tenants)) if tenants.len() == 1 => {
+            tenants.iter().next().cloned()
+        }
+        _ => None,
+    }
+    .ok_or_else(|| {
+        refused(
+            StatusCode::FORBIDDEN,
+            "role",
+            format!(
+                "a {} token cannot send events; use an ingest token",
+                principal.role
+            ),
+        )
+    })?;
+    principal
+        .require(Action::EventWrite, Target::Tenant(&tenant))
+        .map_err(|err| refused(StatusCode::FORBIDDEN, "role", err.to_string()))?;
+    Ok(tenant)
+}
+
+fn body_refusal(err: BodyError) -> Refusal {
+    let (status, reason) = match &err {
+        BodyError::Encoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "encoding"),
+        BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        BodyError::TooManyRecords { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many"),
+        _ => (StatusCode::BAD_REQUEST, "body"),
+    };
+    refused(status, reason, err.to_string())
+}
+
+async fn events(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Refusal> {
+    // The token first: an unauthenticated sender learns nothing about body handling.
+    let tenant = authenticate(&state, &headers)?;
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body exceeds {} bytes", state.config.max_body_bytes)
+        } else {
+            format!("the body could not be read: {rejection}")
+        };
+        refused(status, "body", message)
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("(not text)"));
+    let config = Arc::clone(&state.config);
+    let normalizer = state.normalizer.clone();
+    let request_key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .filter(|key| !key.is_empty() && key.len() <= 200)
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let encoding = encoding.map(str::to_owned);
+    let received = time::OffsetDateTime::now_utc();
+    let tenant_for_work = tenant.clone();
+    // Decompressing, parsing and normalizing are CPU work: off the async workers.
+    let events = tokio::task::spawn_blocking(move || {
+        let decoded = body::decode(encoding.as_deref(), &body, config.max_decoded_bytes)?;
+        let records = body::records(&decoded, config.max_events_per_request)?;
+        let origin = Origin {
+            tenant: &tenant_for_work,
+            transport: "http",
+            peer: None,
+            request_key: &request_key,
+            received,
+        };
+        Ok::<_, BodyError>(
+            records
+                .into_iter()
+                .enumerate()
+                .map(|(index, record)| normalizer.event(&origin, index, record.value, record.text))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .map_err(|err| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("normalizing failed: {err}"),
+        )
+    })?
+    .map_err(body_refusal)?;
+
+    let count = events.len();
+    publish(&state, &tenant, events).await?;
+    metrics::counter!(metric_names::ACCEPTED, "transport" => "http").increment(count as u64);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "accepted": count }).to_string(),
+    )
+        .into_response())
+}
+
+/// Publishes the events in batches and waits until the bus acknowledged every one.
+async fn publish(
+    state: &IngestState,
+    tenant: &TenantId,
+    events: Vec<vigil_schema::Event>,
+) -> Result<(), Refusal> {
+    let unavailable = |err: vigil_bus::BusError| {
+        tracing::warn!(tenant = %tenant, error = %err, "publishing events failed");
+        refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus",
+            "the events could not be stored durably; nothing was acknowledged, retry",
+        )
+    };
+    let mut acks = Vec::new();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let batch = EventBatch {
+            tenant: tenant.clone(),
+            events: events
+                .by_ref()
+                .take(state.config.batch_events.max(1))
+                .collect(),
+        };
+        let message =
+            OutgoingMessage::encode_compressed(&batch, batch.message_id()).map_err(unavailable)?;
+        acks.push(state.bus.publish(message).await.map_err(unavailable)?);
+    }
+    for ack in acks {
+        ack.await.map_err(unavailable)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! The ingest service: logs in, authenticated per tenant, normalized to the schema's `Event`,
+//! and acknowledged only after the bus durably accepted them.
+//!
+//! Today: HTTP `POST /v1/events` (JSON object, array or NDJSON; gzip and zstd). Syslog, Splunk
+//! HEC, OTLP logs and custom VRL parsers are the rest of the ingest issue.
+
+pub mod body;
+pub mod http;
+mod metric_names;
+pub mod normalize;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vigil_auth::{TokenSettings, Verifier};
+use vigil_runtime::ServiceContext;
+
+pub use http::{IngestState, router};
+pub use normalize::Normalizer;
+
+/// The ingest service's configuration (`[ingest]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listen address (`/v1/events`).
+    pub http_listen: SocketAddr,
+    /// Largest request body as sent, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest request body after gzip or zstd decoding, in bytes.
+    pub max_decoded_bytes: usize,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+    /// Events per bus message.
+    pub batch_events: usize,
+    /// Token issuer, audience and leeway: the control plane's.
+    pub tokens: TokenSettings,
+    /// How often keys, revocations and suspended tenants are reloaded from the store, in
+    /// seconds.
+    pub trust_refresh_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8088)),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_decoded_bytes: 64 * 1024 * 1024,
+            max_events_per_request: 100_000,
+            batch_events: 500,
+            tokens: TokenSettings::default(),
+            trust_refresh_secs: 5,
+        }
+    }
+}
+
+/// Why ingest could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store (keys and revocations).
+    #[error("{0}")]
+    Store(#[from] vigil_store::StoreError),
+    /// The mapping data.
+    #[error("{0}")]
+    Mapping(#[from] vigil_sigma::MappingError),
+    /// Sockets.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Serves ingest until the context's shutdown.
+pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestError> {
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|err| {
+            IngestError::Io(format!(
+                "cannot listen on {} for HTTP ingest: {err}",
+                config.http_listen
+            ))
+        })?;
+    let verifier = Verifier::new(config.tokens.clone());
+    vigil_runtime::trust::refresh_trust(&context.store, &verifier).await?;
+    let refresher = tokio::spawn(vigil_runtime::trust::refresh_loop(
+        context.store.clone(),
+        verifier.clone(),
+        Duration::from_secs(config.trust_refresh_secs.max(1)),
+        context.shutdown.clone(),
+    ));
+    let state = IngestState {
+        bus: Arc::clone(&context.bus),
+        verifier,
+        normalizer: Normalizer::builtin()?,
+        config: Arc::new(config.clone()),
+    };
+    tracing::info!(listen = %config.http_listen, "HTTP ingest listening");
+    let shutdown = context.shutdown.clone();
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    context.shutdown.cancel();
+    let _ = refresher.await;
+    served.map_err(|err| IngestError::Io(format!("HTTP ingest: {err}")))
+}

@@ -1,0 +1,7 @@
+//! Metric names of ingest. Labels are bounded: `transport` by the listeners, `reason` by the
+//! refusal kinds in `http.rs`.
+
+/// Events acknowledged to senders (durably on the bus).
+pub(crate) const ACCEPTED: &str = "vigil_ingest_events_accepted_total";
+/// Requests refused, by reason.
+pub(crate) const REFUSED: &str = "vigil_ingest_requests_refused_total";

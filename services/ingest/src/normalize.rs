@@ -1,0 +1,256 @@
+//! JSON records to the schema's [`Event`]: shape and Sigma logsource from vigil-sigma's mapping
+//! data, event time from the record, entities for baseline and triage, the raw record kept
+//! bounded.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use vigil_schema::{
+    Entities, Event, EventId, FieldValue, Fields, Logsource, RAW_RECORD_MAX_BYTES, RawRecord,
+    Source, TenantId,
+};
+use vigil_sigma::Mappings;
+
+/// Field names (the last segment of a flattened key) that name each entity, in priority order.
+const USER: &[&str] = &[
+    "TargetUserName",
+    "SubjectUserName",
+    "User",
+    "UserName",
+    "user.name",
+    "userIdentity.userName",
+    "userIdentity.arn",
+    "acct",
+];
+const HOST: &[&str] = &["Computer", "host.name", "Hostname", "hostname", "host"];
+const SRC_IP: &[&str] = &[
+    "IpAddress",
+    "SourceIp",
+    "SourceAddress",
+    "source.ip",
+    "sourceIPAddress",
+    "src_ip",
+    "client.ip",
+];
+const DST_IP: &[&str] = &["DestinationIp", "DestAddress", "destination.ip", "dst_ip"];
+const PROCESS: &[&str] = &[
+    "Image",
+    "NewProcessName",
+    "ProcessName",
+    "process.executable",
+    "exe",
+    "comm",
+];
+
+/// Turns records into events using the compiled-in mapping data.
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    mappings: Arc<Mappings>,
+}
+
+/// Where a record came from and how the request identifies it.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    /// The verified tenant.
+    pub tenant: &'a TenantId,
+    /// `http`, `hec`, `otlp`, `syslog`, `evtx`.
+    pub transport: &'static str,
+    /// The sending peer.
+    pub peer: Option<String>,
+    /// The request's idempotency key (a client's `Idempotency-Key`, or a fresh random one):
+    /// a retried request with the same key yields the same event ids, which the bus drops.
+    pub request_key: &'a str,
+    /// When the request arrived.
+    pub received: OffsetDateTime,
+}
+
+impl Normalizer {
+    /// A normalizer over Vigil's built-in shapes and logsource mappings.
+    pub fn builtin() -> Result<Self, vigil_sigma::MappingError> {
+        Ok(Self {
+            mappings: Arc::new(Mappings::builtin()?),
+        })
+    }
+
+    /// The event for record number `index` of a request.
+    pub fn event(
+        &self,
+        origin: &Origin<'_>,
+        index: usize,
+        value: serde_json::Value,
+        text: &str,
+    ) -> Event {
+        let meta = self.mappings.record_meta(&value);
+        let logsource = self.mappings.logsource_of(&value);
+        let format = self.mappings.shape_name(&value).to_owned();
+        let event_time = meta
+            .timestamp
+            .as_deref()
+            .and_then(parse_time)
+            .unwrap_or(origin.received);
+        let fields = Fields::from_json(value);
+        let mut entities = Entities {
+            user: find_text(&fields, USER),
+            host: meta.computer.filter(|host| !host.is_empty()),
+            src_ip: find_ip(&fields, SRC_IP),
+            dst_ip: find_ip(&fields, DST_IP),
+            process: find_text(&fields, PROCESS),
+        };
+        if entities.host.is_none() {
+            entities.host = find_text(&fields, HOST);
+        }
+        Event {
+            id: EventId::derive(&[
+                origin.tenant.as_str().as_bytes(),
+                origin.request_key.as_bytes(),
+                &(index as u64).to_le_bytes(),
+            ]),
+            tenant: origin.tenant.clone(),
+            event_time,
+            received_time: origin.received,
+            source: Source {
+                transport: origin.transport.to_owned(),
+                format,
+                peer: origin.peer.clone(),
+            },
+            logsource: Logsource {
+                product: logsource.product,
+                category: logsource.categories.into_iter().next(),
+                service: logsource.services.into_iter().next(),
+            },
+            entities,
+            fields,
+            raw: Some(RawRecord::bounded(text, RAW_RECORD_MAX_BYTES)),
+            parse_error: None,
+        }
+    }
+}
+
+/// RFC 3339, or epoch seconds or milliseconds.
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(time);
+    }
+    let number: f64 = text.trim().parse().ok()?;
+    if !number.is_finite() || number <= 0.0 {
+        return None;
+    }
+    // Epoch milliseconds from 2001 on are above 1e12; seconds stay below until the year 33658.
+    let nanos = if number >= 1e12 {
+        number * 1e6
+    } else {
+        number * 1e9
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(nanos as i128).ok()
+}
+
+fn find<'f>(fields: &'f Fields, names: &[&str]) -> impl Iterator<Item = &'f FieldValue> {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    names.into_iter().flat_map(move |name| {
+        let suffix = format!(".{name}");
+        fields
+            .iter()
+            .filter(move |(key, _)| *key == name || key.ends_with(&suffix))
+            .map(|(_, value)| value)
+            .collect::<Vec<_>>()
+    })
+}
+
+fn find_text(fields: &Fields, names: &[&str]) -> Option<String> {
+    find(fields, names)
+        .filter_map(FieldValue::as_str)
+        .map(str::trim)
+        .find(|text| !text.is_empty() && *text != "-")
+        .map(str::to_owned)
+}
+
+fn find_ip(fields: &Fields, names: &[&str]) -> Option<IpAddr> {
+    find(fields, names)
+        .filter_map(FieldValue::as_str)
+        .find_map(|text| text.trim().trim_start_matches("::ffff:").parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(tenant: &TenantId) -> Origin<'_> {
+        Origin {
+            tenant,
+            transport: "http",
+            peer: None,
+            request_key: "k",
+            received: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn sysmon_evtx_json_is_recognized_with_entities() {
+        let tenant = TenantId::new("acme").unwrap();
+        let normalizer = Normalizer::builtin().unwrap();
+        let record = serde_json::json!({"Event": {
+            "System": {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+                       "Computer": "ws1.acme.local",
+                       "TimeCreated": {"#attributes": {"SystemTime": "2024-05-01T10:00:00.5Z"}},
+                       "EventRecordID": 42},
+            "EventData": {"Image": "C:\\Windows\\System32\\whoami.exe", "User": "ACME\\alice",
+                          "CommandLine": "whoami /priv"}}});
+        let text = record.to_string();
+        let event = normalizer.event(&origin(&tenant), 0, record, &text);
+        assert_eq!(event.logsource.product.as_deref(), Some("windows"));
+        assert_eq!(
+            event.logsource.category.as_deref(),
+            Some("process_creation")
+        );
+        assert_eq!(event.source.format, "evtx");
+        assert_eq!(event.entities.host.as_deref(), Some("ws1.acme.local"));
+        assert_eq!(event.entities.user.as_deref(), Some("ACME\\alice"));
+        assert_eq!(
+            event.entities.process.as_deref(),
+            Some("C:\\Windows\\System32\\whoami.exe")
+        );
+        assert_eq!(event.event_time.unix_timestamp(), 1_714_557_600);
+        assert_eq!(event.raw.unwrap().text, text);
+    }
+
+    #[test]
+    fn unknown_json_keeps_its_fields_and_the_receive_time() {
+        let tenant = TenantId::new("acme").unwrap();
+        let normalizer = Normalizer::builtin().unwrap();
+        let record = serde_json::json!({"message": "hello", "source": {"ip": "10.1.2.3"}});
+        let event = normalizer.event(&origin(&tenant), 3, record, "{}");
+        assert_eq!(event.source.format, "json");
+        assert!(event.logsource.product.is_none());
+        assert_eq!(event.event_time, origin(&tenant).received);
+        assert_eq!(event.entities.src_ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(event.fields.get_str("message"), Some("hello"));
+        // The same request key and index give the same id; another index another id.
+        let again = normalizer.event(&origin(&tenant), 3, serde_json::json!({}), "{}");
+        let other = normalizer.event(&origin(&tenant), 4, serde_json::json!({}), "{}");
+        assert_eq!(event.id, again.id);
+        assert_ne!(event.id, other.id);
+    }
+
+    #[test]
+    fn times_parse_from_rfc3339_and_epochs() {
+        assert_eq!(
+            parse_time("1700000000").unwrap().unix_timestamp(),
+            1_700_000_000
+        );
+        assert_eq!(
+            parse_time("1700000000123").unwrap().unix_timestamp(),
+            1_700_000_000
+        );
+        assert_eq!(
+            parse_time("2024-01-02T03:04:05+02:00")
+                .unwrap()
+                .unix_timestamp(),
+            1_704_157_445
+        );
+        assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("-5").is_none());
+        assert!(parse_time("NaN").is_none());
+    }
+}
