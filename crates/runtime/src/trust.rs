@@ -76,3 +76,51 @@ pub async fn refresh_loop(
         }
     }
 }
+
+/// Verifies tokens, reloading the trust state from the store at once (at most once a second)
+/// when a token names a key this process does not know yet: a tenant created a moment ago by
+/// another process can send events with its first token without waiting for the next refresh.
+#[derive(Debug, Clone)]
+pub struct OnDemandVerifier {
+    store: Store,
+    verifier: Verifier,
+    last_reload: std::sync::Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl OnDemandVerifier {
+    /// Wraps `verifier`, reloading it from `store` on unknown keys.
+    pub fn new(store: Store, verifier: Verifier) -> Self {
+        Self {
+            store,
+            verifier,
+            last_reload: Default::default(),
+        }
+    }
+
+    /// The wrapped verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Verifies `token`; on an unknown key, reloads once and verifies again.
+    pub async fn verify(
+        &self,
+        token: &str,
+    ) -> Result<vigil_auth::Principal, vigil_auth::AuthError> {
+        match self.verifier.verify(token) {
+            Err(vigil_auth::AuthError::UnknownKey) => {
+                let mut last = self.last_reload.lock().await;
+                let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+                if due {
+                    *last = Some(tokio::time::Instant::now());
+                    if let Err(err) = refresh_trust(&self.store, &self.verifier).await {
+                        tracing::warn!(error = %err, "reloading keys for an unknown key failed");
+                    }
+                }
+                drop(last);
+                self.verifier.verify(token)
+            }
+            other => other,
+        }
+    }
+}

@@ -29,6 +29,7 @@ const SECTIONS: &[&str] = &[
     "admin",
     "telemetry",
     "control",
+    "ingest",
 ];
 
 /// Everything `vigil run` is configured with.
@@ -51,6 +52,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The control plane.
     pub control: vigil_control::Config,
+    /// Log intake.
+    pub ingest: vigil_ingest::Config,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             telemetry: TelemetryConfig::default(),
             control: vigil_control::Config::default(),
+            ingest: vigil_ingest::Config::default(),
         }
     }
 }

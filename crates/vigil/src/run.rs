@@ -187,6 +187,15 @@ fn start_service(
                 (service, result)
             });
         }
+        ServiceName::Ingest => {
+            let ingest = config.ingest.clone();
+            tasks.spawn(async move {
+                let result = vigil_ingest::run(context, ingest)
+                    .await
+                    .map_err(|err| err.to_string());
+                (service, result)
+            });
+        }
         // Configuration validation refuses services this build does not contain.
         other => tracing::error!(service = %other, "service is not available in this build"),
     }

@@ -23,6 +23,10 @@ fn vigil() -> Command {
         "VIGIL_CONTROL__LISTEN",
         format!("127.0.0.1:{}", free_port().unwrap()),
     );
+    command.env(
+        "VIGIL_INGEST__HTTP_LISTEN",
+        format!("127.0.0.1:{}", free_port().unwrap()),
+    );
     command
 }
 

@@ -24,6 +24,7 @@ fn vigil() -> Command {
 struct Server {
     child: Child,
     admin_port: u16,
+    ingest_port: u16,
     endpoint: String,
     data_dir: PathBuf,
 }
@@ -36,6 +37,7 @@ impl Server {
     fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)], scheme: &str) -> Self {
         let admin = free_port().unwrap();
         let control = free_port().unwrap();
+        let ingest = free_port().unwrap();
         let data_dir = dir.join("data");
         let child = vigil()
             .arg("run")
@@ -44,6 +46,7 @@ impl Server {
             .args(args)
             .env("VIGIL_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
             .env("VIGIL_CONTROL__LISTEN", format!("127.0.0.1:{control}"))
+            .env("VIGIL_INGEST__HTTP_LISTEN", format!("127.0.0.1:{ingest}"))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -52,6 +55,7 @@ impl Server {
         let mut server = Self {
             child,
             admin_port: admin,
+            ingest_port: ingest,
             endpoint: format!("{scheme}://localhost:{control}"),
             data_dir,
         };
@@ -81,6 +85,29 @@ impl Server {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
+    }
+
+    /// `POST /v1/events` on the ingest port: the status code and the body.
+    fn post_events(&self, token: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.ingest_port)).unwrap();
+        let request = format!(
+            "POST /v1/events HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 
     fn admin_token(&self) -> String {
@@ -159,6 +186,17 @@ fn embedded_defaults_onboard_a_tenant_through_the_cli() {
         3,
         "a compact JWT: {ingest}"
     );
+
+    // The ingest token sends SigmaHQ's regression events over HTTP; the admin token cannot.
+    let events = std::fs::read_to_string(shared_dir().join(
+        "data/sigma/regression_data/rules/windows/process_creation/proc_creation_win_amsi_registry_tampering/7dbbcac2-57a0-45ac-b306-ff30a8bd2981.json",
+    ))
+    .unwrap();
+    let (status, body) = server.post_events(ingest.trim(), &events);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"accepted\""), "{body}");
+    let (status, body) = server.post_events(&admin, &events);
+    assert_eq!(status, 403, "{body}");
     let alerts = server.ok(
         &admin,
         &["alerts", "list", "--tenant", "acme", "--format", "json"],

@@ -11,8 +11,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use vigil_auth::{Action, Principal, Role, Scope, Target, Verifier};
+use vigil_auth::{Action, Principal, Role, Scope, Target};
 use vigil_bus::{Bus, OutgoingMessage};
+use vigil_runtime::trust::OnDemandVerifier;
 use vigil_schema::{EventBatch, TenantId};
 
 use crate::body::{self, BodyError};
@@ -24,8 +25,8 @@ use crate::{Config, metric_names};
 pub struct IngestState {
     /// The bus events are published to.
     pub bus: Arc<dyn Bus>,
-    /// Verifies ingest tokens.
-    pub verifier: Verifier,
+    /// Verifies ingest tokens (reloading keys from the store on an unknown key).
+    pub verifier: OnDemandVerifier,
     /// Turns records into events.
     pub normalizer: Normalizer,
     /// Limits.
@@ -82,7 +83,7 @@ fn refused(status: StatusCode, reason: &'static str, message: impl Into<String>)
 }
 
 /// The verified ingest principal and its one tenant.
-fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<TenantId, Refusal> {
+async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<TenantId, Refusal> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| {
@@ -113,6 +114,7 @@ fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<TenantId, Re
     let principal: Principal = state
         .verifier
         .verify(token.trim())
+        .await
         .map_err(|err| refused(StatusCode::UNAUTHORIZED, "token", err.to_string()))?;
     let tenant = match (&principal.role, &principal.scope) {
         (Role::Ingest, Scope::Tenants(tenants)) if tenants.len() == 1 => {
@@ -152,7 +154,7 @@ async fn events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refusal> {
     // The token first: an unauthenticated sender learns nothing about body handling.
-    let tenant = authenticate(&state, &headers)?;
+    let tenant = authenticate(&state, &headers).await?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {

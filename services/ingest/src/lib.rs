@@ -89,7 +89,7 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
     ));
     let state = IngestState {
         bus: Arc::clone(&context.bus),
-        verifier,
+        verifier: vigil_runtime::trust::OnDemandVerifier::new(context.store.clone(), verifier),
         normalizer: Normalizer::builtin()?,
         config: Arc::new(config.clone()),
     };

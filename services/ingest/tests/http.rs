@@ -1,0 +1,459 @@
+//! `POST /v1/events` over real HTTP, with tokens verified against the store, events on the bus
+//! (in-process and JetStream), and a corpus of bad requests that reach nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use vigil_auth::{MasterKey, Role, Scope, SigningKey, TokenRequest, TokenSettings};
+use vigil_bus::{Bus, ConsumerSpec, Subscription};
+use vigil_schema::{EventBatch, Stage, TenantId};
+use vigil_store::{KeyRecord, Store, TokenRecord};
+
+struct Ingest {
+    url: String,
+    acme: String,
+    globex: String,
+    viewer: String,
+    revoked: String,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::new(id).unwrap()
+}
+
+async fn key(store: &Store, master: &MasterKey, tenant: Option<TenantId>) -> SigningKey {
+    let key = SigningKey::generate(tenant).unwrap();
+    store
+        .platform()
+        .insert_key(KeyRecord {
+            kid: key.kid().to_owned(),
+            tenant: key.tenant().map(|t| t.to_string()),
+            public_key: key.public_key().to_vec(),
+            sealed_private_key: key.seal(master).unwrap(),
+            created_at: 0,
+            not_after: None,
+        })
+        .await
+        .unwrap();
+    key
+}
+
+fn token(key: &SigningKey, role: Role, tenant: &str) -> vigil_auth::IssuedToken {
+    vigil_auth::issue(
+        &TokenSettings::default(),
+        key,
+        &TokenRequest {
+            subject: format!("{role}:{tenant}"),
+            role,
+            scope: Scope::tenant(TenantId::new(tenant).unwrap()),
+            ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap()
+}
+
+impl Ingest {
+    async fn start(bus: Arc<dyn Bus>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("v.db").display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let master = MasterKey::generate().unwrap();
+        for id in ["acme", "globex"] {
+            store
+                .platform()
+                .create_tenant(&tenant(id), id, 0)
+                .await
+                .unwrap();
+        }
+        let acme_key = key(&store, &master, Some(tenant("acme"))).await;
+        let globex_key = key(&store, &master, Some(tenant("globex"))).await;
+        let platform = key(&store, &master, None).await;
+        let revoked = token(&acme_key, Role::Ingest, "acme");
+        store
+            .platform()
+            .insert_token(TokenRecord {
+                jti: revoked.claims.jti.clone(),
+                tenant: Some("acme".into()),
+                tenants: "[\"acme\"]".into(),
+                subject: "ingest:acme".into(),
+                role: "ingest".into(),
+                kid: revoked.kid.clone(),
+                issued_at: 0,
+                expires_at: i64::MAX / 2,
+                revoked_at: None,
+                revoked_by: None,
+            })
+            .await
+            .unwrap();
+        store
+            .platform()
+            .revoke_token(&revoked.claims.jti, "admin", 1)
+            .await
+            .unwrap();
+
+        for id in ["acme", "globex"] {
+            bus.ensure_consumer(&ConsumerSpec::new("test", Stage::Events, Some(tenant(id))))
+                .await
+                .unwrap();
+        }
+        let port = vigil_e2e::free_port().unwrap();
+        let shutdown = CancellationToken::new();
+        let context = vigil_runtime::ServiceContext {
+            bus: Arc::clone(&bus),
+            store,
+            shutdown: shutdown.clone(),
+            readiness: Default::default(),
+        };
+        let config = vigil_ingest::Config {
+            http_listen: ([127, 0, 0, 1], port).into(),
+            max_body_bytes: 1024 * 1024,
+            max_decoded_bytes: 4 * 1024 * 1024,
+            max_events_per_request: 1000,
+            ..Default::default()
+        };
+        tokio::spawn(async move { vigil_ingest::run(context, config).await.unwrap() });
+        let url = format!("http://127.0.0.1:{port}/v1/events");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            url,
+            acme: token(&acme_key, Role::Ingest, "acme").token,
+            globex: token(&globex_key, Role::Ingest, "globex").token,
+            viewer: token(&platform, Role::TenantViewer, "acme").token,
+            revoked: revoked.token,
+            bus,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    async fn post(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().post(&self.url).body(body);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    async fn subscribe(&self, id: &str) -> Subscription {
+        self.bus
+            .subscribe(ConsumerSpec::new("test", Stage::Events, Some(tenant(id))))
+            .await
+            .unwrap()
+    }
+}
+
+async fn next_batch(subscription: &mut Subscription) -> EventBatch {
+    let (batch, delivery) = tokio::time::timeout(
+        Duration::from_secs(10),
+        subscription.next_payload::<EventBatch>(),
+    )
+    .await
+    .expect("a batch within 10 s")
+    .unwrap()
+    .unwrap();
+    delivery.ack().await.unwrap();
+    batch
+}
+
+fn regression_records() -> String {
+    let path = vigil_e2e::shared_dir().join(
+        "data/sigma/regression_data/rules/windows/process_creation/proc_creation_win_amsi_registry_tampering/7dbbcac2-57a0-45ac-b306-ff30a8bd2981.json",
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+async fn accepted_and_normalized(bus: Arc<dyn Bus>) {
+    let ingest = Ingest::start(bus).await;
+    let mut acme = ingest.subscribe("acme").await;
+
+    // SigmaHQ's regression record, as the evtx crate renders it.
+    let (status, body) = ingest
+        .post(Some(&ingest.acme), &[], regression_records().into_bytes())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let count = body["accepted"].as_u64().unwrap() as usize;
+    assert!(count >= 1);
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.tenant.as_str(), "acme");
+    assert_eq!(batch.events.len(), count);
+    let event = &batch.events[0];
+    assert_eq!(event.logsource.product.as_deref(), Some("windows"));
+    assert_eq!(
+        event.logsource.category.as_deref(),
+        Some("process_creation")
+    );
+    assert_eq!(event.source.transport, "http");
+    assert!(event.entities.host.is_some());
+
+    // NDJSON, gzip-compressed, claiming another tenant in a header and in the body.
+    let ndjson = b"{\"message\":\"one\",\"tenant\":\"globex\"}\n{\"message\":\"two\"}\n".to_vec();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&ndjson).unwrap();
+    let (status, body) = ingest
+        .post(
+            Some(&ingest.acme),
+            &[("content-encoding", "gzip"), ("x-vigil-tenant", "globex")],
+            gzip.finish().unwrap(),
+        )
+        .await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(2)));
+    let batch = next_batch(&mut acme).await;
+    assert!(batch.events.iter().all(|e| e.tenant.as_str() == "acme"));
+    assert_eq!(batch.events[0].fields.get_str("tenant"), Some("globex"));
+
+    // zstd, and an Idempotency-Key: the retry is the same events, which the bus drops.
+    let zstd = zstd::bulk::compress(br#"[{"message":"three"}]"#, 1).unwrap();
+    for _ in 0..2 {
+        let (status, _) = ingest
+            .post(
+                Some(&ingest.acme),
+                &[("content-encoding", "zstd"), ("idempotency-key", "req-1")],
+                zstd.clone(),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events[0].fields.get_str("message"), Some("three"));
+    let (status, _) = ingest
+        .post(Some(&ingest.acme), &[], br#"{"message":"four"}"#.to_vec())
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(
+        batch.events[0].fields.get_str("message"),
+        Some("four"),
+        "the retried request was not delivered twice"
+    );
+
+    // globex's stream saw none of it.
+    let mut globex = ingest.subscribe("globex").await;
+    let (status, _) = ingest
+        .post(Some(&ingest.globex), &[], br#"{"message":"g"}"#.to_vec())
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut globex).await;
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].fields.get_str("message"), Some("g"));
+}
+
+#[tokio::test]
+async fn events_are_accepted_and_normalized_on_the_in_process_bus() {
+    accepted_and_normalized(Arc::new(vigil_bus::inprocess::InProcessBus::new(
+        Default::default(),
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn events_are_accepted_and_normalized_on_jetstream() {
+    let nats = vigil_e2e::NatsServer::start().unwrap();
+    let bus = vigil_bus::jetstream::JetStreamBus::connect(
+        vigil_bus::jetstream::JetStreamConfig::new(nats.url()),
+    )
+    .await
+    .unwrap();
+    accepted_and_normalized(Arc::new(bus)).await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
+    let ingest = Ingest::start(Arc::new(vigil_bus::inprocess::InProcessBus::new(
+        Default::default(),
+    )))
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let acme_token = ingest.acme.clone();
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 20 * 1024 * 1024]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    let deep = format!("{}1{}", "{\"a\":".repeat(1000), "}".repeat(1000));
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let corpus: Vec<Case<'_>> = vec![
+        (
+            "no token",
+            None,
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "missing Authorization",
+        ),
+        (
+            "garbage token",
+            Some("nope"),
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "not a well-formed JWT",
+        ),
+        (
+            "revoked token",
+            Some(&ingest.revoked),
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "revoked",
+        ),
+        (
+            "viewer token",
+            Some(&ingest.viewer),
+            vec![],
+            b"{}".to_vec(),
+            403,
+            "use an ingest token",
+        ),
+        (
+            "malformed JSON",
+            Some(&acme_token),
+            vec![],
+            b"{\"a\":".to_vec(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "second record malformed",
+            Some(&acme_token),
+            vec![],
+            b"{}\n{oops}".to_vec(),
+            400,
+            "record 1: invalid JSON",
+        ),
+        (
+            "invalid UTF-8",
+            Some(&acme_token),
+            vec![],
+            b"{\"a\":\"\xff\"}".to_vec(),
+            400,
+            "not UTF-8",
+        ),
+        (
+            "not an object",
+            Some(&acme_token),
+            vec![],
+            b"[1,2]".to_vec(),
+            400,
+            "record 0 is a JSON number",
+        ),
+        (
+            "empty",
+            Some(&acme_token),
+            vec![],
+            Vec::new(),
+            400,
+            "no event",
+        ),
+        (
+            "too deep",
+            Some(&acme_token),
+            vec![],
+            deep.into_bytes(),
+            400,
+            "recursion limit",
+        ),
+        (
+            "gzip bomb",
+            Some(&acme_token),
+            vec![("content-encoding", "gzip")],
+            bomb,
+            413,
+            "decoded body exceeds",
+        ),
+        (
+            "not gzip",
+            Some(&acme_token),
+            vec![("content-encoding", "gzip")],
+            b"plain".to_vec(),
+            400,
+            "not valid gzip",
+        ),
+        (
+            "unknown encoding",
+            Some(&acme_token),
+            vec![("content-encoding", "br")],
+            b"{}".to_vec(),
+            415,
+            "unsupported Content-Encoding",
+        ),
+        (
+            "oversized",
+            Some(&acme_token),
+            vec![],
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+            "exceeds",
+        ),
+        (
+            "too many events",
+            Some(&acme_token),
+            vec![],
+            b"{}\n".repeat(1001),
+            413,
+            "more than 1000 events",
+        ),
+        (
+            "binary garbage",
+            Some(&acme_token),
+            vec![],
+            (0..=255u8).collect(),
+            400,
+            "",
+        ),
+    ];
+    for (name, token, headers, body, status, message) in corpus {
+        let (got, response) = ingest.post(token, &headers, body).await;
+        assert_eq!(got, status, "{name}: {response}");
+        let error = response["error"].as_str().unwrap_or_default();
+        assert!(error.contains(message), "{name}: {error}");
+    }
+    // Nothing of the corpus reached the bus: the next batch is the next valid request's.
+    let (status, _) = ingest
+        .post(Some(&acme_token), &[], br#"{"message":"valid"}"#.to_vec())
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].fields.get_str("message"), Some("valid"));
+}
