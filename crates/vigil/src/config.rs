@@ -468,8 +468,8 @@ mod tests {
                 "unknown variant: found `nope`",
             ),
             (
-                "services = [\"ingest\"]\n",
-                "services: ingest is not available in this build",
+                "services = [\"detect\"]\n",
+                "services: detect is not available in this build",
             ),
             ("[telemetry]\nlog_format = \"xml\"\n", "xml"),
             ("[bus\nurl = 1", "invalid TOML"),
