@@ -31,6 +31,8 @@ pub struct IngestState {
     pub normalizer: Normalizer,
     /// Limits.
     pub config: Arc<Config>,
+    /// Splunk HEC acknowledgement channels.
+    pub channels: crate::hec::Channels,
 }
 
 /// The ingest HTTP router.
@@ -38,6 +40,7 @@ pub fn router(state: IngestState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/v1/events", post(events))
+        .merge(crate::hec::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -82,6 +85,37 @@ fn refused(status: StatusCode, reason: &'static str, message: impl Into<String>)
     Refusal::new(status, message)
 }
 
+/// The tenant of a verified ingest token; the error says why the token was refused.
+pub(crate) async fn verify_ingest(
+    state: &IngestState,
+    token: &str,
+) -> Result<TenantId, (StatusCode, String)> {
+    let principal: Principal = state
+        .verifier
+        .verify(token)
+        .await
+        .map_err(|err| (StatusCode::UNAUTHORIZED, err.to_string()))?;
+    let tenant = match (&principal.role, &principal.scope) {
+        (Role::Ingest, Scope::Tenants(tenants)) if tenants.len() == 1 => {
+            tenants.iter().next().cloned()
+        }
+        _ => None,
+    }
+    .ok_or_else(|| {
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "a {} token cannot send events; use an ingest token",
+                principal.role
+            ),
+        )
+    })?;
+    principal
+        .require(Action::EventWrite, Target::Tenant(&tenant))
+        .map_err(|err| (StatusCode::FORBIDDEN, err.to_string()))?;
+    Ok(tenant)
+}
+
 /// The verified ingest principal and its one tenant.
 async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<TenantId, Refusal> {
     let value = headers
@@ -111,31 +145,16 @@ async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<Tenant
                 "Authorization must be Bearer <ingest token>",
             )
         })?;
-    let principal: Principal = state
-        .verifier
-        .verify(token.trim())
+    verify_ingest(state, token.trim())
         .await
-        .map_err(|err| refused(StatusCode::UNAUTHORIZED, "token", err.to_string()))?;
-    let tenant = match (&principal.role, &principal.scope) {
-        (Role::Ingest, Scope::Tenants(tenants)) if tenants.len() == 1 => {
-            tenants.iter().next().cloned()
-        }
-        _ => None,
-    }
-    .ok_or_else(|| {
-        refused(
-            StatusCode::FORBIDDEN,
-            "role",
-            format!(
-                "a {} token cannot send events; use an ingest token",
-                principal.role
-            ),
-        )
-    })?;
-    principal
-        .require(Action::EventWrite, Target::Tenant(&tenant))
-        .map_err(|err| refused(StatusCode::FORBIDDEN, "role", err.to_string()))?;
-    Ok(tenant)
+        .map_err(|(status, message)| {
+            let reason = if status == StatusCode::FORBIDDEN {
+                "role"
+            } else {
+                "token"
+            };
+            refused(status, reason, message)
+        })
 }
 
 fn body_refusal(err: BodyError) -> Refusal {
@@ -217,7 +236,7 @@ async fn events(
 }
 
 /// Publishes the events in batches and waits until the bus acknowledged every one.
-async fn publish(
+pub(crate) async fn publish(
     state: &IngestState,
     tenant: &TenantId,
     events: Vec<vigil_schema::Event>,

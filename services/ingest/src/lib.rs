@@ -1,10 +1,12 @@
 //! The ingest service: logs in, authenticated per tenant, normalized to the schema's `Event`,
 //! and acknowledged only after the bus durably accepted them.
 //!
-//! Today: HTTP `POST /v1/events` (JSON object, array or NDJSON; gzip and zstd). Syslog, Splunk
-//! HEC, OTLP logs and custom VRL parsers are the rest of the ingest issue.
+//! Today: HTTP `POST /v1/events` (JSON object, array or NDJSON; gzip and zstd) and Splunk HEC
+//! (`/services/collector/event|raw|health|ack`). Syslog, OTLP logs, EVTX upload and custom VRL
+//! parsers are the rest of the ingest issue.
 
 pub mod body;
+pub mod hec;
 pub mod http;
 mod metric_names;
 pub mod normalize;
@@ -92,6 +94,7 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
         verifier: vigil_runtime::trust::OnDemandVerifier::new(context.store.clone(), verifier),
         normalizer: Normalizer::builtin()?,
         config: Arc::new(config.clone()),
+        channels: hec::Channels::default(),
     };
     tracing::info!(listen = %config.http_listen, "HTTP ingest listening");
     let shutdown = context.shutdown.clone();

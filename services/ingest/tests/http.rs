@@ -457,3 +457,225 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
     assert_eq!(batch.events.len(), 1);
     assert_eq!(batch.events[0].fields.get_str("message"), Some("valid"));
 }
+
+impl Ingest {
+    fn base(&self) -> String {
+        self.url.trim_end_matches("/v1/events").to_owned()
+    }
+
+    async fn hec(
+        &self,
+        path: &str,
+        auth: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base()))
+            .body(body.to_owned());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn splunk_hec_senders_work_unchanged() {
+    let ingest = Ingest::start(Arc::new(vigil_bus::inprocess::InProcessBus::new(
+        Default::default(),
+    )))
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let splunk = format!("Splunk {}", ingest.acme);
+
+    let health: serde_json::Value =
+        reqwest::get(format!("{}/services/collector/health", ingest.base()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        health,
+        serde_json::json!({"text": "HEC is healthy", "code": 17})
+    );
+
+    // Two concatenated HEC events: an object with metadata and fields, and a string.
+    let body = r#"{"time": 1700000000.5, "host": "web1", "sourcetype": "access_combined", "event": {"message": "GET /admin"}, "fields": {"env": "prod"}}
+{"event": "plain text line"}"#;
+    let (status, answer) = ingest
+        .hec("/services/collector/event", Some(&splunk), &[], body)
+        .await;
+    assert_eq!(
+        (status, answer.clone()),
+        (200, serde_json::json!({"text": "Success", "code": 0}))
+    );
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events.len(), 2);
+    let first = &batch.events[0];
+    assert_eq!(first.source.transport, "hec");
+    assert_eq!(first.fields.get_str("hec.host"), Some("web1"));
+    assert_eq!(
+        first.fields.get_str("hec.sourcetype"),
+        Some("access_combined")
+    );
+    assert_eq!(first.fields.get_str("env"), Some("prod"));
+    assert_eq!(
+        first.event_time.unix_timestamp_nanos(),
+        1_700_000_000_500_000_000
+    );
+    assert_eq!(
+        batch.events[1].fields.get_str("message"),
+        Some("plain text line")
+    );
+
+    // Raw lines: an sshd syslog line is recognized as Linux sshd.
+    let line = "Nov 27 12:00:00 bastion sshd[4242]: Failed password for root from 203.0.113.9 port 52311 ssh2\n";
+    let (status, _) = ingest
+        .hec(
+            "/services/collector/raw?host=bastion",
+            Some(&splunk),
+            &[],
+            line,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut acme).await;
+    let event = &batch.events[0];
+    assert_eq!(event.logsource.product.as_deref(), Some("linux"));
+    assert_eq!(event.logsource.service.as_deref(), Some("sshd"));
+    assert_eq!(event.fields.get_str("hec.host"), Some("bastion"));
+
+    // Indexer acknowledgement: ids per channel, all acknowledged once answered.
+    let channel = [(
+        "x-splunk-request-channel",
+        "0f3c9e2a-0000-4000-8000-000000000001",
+    )];
+    for expected in 0..2 {
+        let (status, answer) = ingest
+            .hec(
+                "/services/collector/event",
+                Some(&splunk),
+                &channel,
+                r#"{"event": "acked"}"#,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["ackId"], expected);
+        next_batch(&mut acme).await;
+    }
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/ack",
+            Some(&splunk),
+            &channel,
+            r#"{"acks": [0, 1, 2]}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        serde_json::json!({"acks": {"0": true, "1": true, "2": false}})
+    );
+
+    // HEC's error codes; none of these requests reaches the bus.
+    let bearer = format!("Bearer {}", ingest.acme);
+    let viewer = format!("Splunk {}", ingest.viewer);
+    let cases: Vec<(&str, Option<&str>, &str, u16, u64)> = vec![
+        (
+            "/services/collector/event",
+            None,
+            r#"{"event":"x"}"#,
+            401,
+            2,
+        ),
+        (
+            "/services/collector/event",
+            Some(&bearer),
+            r#"{"event":"x"}"#,
+            401,
+            3,
+        ),
+        (
+            "/services/collector/event",
+            Some("Splunk not-a-token"),
+            r#"{"event":"x"}"#,
+            403,
+            4,
+        ),
+        (
+            "/services/collector/event",
+            Some(&viewer),
+            r#"{"event":"x"}"#,
+            403,
+            4,
+        ),
+        ("/services/collector/event", Some(&splunk), "", 400, 5),
+        (
+            "/services/collector/event",
+            Some(&splunk),
+            r#"{"event":"ok"}{"host":"h"}"#,
+            400,
+            12,
+        ),
+        (
+            "/services/collector/event",
+            Some(&splunk),
+            r#"{"event":""}"#,
+            400,
+            13,
+        ),
+        (
+            "/services/collector/event",
+            Some(&splunk),
+            r#"{"event":"ok"}{"event":"#,
+            400,
+            6,
+        ),
+        (
+            "/services/collector/ack",
+            Some(&splunk),
+            r#"{"acks":[0]}"#,
+            400,
+            10,
+        ),
+    ];
+    for (path, auth, body, status, code) in cases {
+        let (got, answer) = ingest.hec(path, auth, &[], body).await;
+        assert_eq!(
+            (got, answer["code"].as_u64()),
+            (status, Some(code)),
+            "{path} {body}: {answer}"
+        );
+    }
+    let (_, answer) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&splunk),
+            &[],
+            r#"{"event":"ok"}{"host":"h"}"#,
+        )
+        .await;
+    assert_eq!(answer["invalid-event-number"], 1);
+    let (status, _) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&splunk),
+            &[],
+            r#"{"event":"after the errors"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(
+        batch.events[0].fields.get_str("message"),
+        Some("after the errors")
+    );
+}
