@@ -10,6 +10,7 @@ pub mod hec;
 pub mod http;
 mod metric_names;
 pub mod normalize;
+pub mod syslog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Config {
     /// How often keys, revocations and suspended tenants are reloaded from the store, in
     /// seconds.
     pub trust_refresh_secs: u64,
+    /// Syslog over UDP and TCP.
+    pub syslog: syslog::SyslogConfig,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             batch_events: 500,
             tokens: TokenSettings::default(),
             trust_refresh_secs: 5,
+            syslog: syslog::SyslogConfig::default(),
         }
     }
 }
@@ -97,11 +101,50 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
         channels: hec::Channels::default(),
     };
     tracing::info!(listen = %config.http_listen, "HTTP ingest listening");
+    let mut listeners = tokio::task::JoinSet::new();
+    let syslog = Arc::new(config.syslog.clone());
+    if syslog.attributes_tenants() {
+        if let Some(address) = syslog.udp_listen {
+            let socket = tokio::net::UdpSocket::bind(address).await.map_err(|err| {
+                IngestError::Io(format!(
+                    "cannot listen on {address} for syslog over UDP: {err}"
+                ))
+            })?;
+            listeners.spawn(syslog::serve_udp(
+                socket,
+                state.clone(),
+                Arc::clone(&syslog),
+                context.shutdown.clone(),
+            ));
+            tracing::info!(listen = %address, "syslog over UDP listening");
+        }
+        if let Some(address) = syslog.tcp_listen {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|err| {
+                    IngestError::Io(format!(
+                        "cannot listen on {address} for syslog over TCP: {err}"
+                    ))
+                })?;
+            listeners.spawn(syslog::serve_tcp(
+                listener,
+                state.clone(),
+                Arc::clone(&syslog),
+                context.shutdown.clone(),
+            ));
+            tracing::info!(listen = %address, "syslog over TCP listening");
+        }
+    } else {
+        tracing::info!(
+            "syslog listeners off: set ingest.syslog.tenant or ingest.syslog.networks to say whose messages they receive"
+        );
+    }
     let shutdown = context.shutdown.clone();
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     context.shutdown.cancel();
+    while listeners.join_next().await.is_some() {}
     let _ = refresher.await;
     served.map_err(|err| IngestError::Io(format!("HTTP ingest: {err}")))
 }

@@ -3,5 +3,7 @@
 
 /// Events acknowledged to senders (durably on the bus).
 pub(crate) const ACCEPTED: &str = "vigil_ingest_events_accepted_total";
+/// Syslog messages dropped, by reason (too long, unattributed sender, idle timeout, bus).
+pub(crate) const SYSLOG_DROPPED: &str = "vigil_ingest_syslog_dropped_total";
 /// Requests refused, by reason.
 pub(crate) const REFUSED: &str = "vigil_ingest_requests_refused_total";

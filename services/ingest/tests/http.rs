@@ -66,6 +66,10 @@ fn token(key: &SigningKey, role: Role, tenant: &str) -> vigil_auth::IssuedToken 
 
 impl Ingest {
     async fn start(bus: Arc<dyn Bus>) -> Self {
+        Self::start_with(bus, vigil_ingest::syslog::SyslogConfig::default()).await
+    }
+
+    async fn start_with(bus: Arc<dyn Bus>, syslog: vigil_ingest::syslog::SyslogConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("v.db").display()))
             .await
@@ -123,6 +127,7 @@ impl Ingest {
             max_body_bytes: 1024 * 1024,
             max_decoded_bytes: 4 * 1024 * 1024,
             max_events_per_request: 1000,
+            syslog,
             ..Default::default()
         };
         tokio::spawn(async move { vigil_ingest::run(context, config).await.unwrap() });
@@ -677,5 +682,144 @@ async fn splunk_hec_senders_work_unchanged() {
     assert_eq!(
         batch.events[0].fields.get_str("message"),
         Some("after the errors")
+    );
+}
+
+fn logger(args: &[&str], message: &str) {
+    let status = std::process::Command::new("logger")
+        .args(args)
+        .arg(message)
+        .status()
+        .expect("logger (util-linux) is installed");
+    assert!(status.success(), "logger {args:?}");
+}
+
+#[tokio::test]
+async fn real_syslog_senders_over_udp_and_tcp() {
+    let udp = vigil_e2e::free_port().unwrap();
+    let tcp = vigil_e2e::free_port().unwrap();
+    let syslog = vigil_ingest::syslog::SyslogConfig {
+        udp_listen: Some(([127, 0, 0, 1], udp).into()),
+        tcp_listen: Some(([127, 0, 0, 1], tcp).into()),
+        tenant: Some(tenant("acme")),
+        flush_millis: 20,
+        ..Default::default()
+    };
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        syslog,
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let (udp, tcp) = (udp.to_string(), tcp.to_string());
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--udp",
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &udp,
+                "--rfc5424",
+                "--tag",
+                "sshd",
+            ],
+            "udp 5424",
+        ),
+        (
+            &[
+                "--tcp",
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &tcp,
+                "--rfc5424",
+                "--octet-count",
+                "--tag",
+                "sshd",
+            ],
+            "tcp octet counting",
+        ),
+        (
+            &[
+                "--tcp",
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &tcp,
+                "--rfc3164",
+                "--tag",
+                "sshd",
+            ],
+            "tcp newline 3164",
+        ),
+    ];
+    for (args, name) in cases {
+        let message = format!("Failed password for root from 203.0.113.9 port 52311 ssh2 ({name})");
+        logger(args, &message);
+        let batch = next_batch(&mut acme).await;
+        assert_eq!(batch.tenant.as_str(), "acme");
+        let event = &batch.events[0];
+        assert_eq!(event.source.transport, "syslog", "{name}");
+        assert!(
+            event.raw.as_ref().unwrap().text.contains(&message),
+            "{name}: {:?}",
+            event.raw
+        );
+        assert_eq!(event.logsource.product.as_deref(), Some("linux"), "{name}");
+        assert_eq!(event.logsource.service.as_deref(), Some("sshd"), "{name}");
+        assert!(
+            event
+                .source
+                .peer
+                .as_deref()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pooled_syslog_attributes_senders_by_network() {
+    let udp = vigil_e2e::free_port().unwrap();
+    let syslog = vigil_ingest::syslog::SyslogConfig {
+        udp_listen: Some(([127, 0, 0, 1], udp).into()),
+        tcp_listen: None,
+        tenant: None,
+        networks: vec![vigil_ingest::syslog::NetworkTenant {
+            cidr: "127.0.0.0/8".parse().unwrap(),
+            tenant: tenant("globex"),
+        }],
+        flush_millis: 20,
+        ..Default::default()
+    };
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        syslog,
+    )
+    .await;
+    let mut globex = ingest.subscribe("globex").await;
+    logger(
+        &[
+            "--udp",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &udp.to_string(),
+            "--tag",
+            "sudo",
+        ],
+        "alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash",
+    );
+    let batch = next_batch(&mut globex).await;
+    assert_eq!(batch.tenant.as_str(), "globex");
+    assert!(
+        batch.events[0]
+            .raw
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("COMMAND=/bin/bash")
     );
 }
