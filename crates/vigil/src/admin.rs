@@ -872,3 +872,200 @@ pub async fn alerts(command: AlertsCommand, connection: &Connection) -> Result<(
     }
     Ok(())
 }
+
+/// `vigil ingest`.
+#[derive(Debug, Subcommand)]
+pub enum IngestCommand {
+    /// Upload EVTX files to a tenant through HTTP ingest (forensics uploads).
+    Evtx {
+        /// .evtx files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The tenant the records belong to.
+        #[arg(long)]
+        tenant: String,
+        /// The ingest service's HTTP address.
+        #[arg(
+            long,
+            env = "VIGIL_INGEST_ENDPOINT",
+            default_value = "http://127.0.0.1:8088"
+        )]
+        ingest_endpoint: String,
+        /// An ingest token of the tenant [default: a one-hour token issued through the control
+        /// plane with VIGIL_TOKEN, revoked when the upload ends].
+        #[arg(long, env = "VIGIL_INGEST_TOKEN", hide_env_values = true)]
+        ingest_token: Option<String>,
+        /// Records per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+}
+
+/// `vigil ingest evtx …`: records as evtx JSON, NDJSON requests of `batch` records compressed
+/// with zstd, each with an `Idempotency-Key` derived from the file and the request's position,
+/// so a rerun after a failure does not duplicate what was already accepted.
+pub async fn ingest(command: IngestCommand, connection: &Connection) -> Result<()> {
+    let IngestCommand::Evtx {
+        paths,
+        tenant,
+        ingest_endpoint,
+        ingest_token,
+        batch,
+    } = command;
+    let batch = batch.clamp(1, 100_000);
+    for path in &paths {
+        if !path.is_file() {
+            return Err(AdminError::usage(format!(
+                "{} is not a file",
+                path.display()
+            )));
+        }
+    }
+    // Without an ingest token, a short-lived one from the control plane, revoked at the end.
+    let (token, issued) = match ingest_token {
+        Some(token) => (token.trim().to_owned(), None),
+        None => {
+            let client = Client::connect(connection).await?;
+            let response = TenantServiceClient::new(client.channel.clone())
+                .issue_token(client.request(pb::IssueTokenRequest {
+                    tenant_id: tenant.clone(),
+                    role: "ingest".into(),
+                    subject: "evtx-upload".into(),
+                    ttl_seconds: 3600,
+                }))
+                .await?
+                .into_inner();
+            let id = response.info.map(|info| info.token_id).unwrap_or_default();
+            (response.token, Some((client, id)))
+        }
+    };
+    let result = upload_evtx(&paths, &ingest_endpoint, &token, batch).await;
+    if let Some((client, token_id)) = issued {
+        let revoked = TenantServiceClient::new(client.channel.clone())
+            .revoke_token(client.request(pb::RevokeTokenRequest {
+                tenant_id: tenant.clone(),
+                token_id,
+            }))
+            .await;
+        if let Err(status) = revoked {
+            eprintln_line(&format!(
+                "warning: the upload token could not be revoked: {}",
+                status.message()
+            ));
+        }
+    }
+    let (records, requests) = result?;
+    match connection.format {
+        OutputFormat::Json => out(&json(&serde_json::json!({
+            "tenant": tenant,
+            "files": paths.len(),
+            "records": records,
+            "requests": requests,
+        }))),
+        OutputFormat::Table => out(&format!(
+            "uploaded {records} records from {} files to tenant {tenant} in {requests} requests",
+            paths.len()
+        )),
+    }
+    Ok(())
+}
+
+fn eprintln_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+async fn upload_evtx(
+    paths: &[PathBuf],
+    endpoint: &str,
+    token: &str,
+    batch: usize,
+) -> Result<(u64, u64)> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|err| AdminError {
+            code: 1,
+            message: format!("HTTP client: {err}"),
+        })?;
+    let url = format!("{}/v1/events", endpoint.trim_end_matches('/'));
+    let (mut records, mut requests) = (0u64, 0u64);
+    for path in paths {
+        let scan_path = path.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            vigil_sigma::source::scan_evtx(&scan_path, 0, |record| {
+                record.map(|record| record.data.to_string())
+            })
+        })
+        .await
+        .map_err(|err| AdminError {
+            code: 1,
+            message: format!("reading {}: {err}", path.display()),
+        })?
+        .map_err(|err| AdminError::usage(err.to_string()))?;
+        let mut unreadable = 0u64;
+        let lines: Vec<String> = lines
+            .into_iter()
+            .filter_map(|line| line.map_err(|_| unreadable += 1).ok())
+            .collect();
+        if unreadable > 0 {
+            eprintln_line(&format!(
+                "warning: {}: {unreadable} records could not be read and were skipped",
+                path.display()
+            ));
+        }
+        let metadata = std::fs::metadata(path)
+            .map_err(|err| AdminError::usage(format!("cannot read {}: {err}", path.display())))?;
+        let identity = format!(
+            "{}:{}:{:?}",
+            path.display(),
+            metadata.len(),
+            metadata.modified().ok()
+        );
+        for (index, chunk) in lines.chunks(batch).enumerate() {
+            let body =
+                zstd::bulk::compress(chunk.join("\n").as_bytes(), 1).map_err(|err| AdminError {
+                    code: 1,
+                    message: format!("compressing a request: {err}"),
+                })?;
+            let key = format!("evtx-{:x}-{index}", fnv1a(&identity));
+            let response = http
+                .post(&url)
+                .bearer_auth(token)
+                .header("content-encoding", "zstd")
+                .header("content-type", "application/x-ndjson")
+                .header("idempotency-key", key)
+                .body(body)
+                .send()
+                .await
+                .map_err(|err| AdminError {
+                    code: 1,
+                    message: format!("cannot reach ingest at {endpoint}: {err}"),
+                })?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if !status.is_success() {
+                let reason = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|value| value["error"].as_str().map(str::to_owned))
+                    .unwrap_or(text);
+                return Err(AdminError {
+                    code: 1,
+                    message: format!(
+                        "{}: ingest refused request {index} with {status}: {reason}",
+                        path.display()
+                    ),
+                });
+            }
+            records += chunk.len() as u64;
+            requests += 1;
+        }
+    }
+    Ok((records, requests))
+}
+
+/// A stable 64-bit hash (FNV-1a) of a file's identity, for idempotency keys.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

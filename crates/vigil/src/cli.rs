@@ -4,7 +4,9 @@ use clap::{Args, Parser, Subcommand};
 
 use vigil_sigma::Level;
 
-use crate::admin::{AlertsCommand, Connection, IntelCommand, TenantCommand, TokenCommand};
+use crate::admin::{
+    AlertsCommand, Connection, IngestCommand, IntelCommand, TenantCommand, TokenCommand,
+};
 use crate::config::Overrides;
 use crate::hunt::HuntFormat;
 
@@ -63,6 +65,15 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
         /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Send logs to ingest (EVTX files for forensics).
+    Ingest {
+        /// The ingest command.
+        #[command(subcommand)]
+        command: IngestCommand,
+        /// Control-plane connection (to issue an upload token when none is given).
         #[command(flatten)]
         connection: Connection,
     },

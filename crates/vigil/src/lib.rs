@@ -80,6 +80,10 @@ pub fn main() -> ExitCode {
             },
             &connection,
         )),
+        Command::Ingest {
+            command,
+            connection,
+        } => admin_command(admin::ingest(command, &connection)),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "vigil", &mut std::io::stdout());

@@ -197,6 +197,48 @@ fn embedded_defaults_onboard_a_tenant_through_the_cli() {
     assert!(body.contains("\"accepted\""), "{body}");
     let (status, body) = server.post_events(&admin, &events);
     assert_eq!(status, 403, "{body}");
+
+    // A forensics upload: the EVTX file's records through HTTP ingest, with a one-hour token
+    // issued for the upload and revoked after it.
+    let evtx = shared_dir().join(
+        "data/sigma/regression_data/rules/windows/process_creation/proc_creation_win_amsi_registry_tampering/7dbbcac2-57a0-45ac-b306-ff30a8bd2981.evtx",
+    );
+    let output = vigil()
+        .args([
+            "ingest",
+            "evtx",
+            evtx.to_str().unwrap(),
+            "--tenant",
+            "acme",
+            "--format",
+            "json",
+        ])
+        .env("VIGIL_ENDPOINT", &server.endpoint)
+        .env("VIGIL_TOKEN", &admin)
+        .env(
+            "VIGIL_INGEST_ENDPOINT",
+            format!("http://127.0.0.1:{}", server.ingest_port),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let uploaded: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(uploaded["files"], 1);
+    assert!(uploaded["records"].as_u64().unwrap() >= 1, "{uploaded}");
+    let tokens: Vec<serde_json::Value> = serde_json::from_str(&server.ok(
+        &admin,
+        &["token", "list", "--tenant", "acme", "--format", "json"],
+    ))
+    .unwrap();
+    let upload = tokens
+        .iter()
+        .find(|t| t["subject"] == "evtx-upload")
+        .unwrap();
+    assert!(upload["revoked_time"].is_string(), "{upload}");
     let alerts = server.ok(
         &admin,
         &["alerts", "list", "--tenant", "acme", "--format", "json"],
