@@ -24,7 +24,7 @@ use vigil_schema::TenantId;
 use crate::body::{self, BodyError};
 use crate::http::{IngestState, publish, verify_ingest};
 use crate::metric_names;
-use crate::normalize::Origin;
+use crate::normalize::{Incoming, Origin};
 
 /// The most channels remembered for acknowledgements; the oldest are forgotten beyond it.
 const MAX_CHANNELS: usize = 10_000;
@@ -176,13 +176,6 @@ fn channel(headers: &HeaderMap, params: &Params) -> Option<String> {
         .map(str::to_owned)
         .or_else(|| params.channel.clone())
         .filter(|channel| !channel.is_empty() && channel.len() <= 128)
-}
-
-/// One record and, when the sender gave it, the event time (HEC `time`, epoch seconds).
-struct Incoming {
-    value: Value,
-    text: String,
-    time: Option<time::OffsetDateTime>,
 }
 
 fn body_error(err: &BodyError) -> HecError {
@@ -379,19 +372,7 @@ async fn accept(
             request_key: &request_key,
             received,
         };
-        Ok::<_, HecError>(
-            incoming
-                .into_iter()
-                .enumerate()
-                .map(|(index, record)| {
-                    let mut event = normalizer.event(&origin, index, record.value, &record.text);
-                    if let Some(time) = record.time {
-                        event.event_time = time;
-                    }
-                    event
-                })
-                .collect::<Vec<_>>(),
-        )
+        Ok::<_, HecError>(normalizer.events(&origin, incoming))
     })
     .await;
     let events = match events {

@@ -41,6 +41,7 @@ pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(events))
         .merge(crate::hec::routes())
+        .merge(crate::otlp::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -117,7 +118,10 @@ pub(crate) async fn verify_ingest(
 }
 
 /// The verified ingest principal and its one tenant.
-async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<TenantId, Refusal> {
+pub(crate) async fn authenticate(
+    state: &IngestState,
+    headers: &HeaderMap,
+) -> Result<TenantId, Refusal> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| {

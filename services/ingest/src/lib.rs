@@ -1,15 +1,17 @@
 //! The ingest service: logs in, authenticated per tenant, normalized to the schema's `Event`,
 //! and acknowledged only after the bus durably accepted them.
 //!
-//! Today: HTTP `POST /v1/events` (JSON object, array or NDJSON; gzip and zstd) and Splunk HEC
-//! (`/services/collector/event|raw|health|ack`). Syslog, OTLP logs, EVTX upload and custom VRL
-//! parsers are the rest of the ingest issue.
+//! Today: HTTP `POST /v1/events` (JSON object, array or NDJSON; gzip and zstd), Splunk HEC
+//! (`/services/collector/event|raw|health|ack`), OTLP logs over HTTP (`POST /v1/logs`,
+//! protobuf and JSON) and syslog over UDP and TCP. TLS syslog and custom VRL parsers are the
+//! rest of the ingest issue.
 
 pub mod body;
 pub mod hec;
 pub mod http;
 mod metric_names;
 pub mod normalize;
+pub mod otlp;
 pub mod syslog;
 
 use std::net::SocketAddr;

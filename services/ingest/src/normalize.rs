@@ -128,6 +128,35 @@ impl Normalizer {
     }
 }
 
+/// A record a listener produced, with the event time when the protocol carries it apart from
+/// the record (HEC `time`, OTLP `timeUnixNano`).
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The record.
+    pub value: serde_json::Value,
+    /// Its text as received, for the bounded raw copy.
+    pub text: String,
+    /// The event time given by the protocol.
+    pub time: Option<OffsetDateTime>,
+}
+
+impl Normalizer {
+    /// Every record of one request as events, in order.
+    pub fn events(&self, origin: &Origin<'_>, incoming: Vec<Incoming>) -> Vec<Event> {
+        incoming
+            .into_iter()
+            .enumerate()
+            .map(|(index, record)| {
+                let mut event = self.event(origin, index, record.value, &record.text);
+                if let Some(time) = record.time {
+                    event.event_time = time;
+                }
+                event
+            })
+            .collect()
+    }
+}
+
 /// RFC 3339, or epoch seconds or milliseconds.
 fn parse_time(text: &str) -> Option<OffsetDateTime> {
     if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {

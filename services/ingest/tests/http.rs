@@ -823,3 +823,152 @@ async fn pooled_syslog_attributes_senders_by_network() {
             .contains("COMMAND=/bin/bash")
     );
 }
+
+#[tokio::test]
+async fn otlp_logs_over_http_in_protobuf_and_json() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+
+    let ingest = Ingest::start(Arc::new(vigil_bus::inprocess::InProcessBus::new(
+        Default::default(),
+    )))
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let url = ingest.url.replace("/v1/events", "/v1/logs");
+    let text = |value: &str| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        })
+    };
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "host.name".into(),
+                    value: text("api-1"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "auth".into(),
+                    ..Default::default()
+                }),
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1_700_000_000_000_000_000,
+                    severity_text: "WARN".into(),
+                    severity_number: 13,
+                    body: text("login failed for bob"),
+                    attributes: vec![KeyValue {
+                        key: "user.name".into(),
+                        value: text("bob"),
+                        ..Default::default()
+                    }],
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&ingest.acme)
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+    let batch = next_batch(&mut acme).await;
+    let event = &batch.events[0];
+    assert_eq!(event.source.transport, "otlp");
+    assert_eq!(
+        event.fields.get_str("message"),
+        Some("login failed for bob")
+    );
+    assert_eq!(event.fields.get_str("severity"), Some("WARN"));
+    assert_eq!(event.fields.get_str("resource.host.name"), Some("api-1"));
+    assert_eq!(
+        event.fields.get_str("trace_id"),
+        Some("01010101010101010101010101010101")
+    );
+    assert_eq!(event.entities.user.as_deref(), Some("bob"));
+    assert_eq!(event.event_time.unix_timestamp(), 1_700_000_000);
+
+    // The OTLP JSON encoding (hex ids, string-encoded 64-bit integers), as the spec shows it.
+    let json = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+        "scopeLogs":[{"scope":{"name":"app"},"logRecords":[{"timeUnixNano":"1700000001000000000","severityText":"INFO",
+        "body":{"kvlistValue":{"values":[{"key":"event","value":{"stringValue":"order placed"}},{"key":"amount","value":{"intValue":"42"}}]}},
+        "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&ingest.acme)
+        .header("content-type", "application/json")
+        .body(json)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    let batch = next_batch(&mut acme).await;
+    let event = &batch.events[0];
+    assert_eq!(event.fields.get_str("event"), Some("order placed"));
+    assert_eq!(
+        event.fields.get("amount").and_then(|v| v.as_i64()),
+        Some(42)
+    );
+    assert_eq!(
+        event.fields.get_str("trace_id"),
+        Some("5b8efff798038103d269b633813fc60c")
+    );
+    assert_eq!(event.event_time.unix_timestamp(), 1_700_000_001);
+
+    // Refusals name the problem.
+    for (content_type, body, status, message) in [
+        ("text/plain", "x".to_owned(), 415, "is not OTLP"),
+        (
+            "application/x-protobuf",
+            "\u{1}garbage".to_owned(),
+            400,
+            "not an OTLP logs request (protobuf)",
+        ),
+        (
+            "application/json",
+            "{\"resourceLogs\": 5}".to_owned(),
+            400,
+            "not an OTLP logs request (JSON)",
+        ),
+    ] {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&ingest.acme)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{content_type}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(message),
+            "{error}"
+        );
+    }
+    let response = reqwest::Client::new()
+        .post(&url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
