@@ -65,6 +65,20 @@ fn answer(status: StatusCode, code: u16, text: &str, extra: Option<(&str, Value)
     if let Some((key, value)) = extra {
         body[key] = value;
     }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut response = (
+            status,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::RETRY_AFTER, "1"),
+            ],
+            body.to_string(),
+        )
+            .into_response();
+        metrics::counter!(metric_names::REFUSED, "reason" => "bus").increment(1);
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        return response;
+    }
     if status != StatusCode::OK {
         let reason = match code {
             2..=4 => "token",

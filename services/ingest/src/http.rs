@@ -71,6 +71,12 @@ impl IntoResponse for Refusal {
             body,
         )
             .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // The bus is slow or down: nothing was acknowledged, and the sender should retry.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -972,3 +972,126 @@ async fn otlp_logs_over_http_in_protobuf_and_json() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
+
+/// Replays a loghub file over TCP syslog and returns the events, in order.
+async fn replay(
+    ingest: &Ingest,
+    port: u16,
+    file: &str,
+    subscription: &mut Subscription,
+) -> (Vec<String>, Vec<vigil_schema::Event>) {
+    use tokio::io::AsyncWriteExt;
+    let text =
+        std::fs::read_to_string(vigil_e2e::shared_dir().join("data/loghub").join(file)).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    for line in &lines {
+        stream
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    stream.shutdown().await.unwrap();
+    let _ = ingest;
+    let mut events = Vec::new();
+    while events.len() < lines.len() {
+        events.extend(next_batch(subscription).await.events);
+    }
+    (lines, events)
+}
+
+#[tokio::test]
+async fn loghub_openssh_and_linux_logs_replayed_over_syslog() {
+    let tcp = vigil_e2e::free_port().unwrap();
+    let syslog = vigil_ingest::syslog::SyslogConfig {
+        udp_listen: None,
+        tcp_listen: Some(([127, 0, 0, 1], tcp).into()),
+        tenant: Some(tenant("acme")),
+        ..Default::default()
+    };
+    let nats = vigil_e2e::NatsServer::start().unwrap();
+    let bus = vigil_bus::jetstream::JetStreamBus::connect(
+        vigil_bus::jetstream::JetStreamConfig::new(nats.url()),
+    )
+    .await
+    .unwrap();
+    let ingest = Ingest::start_with(Arc::new(bus), syslog).await;
+    let mut acme = ingest.subscribe("acme").await;
+
+    let (lines, events) = replay(&ingest, tcp, "OpenSSH_2k.log", &mut acme).await;
+    assert_eq!(events.len(), lines.len());
+    for (line, event) in lines.iter().zip(&events) {
+        assert_eq!(event.tenant.as_str(), "acme");
+        assert_eq!(
+            &event.raw.as_ref().unwrap().text,
+            line,
+            "order and content kept"
+        );
+        assert_eq!(event.logsource.product.as_deref(), Some("linux"), "{line}");
+        assert_eq!(event.logsource.service.as_deref(), Some("sshd"), "{line}");
+        assert_eq!(event.entities.host.as_deref(), Some("LabSZ"), "{line}");
+        assert_eq!(event.source.transport, "syslog");
+    }
+
+    let (lines, events) = replay(&ingest, tcp, "Linux_2k.log", &mut acme).await;
+    assert_eq!(events.len(), lines.len());
+    let mut unrecognized = Vec::new();
+    for (line, event) in lines.iter().zip(&events) {
+        assert_eq!(&event.raw.as_ref().unwrap().text, line);
+        if event.logsource.product.as_deref() != Some("linux")
+            || event.entities.host.as_deref() != Some("combo")
+        {
+            unrecognized.push(line.clone());
+        }
+    }
+    // One line of the 2,000 is not RFC 3164: two spaces and `--` where the tag belongs. It is
+    // kept (raw, generic), not dropped.
+    assert_eq!(
+        unrecognized,
+        ["Jul  7 08:06:15 combo  -- root[2421]: ROOT LOGIN ON tty2"]
+    );
+}
+
+#[tokio::test]
+async fn a_bus_that_is_down_gets_503_with_retry_after_and_nothing_acknowledged() {
+    let mut nats = vigil_e2e::NatsServer::start().unwrap();
+    let mut config = vigil_bus::jetstream::JetStreamConfig::new(nats.url());
+    config.publish_timeout = Duration::from_secs(2);
+    let bus = vigil_bus::jetstream::JetStreamBus::connect(config)
+        .await
+        .unwrap();
+    let ingest = Ingest::start(Arc::new(bus)).await;
+    nats.kill().unwrap();
+    let response = reqwest::Client::new()
+        .post(&ingest.url)
+        .bearer_auth(&ingest.acme)
+        .body(r#"{"message":"while the bus is down"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was acknowledged"),
+        "{body}"
+    );
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&format!("Splunk {}", ingest.acme)),
+            &[],
+            r#"{"event":"down"}"#,
+        )
+        .await;
+    assert_eq!((status, answer["code"].as_u64()), (503, Some(9)));
+}
