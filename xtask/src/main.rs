@@ -65,6 +65,11 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             cmd!(sh, "cargo bench -p vigil-bus --bench bus -- {rest...}").run()?;
             Ok(())
         }
+        Some("ingest") => {
+            let rest = &args[1..];
+            cmd!(sh, "cargo bench -p vigil-ingest --bench http -- {rest...}").run()?;
+            Ok(())
+        }
         Some("alerts") => {
             let rest = &args[1..];
             cmd!(
@@ -75,7 +80,7 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N]"
+            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N] | cargo xtask bench ingest [--events N] [--batch N] [--concurrency N] [--seconds N]"
         ),
     }
 }
