@@ -174,3 +174,14 @@ impl TestDatabase {
         Ok(())
     }
 }
+
+/// A numeric `--name VALUE` argument of a benchmark binary (underscores allowed: `1_000_000`),
+/// or `default`.
+pub fn bench_arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}

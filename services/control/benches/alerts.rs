@@ -20,15 +20,6 @@ use vigil_store::{AlertQuery, Store};
 const TENANTS: usize = 10;
 const SPAN_SECS: i64 = 30 * 24 * 3600;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
 /// A realistic alert: a SigmaHQ rule's title, two techniques, two matched fields.
 fn alert(tenant: &TenantId, n: u64, start: i64) -> Alert {
     // A cheap, fixed pseudo-random spread over the time span.
@@ -204,9 +195,9 @@ async fn queries(store: &Store, count: usize, start: i64) -> (Histogram<u64>, Hi
 }
 
 fn main() {
-    let total = arg("--alerts", 1_000_000);
-    let persist = arg("--persist", 100_000);
-    let count = arg("--queries", 2000);
+    let total = vigil_e2e::bench_arg("--alerts", 1_000_000);
+    let persist = vigil_e2e::bench_arg("--persist", 100_000);
+    let count = vigil_e2e::bench_arg("--queries", 2000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

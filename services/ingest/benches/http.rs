@@ -17,15 +17,6 @@ use vigil_bus::{Bus, ConsumerSpec};
 use vigil_schema::{Stage, TenantId};
 use vigil_store::{KeyRecord, Store};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
 /// About 500 bytes of an sshd event as a shipper would send it, varied per index.
 fn event(n: usize) -> String {
     let user = ["root", "admin", "oracle", "ubuntu"][n % 4];
@@ -45,10 +36,10 @@ fn event(n: usize) -> String {
 }
 
 fn main() {
-    let total = arg("--events", 1_000_000);
-    let batch = arg("--batch", 1000);
-    let concurrency = arg("--concurrency", 4);
-    let seconds = arg("--seconds", 10);
+    let total = vigil_e2e::bench_arg("--events", 1_000_000);
+    let batch = vigil_e2e::bench_arg("--batch", 1000);
+    let concurrency = vigil_e2e::bench_arg("--concurrency", 4);
+    let seconds = vigil_e2e::bench_arg("--seconds", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

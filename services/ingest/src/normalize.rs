@@ -175,30 +175,54 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos as i128).ok()
 }
 
-fn find<'f>(fields: &'f Fields, names: &[&str]) -> impl Iterator<Item = &'f FieldValue> {
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    names.into_iter().flat_map(move |name| {
-        let suffix = format!(".{name}");
-        fields
-            .iter()
-            .filter(move |(key, _)| *key == name || key.ends_with(&suffix))
-            .map(|(_, value)| value)
-            .collect::<Vec<_>>()
+/// Whether a flattened key names `name`: the key itself, or its last segments after a `.`.
+fn names(key: &str, name: &str) -> bool {
+    key.len() >= name.len()
+        && key.ends_with(name)
+        && (key.len() == name.len() || key.as_bytes()[key.len() - name.len() - 1] == b'.')
+}
+
+/// The value of the highest-priority name in `names_in_order` that `keep` accepts, in one pass
+/// over the fields without allocating.
+fn find<'f, T>(
+    fields: &'f Fields,
+    names_in_order: &[&str],
+    keep: impl Fn(&'f FieldValue) -> Option<T>,
+) -> Option<T> {
+    let mut best: Option<(usize, T)> = None;
+    for (key, value) in fields {
+        let Some(rank) = names_in_order.iter().position(|name| names(key, name)) else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_some_and(|(best_rank, _)| *best_rank <= rank)
+        {
+            continue;
+        }
+        if let Some(found) = keep(value) {
+            best = Some((rank, found));
+        }
+    }
+    best.map(|(_, found)| found)
+}
+
+fn find_text(fields: &Fields, names_in_order: &[&str]) -> Option<String> {
+    find(fields, names_in_order, |value| {
+        value
+            .as_str()
+            .map(str::trim)
+            .filter(|text| !text.is_empty() && *text != "-")
+            .map(str::to_owned)
     })
 }
 
-fn find_text(fields: &Fields, names: &[&str]) -> Option<String> {
-    find(fields, names)
-        .filter_map(FieldValue::as_str)
-        .map(str::trim)
-        .find(|text| !text.is_empty() && *text != "-")
-        .map(str::to_owned)
-}
-
-fn find_ip(fields: &Fields, names: &[&str]) -> Option<IpAddr> {
-    find(fields, names)
-        .filter_map(FieldValue::as_str)
-        .find_map(|text| text.trim().trim_start_matches("::ffff:").parse().ok())
+fn find_ip(fields: &Fields, names_in_order: &[&str]) -> Option<IpAddr> {
+    find(fields, names_in_order, |value| {
+        value
+            .as_str()
+            .and_then(|text| text.trim().trim_start_matches("::ffff:").parse().ok())
+    })
 }
 
 #[cfg(test)]
@@ -260,6 +284,19 @@ mod tests {
         let other = normalizer.event(&origin(&tenant), 4, serde_json::json!({}), "{}");
         assert_eq!(event.id, again.id);
         assert_ne!(event.id, other.id);
+    }
+
+    #[test]
+    fn entity_names_match_whole_segments_in_priority_order() {
+        assert!(names("Event.EventData.User", "User"));
+        assert!(names("User", "User"));
+        assert!(!names("Event.EventData.TargetUser", "User"));
+        let fields = Fields::from_json(serde_json::json!({
+            "SubjectUserName": "svc", "TargetUserName": "alice", "user": {"name": "-"}
+        }));
+        assert_eq!(find_text(&fields, USER).as_deref(), Some("alice"));
+        let fields = Fields::from_json(serde_json::json!({"SubjectUserName": "-", "User": "bob"}));
+        assert_eq!(find_text(&fields, USER).as_deref(), Some("bob"));
     }
 
     #[test]
