@@ -3,7 +3,7 @@
 //!
 //! Today: HTTP `POST /v1/events` (JSON object, array or NDJSON; gzip and zstd), Splunk HEC
 //! (`/services/collector/event|raw|health|ack`), OTLP logs over HTTP (`POST /v1/logs`,
-//! protobuf and JSON) and syslog over UDP and TCP. TLS syslog and custom VRL parsers are the
+//! protobuf and JSON) and syslog over UDP, TCP and TLS. Custom VRL parsers per tenant are the
 //! rest of the ingest issue.
 
 pub mod body;
@@ -135,6 +135,24 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
                 context.shutdown.clone(),
             ));
             tracing::info!(listen = %address, "syslog over TCP listening");
+        }
+        if let (Some(address), Some(tls)) = (syslog.tls_listen, &syslog.tls) {
+            let acceptor = tls.acceptor().map_err(IngestError::Io)?;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|err| {
+                    IngestError::Io(format!(
+                        "cannot listen on {address} for syslog over TLS: {err}"
+                    ))
+                })?;
+            listeners.spawn(syslog::serve_tls(
+                listener,
+                acceptor,
+                state.clone(),
+                Arc::clone(&syslog),
+                context.shutdown.clone(),
+            ));
+            tracing::info!(listen = %address, "syslog over TLS listening");
         }
     } else {
         tracing::info!(

@@ -1,5 +1,6 @@
-//! Syslog (RFC 5424 and RFC 3164, parsed by `syslog_loose` through vigil-sigma) over UDP and
-//! TCP (octet counting per RFC 6587, or newline framing, detected per connection).
+//! Syslog (RFC 5424 and RFC 3164, parsed by `syslog_loose` through vigil-sigma) over UDP, TCP
+//! and TLS (RFC 5425; octet counting per RFC 6587, or newline framing, detected per
+//! connection).
 //!
 //! Syslog carries no credentials: the tenant comes from the listener (a per-tenant deployment
 //! sets `syslog.tenant`) or from the sender's network (`syslog.networks`, longest prefix wins,
@@ -28,6 +29,10 @@ pub struct SyslogConfig {
     pub udp_listen: Option<SocketAddr>,
     /// TCP listen address; none disables TCP.
     pub tcp_listen: Option<SocketAddr>,
+    /// TLS listen address, used when `tls` names a certificate and key.
+    pub tls_listen: Option<SocketAddr>,
+    /// The server certificate and key (PEM) for syslog over TLS.
+    pub tls: Option<TlsFiles>,
     /// The tenant of every message (a per-tenant deployment).
     pub tenant: Option<TenantId>,
     /// Sender networks and their tenants (a pooled deployment); checked before `tenant`.
@@ -47,6 +52,8 @@ impl Default for SyslogConfig {
         Self {
             udp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 5514))),
             tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 5514))),
+            tls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 6514))),
+            tls: None,
             tenant: None,
             networks: Vec::new(),
             max_message_bytes: 64 * 1024,
@@ -54,6 +61,38 @@ impl Default for SyslogConfig {
             batch_events: 500,
             flush_millis: 200,
         }
+    }
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// The private key.
+    pub key_file: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// A TLS acceptor over rustls (ring); errors name the file.
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert_file)
+            .and_then(|certs| certs.collect())
+            .map_err(|err| format!("ingest.syslog.tls: {}: {err}", self.cert_file.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key_file)
+            .map_err(|err| format!("ingest.syslog.tls: {}: {err}", self.key_file.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| format!("ingest.syslog.tls: {err}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|err| format!("ingest.syslog.tls: {err}"))?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
 
@@ -228,6 +267,44 @@ pub async fn serve_tcp(
     connections.shutdown().await;
 }
 
+/// Serves syslog over TLS until `shutdown`; a handshake gets 10 seconds.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: IngestState,
+    config: Arc<SyslogConfig>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Some(tenant) = config.tenant_of(peer.ip()).cloned() else {
+            dropped("unattributed");
+            continue;
+        };
+        let (acceptor, state, config, shutdown) = (
+            acceptor.clone(),
+            state.clone(),
+            Arc::clone(&config),
+            shutdown.clone(),
+        );
+        connections.spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => connection(stream, peer, tenant, state, config, shutdown).await,
+                _ => dropped("tls_handshake"),
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
 /// One message from a connection: `Ok(None)` at the end of the stream.
 async fn next_message<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
@@ -274,8 +351,8 @@ async fn next_message<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
+async fn connection<S: tokio::io::AsyncRead + Unpin + Send>(
+    stream: S,
     peer: SocketAddr,
     tenant: TenantId,
     state: IngestState,

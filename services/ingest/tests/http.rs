@@ -1095,3 +1095,77 @@ async fn a_bus_that_is_down_gets_503_with_retry_after_and_nothing_acknowledged()
         .await;
     assert_eq!((status, answer["code"].as_u64()), (503, Some(9)));
 }
+
+#[tokio::test]
+async fn syslog_over_tls() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let port = vigil_e2e::free_port().unwrap();
+    let syslog = vigil_ingest::syslog::SyslogConfig {
+        udp_listen: None,
+        tcp_listen: None,
+        tls_listen: Some(([127, 0, 0, 1], port).into()),
+        tls: Some(vigil_ingest::syslog::TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        tenant: Some(tenant("acme")),
+        flush_millis: 20,
+        ..Default::default()
+    };
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        syslog,
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    let message = "<38>1 2026-11-27T12:00:00Z bastion sshd 4242 - - Accepted publickey for alice from 198.51.100.7 port 50022 ssh2";
+    tls.write_all(format!("{} {message}", message.len()).as_bytes())
+        .await
+        .unwrap();
+    tls.shutdown().await.unwrap();
+    let batch = next_batch(&mut acme).await;
+    let event = &batch.events[0];
+    assert_eq!(event.source.transport, "syslog");
+    assert_eq!(event.raw.as_ref().unwrap().text, message);
+    assert_eq!(event.logsource.service.as_deref(), Some("sshd"));
+
+    // A plaintext sender on the TLS port gets nothing through.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain.write_all(b"12 hello world").await.unwrap();
+    drop(plain);
+    let (status, _) = ingest
+        .post(Some(&ingest.acme), &[], br#"{"message":"marker"}"#.to_vec())
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events[0].fields.get_str("message"), Some("marker"));
+}
