@@ -128,8 +128,9 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
                         "cannot listen on {address} for syslog over TCP: {err}"
                     ))
                 })?;
-            listeners.spawn(syslog::serve_tcp(
+            listeners.spawn(syslog::serve_stream(
                 listener,
+                None,
                 state.clone(),
                 Arc::clone(&syslog),
                 context.shutdown.clone(),
@@ -145,9 +146,9 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
                         "cannot listen on {address} for syslog over TLS: {err}"
                     ))
                 })?;
-            listeners.spawn(syslog::serve_tls(
+            listeners.spawn(syslog::serve_stream(
                 listener,
-                acceptor,
+                Some(acceptor),
                 state.clone(),
                 Arc::clone(&syslog),
                 context.shutdown.clone(),

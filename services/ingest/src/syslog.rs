@@ -234,9 +234,11 @@ pub async fn serve_udp(
     batcher.flush().await;
 }
 
-/// Serves TCP syslog until `shutdown`; one task per connection.
-pub async fn serve_tcp(
+/// Serves syslog over TCP, or over TLS when an acceptor is given (a handshake gets 10 seconds),
+/// until `shutdown`; one task per connection.
+pub async fn serve_stream(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: IngestState,
     config: Arc<SyslogConfig>,
     shutdown: CancellationToken,
@@ -254,50 +256,25 @@ pub async fn serve_tcp(
             dropped("unattributed");
             continue;
         };
-        connections.spawn(connection(
-            stream,
-            peer,
-            tenant,
-            state.clone(),
-            Arc::clone(&config),
-            shutdown.clone(),
-        ));
-        while connections.try_join_next().is_some() {}
-    }
-    connections.shutdown().await;
-}
-
-/// Serves syslog over TLS until `shutdown`; a handshake gets 10 seconds.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    state: IngestState,
-    config: Arc<SyslogConfig>,
-    shutdown: CancellationToken,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, peer)) = accepted else {
-            continue;
-        };
-        let Some(tenant) = config.tenant_of(peer.ip()).cloned() else {
-            dropped("unattributed");
-            continue;
-        };
-        let (acceptor, state, config, shutdown) = (
-            acceptor.clone(),
+        let (tls, state, config, shutdown) = (
+            tls.clone(),
             state.clone(),
             Arc::clone(&config),
             shutdown.clone(),
         );
         connections.spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => connection(stream, peer, tenant, state, config, shutdown).await,
-                _ => dropped("tls_handshake"),
+            match tls {
+                None => connection(stream, peer, tenant, state, config, shutdown).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            connection(stream, peer, tenant, state, config, shutdown).await;
+                        }
+                        _ => dropped("tls_handshake"),
+                    }
+                }
             }
         });
         while connections.try_join_next().is_some() {}
