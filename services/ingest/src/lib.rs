@@ -44,6 +44,8 @@ pub struct Config {
     /// How often keys, revocations and suspended tenants are reloaded from the store, in
     /// seconds.
     pub trust_refresh_secs: u64,
+    /// Serve HTTP ingest (JSON, HEC, OTLP) over TLS with this certificate and key.
+    pub tls: Option<syslog::TlsFiles>,
     /// Syslog over UDP and TCP.
     pub syslog: syslog::SyslogConfig,
 }
@@ -58,6 +60,7 @@ impl Default for Config {
             batch_events: 500,
             tokens: TokenSettings::default(),
             trust_refresh_secs: 5,
+            tls: None,
             syslog: syslog::SyslogConfig::default(),
         }
     }
@@ -77,6 +80,38 @@ pub enum IngestError {
     Io(String),
 }
 
+/// Serves the router over TLS: each connection's handshake gets 10 seconds, then hyper serves
+/// HTTP/1.1 or HTTP/2 on it. On shutdown no new connection is accepted.
+async fn serve_https(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+}
+
 /// Serves ingest until the context's shutdown.
 pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestError> {
     let listener = tokio::net::TcpListener::bind(config.http_listen)
@@ -87,6 +122,12 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
                 config.http_listen
             ))
         })?;
+    let https = config
+        .tls
+        .as_ref()
+        .map(syslog::TlsFiles::acceptor)
+        .transpose()
+        .map_err(|err| IngestError::Io(err.replace("ingest.syslog.tls", "ingest.tls")))?;
     let verifier = Verifier::new(config.tokens.clone());
     vigil_runtime::trust::refresh_trust(&context.store, &verifier).await?;
     let refresher = tokio::spawn(vigil_runtime::trust::refresh_loop(
@@ -161,9 +202,17 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
         );
     }
     let shutdown = context.shutdown.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let served = match https {
+        None => {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
+        Some(acceptor) => {
+            serve_https(listener, acceptor, router(state), shutdown).await;
+            Ok(())
+        }
+    };
     context.shutdown.cancel();
     while listeners.join_next().await.is_some() {}
     let _ = refresher.await;

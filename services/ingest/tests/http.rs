@@ -70,6 +70,14 @@ impl Ingest {
     }
 
     async fn start_with(bus: Arc<dyn Bus>, syslog: vigil_ingest::syslog::SyslogConfig) -> Self {
+        Self::start_full(bus, syslog, None).await
+    }
+
+    async fn start_full(
+        bus: Arc<dyn Bus>,
+        syslog: vigil_ingest::syslog::SyslogConfig,
+        tls: Option<vigil_ingest::syslog::TlsFiles>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("v.db").display()))
             .await
@@ -128,6 +136,7 @@ impl Ingest {
             max_decoded_bytes: 4 * 1024 * 1024,
             max_events_per_request: 1000,
             syslog,
+            tls,
             ..Default::default()
         };
         tokio::spawn(async move { vigil_ingest::run(context, config).await.unwrap() });
@@ -1168,4 +1177,87 @@ async fn syslog_over_tls() {
     assert_eq!(status, 200);
     let batch = next_batch(&mut acme).await;
     assert_eq!(batch.events[0].fields.get_str("message"), Some("marker"));
+}
+
+#[tokio::test]
+async fn http_ingest_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let no_syslog = vigil_ingest::syslog::SyslogConfig {
+        udp_listen: None,
+        tcp_listen: None,
+        ..Default::default()
+    };
+    let ingest = Ingest::start_full(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        no_syslog,
+        Some(vigil_ingest::syslog::TlsFiles {
+            cert_file,
+            key_file,
+        }),
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let port: u16 = ingest
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap();
+    let body = r#"{"message":"over https"}"#;
+    let request = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        ingest.acme,
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.ok();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#"{"accepted":1}"#), "{response}");
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(
+        batch.events[0].fields.get_str("message"),
+        Some("over https")
+    );
+
+    // Plain HTTP on the TLS port is not served.
+    let plain = reqwest::Client::new()
+        .post(&ingest.url)
+        .bearer_auth(&ingest.acme)
+        .body(body)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
