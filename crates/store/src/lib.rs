@@ -160,12 +160,6 @@ impl Store {
         let _ = self.connection.close().await;
     }
 
-    /// The sea-orm connection, for benchmarks and maintenance statements. Tenant data is read
-    /// and written through [`Store::tenant`], never through raw statements.
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.connection
-    }
-
     /// `postgres` or `sqlite`.
     pub fn backend(&self) -> &'static str {
         match self.connection.get_database_backend() {

@@ -787,7 +787,7 @@ async fn tls_serves_tokens_and_refuses_plaintext() {
     assert_eq!(list_tenants(&harness, &harness.admin).await.unwrap(), 1);
 
     // The same port in plaintext does not answer gRPC.
-    let port = harness.channel_port();
+    let port = harness.port;
     let plaintext = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(2))

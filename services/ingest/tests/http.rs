@@ -1105,24 +1105,60 @@ async fn a_bus_that_is_down_gets_503_with_retry_after_and_nothing_acknowledged()
     assert_eq!((status, answer["code"].as_u64()), (503, Some(9)));
 }
 
+/// A self-signed certificate for `localhost`, written as PEM files in `dir`.
+fn self_signed(
+    dir: &std::path::Path,
+) -> (
+    rcgen::CertifiedKey<rcgen::KeyPair>,
+    vigil_ingest::syslog::TlsFiles,
+) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let files = vigil_ingest::syslog::TlsFiles {
+        cert_file: dir.join("cert.pem"),
+        key_file: dir.join("key.pem"),
+    };
+    std::fs::write(&files.cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&files.key_file, certified.signing_key.serialize_pem()).unwrap();
+    (certified, files)
+}
+
+/// A TLS connection to `localhost:port` trusting only `certified`.
+async fn tls_client(
+    certified: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            stream,
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn syslog_over_tls() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
-    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let (certified, files) = self_signed(dir.path());
     let port = vigil_e2e::free_port().unwrap();
     let syslog = vigil_ingest::syslog::SyslogConfig {
         udp_listen: None,
         tcp_listen: None,
         tls_listen: Some(([127, 0, 0, 1], port).into()),
-        tls: Some(vigil_ingest::syslog::TlsFiles {
-            cert_file,
-            key_file,
-        }),
+        tls: Some(files),
         tenant: Some(tenant("acme")),
         flush_millis: 20,
         ..Default::default()
@@ -1134,26 +1170,7 @@ async fn syslog_over_tls() {
     .await;
     let mut acme = ingest.subscribe("acme").await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut tls = connector
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            stream,
-        )
-        .await
-        .unwrap();
+    let mut tls = tls_client(&certified, port).await;
     let message = "<38>1 2026-11-27T12:00:00Z bastion sshd 4242 - - Accepted publickey for alice from 198.51.100.7 port 50022 ssh2";
     tls.write_all(format!("{} {message}", message.len()).as_bytes())
         .await
@@ -1183,11 +1200,7 @@ async fn syslog_over_tls() {
 async fn http_ingest_over_tls() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
-    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let (certified, files) = self_signed(dir.path());
     let no_syslog = vigil_ingest::syslog::SyslogConfig {
         udp_listen: None,
         tcp_listen: None,
@@ -1196,10 +1209,7 @@ async fn http_ingest_over_tls() {
     let ingest = Ingest::start_full(
         Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
         no_syslog,
-        Some(vigil_ingest::syslog::TlsFiles {
-            cert_file,
-            key_file,
-        }),
+        Some(files),
     )
     .await;
     let mut acme = ingest.subscribe("acme").await;
@@ -1214,26 +1224,7 @@ async fn http_ingest_over_tls() {
         .parse()
         .unwrap();
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut tls = connector
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            stream,
-        )
-        .await
-        .unwrap();
+    let mut tls = tls_client(&certified, port).await;
     let body = r#"{"message":"over https"}"#;
     let request = format!(
         "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

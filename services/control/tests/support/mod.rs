@@ -111,10 +111,6 @@ impl Harness {
         }
     }
 
-    pub fn channel_port(&self) -> u16 {
-        self.port
-    }
-
     pub fn tenants(&self) -> TenantServiceClient<Channel> {
         TenantServiceClient::new(self.channel.clone())
     }
