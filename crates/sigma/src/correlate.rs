@@ -43,6 +43,11 @@ pub struct Correlator {
     engine: CorrelationEngine,
     mappings: Arc<Mappings>,
     rules: FxHashMap<String, Arc<RuleInfo>>,
+    /// Detection rules (by [`RuleInfo::id`]) whose hits the correlations count.
+    fed_by: rustc_hash::FxHashSet<String>,
+    /// Of those, the rules every correlation naming them marks `generate: false`: their hits
+    /// only feed correlations and are not alerts of their own.
+    silent: rustc_hash::FxHashSet<String>,
 }
 
 impl std::fmt::Debug for Correlator {
@@ -133,14 +138,48 @@ impl Correlator {
                 )),
             }
         }
+        let mut fed_by = rustc_hash::FxHashSet::default();
+        let mut generating = rustc_hash::FxHashSet::default();
+        for rule in &rules.referenced {
+            let id = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+            let names: Vec<&str> = [rule.id.as_deref(), rule.name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let named_by_generating = rules.correlations.iter().any(|(_, correlation)| {
+                correlation.generate
+                    && correlation
+                        .rules
+                        .iter()
+                        .any(|name| names.contains(&name.as_str()))
+            });
+            if named_by_generating {
+                generating.insert(id.clone());
+            }
+            fed_by.insert(id);
+        }
+        let silent = fed_by.difference(&generating).cloned().collect();
         (
             Self {
                 engine,
                 mappings,
                 rules: infos,
+                fed_by,
+                silent,
             },
             rejected,
         )
+    }
+
+    /// Whether a detection of this rule counts toward a correlation.
+    pub fn is_fed_by(&self, rule_id: &str) -> bool {
+        self.fed_by.contains(rule_id)
+    }
+
+    /// Whether this rule's hits only feed correlations (`generate: false` in every
+    /// correlation naming it): a service reports the correlation, not each hit.
+    pub fn is_silent(&self, rule_id: &str) -> bool {
+        self.silent.contains(rule_id)
     }
 
     /// Number of correlation rules.
@@ -161,7 +200,7 @@ impl Correlator {
         detections: &[Detection],
         event_time: i64,
     ) -> Vec<CorrelationHit> {
-        let results = raw_results(detections);
+        let results = self.raw_results(detections);
         if results.is_empty() {
             return Vec::new();
         }
@@ -180,7 +219,7 @@ impl Correlator {
         detections: &[Detection],
         event_time: i64,
     ) -> Vec<CorrelationHit> {
-        let results = raw_results(detections);
+        let results = self.raw_results(detections);
         if results.is_empty() {
             return Vec::new();
         }
@@ -253,12 +292,15 @@ impl Correlator {
     }
 }
 
-/// rsigma's own results behind the detections, for its correlation engine.
-fn raw_results(detections: &[Detection]) -> Vec<rsigma_eval::EvaluationResult> {
-    detections
-        .iter()
-        .filter_map(|detection| detection.raw.clone())
-        .collect()
+impl Correlator {
+    /// rsigma's own results behind the detections that feed a correlation.
+    fn raw_results(&self, detections: &[Detection]) -> Vec<rsigma_eval::EvaluationResult> {
+        detections
+            .iter()
+            .filter(|detection| self.fed_by.contains(&detection.rule.id))
+            .filter_map(|detection| detection.raw.clone())
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +386,29 @@ tags:
         // Outside the window nothing adds up for pc2.
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 600).is_empty());
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 1200).is_empty());
+    }
+
+    #[test]
+    fn the_correlator_knows_which_rules_feed_it_and_which_only_feed_it() {
+        let rules = rules();
+        let correlator = rules.correlator();
+        let whoami = "6b1a9d30-0000-4000-8000-000000000001";
+        assert!(correlator.is_fed_by(whoami));
+        // `generate` is false by default: the whoami hits count, the burst is the alert.
+        assert!(correlator.is_silent(whoami));
+        assert!(!correlator.is_fed_by("some-other-rule"));
+        let generating = RuleSet::from_texts(
+            vec![(
+                PathBuf::from("burst.yml"),
+                RULES.replace("correlation:\n", "correlation:\n    generate: true\n"),
+            )],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap()
+        .correlator();
+        assert!(generating.is_fed_by(whoami));
+        assert!(!generating.is_silent(whoami));
     }
 
     struct Flat(Vec<(&'static str, Value)>);

@@ -17,9 +17,9 @@ use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 
 pub use repo::{
-    AlertQuery, AuditPage, FeedRecord, Feeds, KeyRecord, NewRule, OverrideRecord, Platform,
-    RuleRecord, Rules, TenantRecord, TenantScope, TenantState, TokenRecord, Transaction,
-    level_number,
+    AlertQuery, AuditPage, ContentVersions, FeedRecord, Feeds, KeyRecord, NewRule, OverrideRecord,
+    OwnerVersion, Platform, RuleRecord, Rules, TableVersion, TenantRecord, TenantScope,
+    TenantState, TokenRecord, Transaction, level_number,
 };
 
 /// What went wrong with the store.

@@ -9,7 +9,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(ControlPlane)]
+        vec![Box::new(ControlPlane), Box::new(DetectState)]
     }
 }
 
@@ -287,5 +287,45 @@ impl MigrationTrait for ControlPlane {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// State the detect service keeps per tenant (correlation windows), checkpointed so a restart
+/// loses no open window; `version` lets processes sharing a tenant write it by
+/// compare-and-swap.
+#[derive(Debug)]
+struct DetectState;
+
+impl MigrationName for DetectState {
+    fn name(&self) -> &str {
+        "m20261127_000002_detect_state"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DetectState {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                table("detect_state")
+                    .col(text("tenant"))
+                    .col(text("name"))
+                    .col(ColumnDef::new(Alias::new("body")).binary().not_null())
+                    .col(micros("version"))
+                    .col(micros("updated_at"))
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("tenant"))
+                            .col(Alias::new("name")),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Alias::new("detect_state")).to_owned())
+            .await
     }
 }

@@ -11,7 +11,8 @@ use sea_orm::{
 use vigil_schema::{Alert, AuditRecord, Incident, TenantId};
 
 use crate::entity::{
-    alert, audit, incident, intel_feed, rule, rule_override, signing_key, tenant, token,
+    alert, audit, detect_state, incident, intel_feed, rule, rule_override, signing_key, tenant,
+    token,
 };
 use crate::{Result, Store, StoreError, micros};
 
@@ -236,7 +237,7 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
     }
 
     /// Deletes a tenant and every row of its data (alerts, incidents, rules, overrides, feeds,
-    /// tokens, keys). Its audit records stay: they are the record of the deletion.
+    /// detection state, tokens, keys). Its audit records stay: they are the record of the deletion.
     pub async fn purge_tenant(&self, id: &TenantId) -> Result<()> {
         let tenant_id = id.as_str();
         alert::Entity::delete_many()
@@ -261,6 +262,11 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .map_err(query_error)?;
         intel_feed::Entity::delete_many()
             .filter(intel_feed::Column::Tenant.eq(tenant_id))
+            .exec(self.db)
+            .await
+            .map_err(query_error)?;
+        detect_state::Entity::delete_many()
+            .filter(detect_state::Column::Tenant.eq(tenant_id))
             .exec(self.db)
             .await
             .map_err(query_error)?;
@@ -403,6 +409,53 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             db: self.db,
             owner: GLOBAL.to_owned(),
         }
+    }
+
+    /// A cheap summary of every owner's detection content (rules, overrides, feeds), for
+    /// services that reload it when it changes: per owner, the row count and the latest
+    /// change time of each table. A changed, added or deleted row changes its owner's entry.
+    pub async fn content_versions(&self) -> Result<ContentVersions> {
+        let mut versions = ContentVersions::default();
+        let rows: Vec<(String, i64, Option<i64>)> = rule::Entity::find()
+            .select_only()
+            .column(rule::Column::Tenant)
+            .column_as(rule::Column::RuleId.count(), "n")
+            .column_as(rule::Column::UpdatedAt.max(), "latest")
+            .group_by(rule::Column::Tenant)
+            .into_tuple()
+            .all(self.db)
+            .await
+            .map_err(query_error)?;
+        for (owner, count, latest) in rows {
+            versions.entry(owner)?.rules = (count, latest.unwrap_or(0));
+        }
+        let rows: Vec<(String, i64, Option<i64>)> = rule_override::Entity::find()
+            .select_only()
+            .column(rule_override::Column::Tenant)
+            .column_as(rule_override::Column::RuleId.count(), "n")
+            .column_as(rule_override::Column::UpdatedAt.max(), "latest")
+            .group_by(rule_override::Column::Tenant)
+            .into_tuple()
+            .all(self.db)
+            .await
+            .map_err(query_error)?;
+        for (owner, count, latest) in rows {
+            versions.entry(owner)?.overrides = (count, latest.unwrap_or(0));
+        }
+        let rows: Vec<(String, i64, Option<i64>)> = intel_feed::Entity::find()
+            .select_only()
+            .column(intel_feed::Column::Tenant)
+            .column_as(intel_feed::Column::Name.count(), "n")
+            .column_as(intel_feed::Column::UpdatedAt.max(), "latest")
+            .group_by(intel_feed::Column::Tenant)
+            .into_tuple()
+            .all(self.db)
+            .await
+            .map_err(query_error)?;
+        for (owner, count, latest) in rows {
+            versions.entry(owner)?.feeds = (count, latest.unwrap_or(0));
+        }
+        Ok(versions)
     }
 
     /// Appends an audit record, for any tenant or none.
@@ -671,6 +724,78 @@ impl<'a, C: ConnectionTrait> TenantScope<'a, C> {
             .map_err(query_error)
     }
 
+    /// The detect service's state called `name` for this tenant and its version, if any was
+    /// written.
+    pub async fn detect_state(&self, name: &str) -> Result<Option<(i64, Vec<u8>)>> {
+        Ok(
+            detect_state::Entity::find_by_id((self.tenant.to_string(), name.to_owned()))
+                .one(self.db)
+                .await
+                .map_err(query_error)?
+                .map(|row| (row.version, row.body)),
+        )
+    }
+
+    /// The version of the detect service's state called `name`, without reading it.
+    pub async fn detect_state_version(&self, name: &str) -> Result<Option<i64>> {
+        detect_state::Entity::find_by_id((self.tenant.to_string(), name.to_owned()))
+            .select_only()
+            .column(detect_state::Column::Version)
+            .into_tuple()
+            .one(self.db)
+            .await
+            .map_err(query_error)
+    }
+
+    /// Writes the detect service's state called `name` if its stored version is still
+    /// `expected` (`None`: nothing stored yet). Returns the new version, or `None` when another
+    /// writer got there first (the caller rereads and retries).
+    pub async fn put_detect_state(
+        &self,
+        name: &str,
+        expected: Option<i64>,
+        body: Vec<u8>,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let written = match expected {
+            None => {
+                let model = detect_state::ActiveModel {
+                    tenant: Set(self.tenant.to_string()),
+                    name: Set(name.to_owned()),
+                    body: Set(body),
+                    version: Set(1),
+                    updated_at: Set(now),
+                };
+                detect_state::Entity::insert(model)
+                    .on_conflict(
+                        OnConflict::columns([
+                            detect_state::Column::Tenant,
+                            detect_state::Column::Name,
+                        ])
+                        .do_nothing()
+                        .to_owned(),
+                    )
+                    .exec_without_returning(self.db)
+                    .await
+                    .map_err(query_error)?
+            }
+            Some(version) => {
+                detect_state::Entity::update_many()
+                    .col_expr(detect_state::Column::Body, Expr::value(body))
+                    .col_expr(detect_state::Column::Version, Expr::value(version + 1))
+                    .col_expr(detect_state::Column::UpdatedAt, Expr::value(now))
+                    .filter(detect_state::Column::Tenant.eq(self.tenant.as_str()))
+                    .filter(detect_state::Column::Name.eq(name))
+                    .filter(detect_state::Column::Version.eq(version))
+                    .exec(self.db)
+                    .await
+                    .map_err(query_error)?
+                    .rows_affected
+            }
+        };
+        Ok((written == 1).then(|| expected.map_or(1, |version| version + 1)))
+    }
+
     /// The tenant's tokens, newest first.
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         token::Entity::find()
@@ -922,6 +1047,16 @@ impl<C: ConnectionTrait> Feeds<'_, C> {
         Ok(record)
     }
 
+    /// Every feed of the owner, by name, with its content.
+    pub async fn list_with_content(&self) -> Result<Vec<FeedRecord>> {
+        intel_feed::Entity::find()
+            .filter(intel_feed::Column::Tenant.eq(self.owner.as_str()))
+            .order_by_asc(intel_feed::Column::Name)
+            .all(self.db)
+            .await
+            .map_err(query_error)
+    }
+
     /// Every feed of the owner, by name, without content.
     pub async fn list(&self) -> Result<Vec<FeedRecord>> {
         Ok(intel_feed::Entity::find()
@@ -950,6 +1085,40 @@ impl<C: ConnectionTrait> Feeds<'_, C> {
             return Err(StoreError::NotFound(format!("feed {name}")));
         }
         Ok(())
+    }
+}
+
+/// Row count and latest change time (µs) of one owner's rows in one table.
+pub type TableVersion = (i64, i64);
+
+/// One owner's detection content, summarized by [`Platform::content_versions`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct OwnerVersion {
+    /// Rules the owner stored.
+    pub rules: TableVersion,
+    /// Overrides (tenants only).
+    pub overrides: TableVersion,
+    /// Threat-intel feeds.
+    pub feeds: TableVersion,
+}
+
+/// Every owner's [`OwnerVersion`]: the global content and each tenant's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentVersions {
+    /// The MSSP's global rules and feeds.
+    pub global: OwnerVersion,
+    /// Each tenant with rules, overrides or feeds of its own.
+    pub tenants: std::collections::BTreeMap<TenantId, OwnerVersion>,
+}
+
+impl ContentVersions {
+    fn entry(&mut self, owner: String) -> Result<&mut OwnerVersion> {
+        if owner == GLOBAL {
+            return Ok(&mut self.global);
+        }
+        let tenant = TenantId::new(&owner)
+            .map_err(|err| StoreError::Query(format!("stored owner {owner:?}: {err}")))?;
+        Ok(self.tenants.entry(tenant).or_default())
     }
 }
 

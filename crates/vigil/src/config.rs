@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "telemetry",
     "control",
     "ingest",
+    "detect",
 ];
 
 /// Everything `vigil run` is configured with.
@@ -54,6 +55,8 @@ pub struct Config {
     pub control: vigil_control::Config,
     /// Log intake.
     pub ingest: vigil_ingest::Config,
+    /// Detection.
+    pub detect: vigil_detect::Config,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             control: vigil_control::Config::default(),
             ingest: vigil_ingest::Config::default(),
+            detect: vigil_detect::Config::default(),
         }
     }
 }
@@ -298,6 +302,9 @@ impl Config {
                 "telemetry.log_filter",
                 format!("telemetry.log_filter: {err}"),
             ));
+        }
+        if let Err(message) = self.detect.validate() {
+            return Err(("detect", message));
         }
         if let Some(service) = self.services.iter().find(|s| !s.is_available()) {
             return Err((

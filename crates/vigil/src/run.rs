@@ -96,6 +96,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         shutdown: shutdown.clone(),
         readiness: readiness.clone(),
     };
+    // Consumers exist before any service publishes: a stage stream keeps a message only for
+    // consumers that exist when it arrives.
+    if services.contains(&ServiceName::Detect) {
+        vigil_detect::ensure_consumer(&context, &config.detect)
+            .await
+            .map_err(|err| RunError::Service {
+                service: ServiceName::Detect,
+                reason: err.to_string(),
+            })?;
+    }
     let mut tasks: JoinSet<(ServiceName, Result<(), String>)> = JoinSet::new();
     for service in &services {
         start_service(&mut tasks, *service, context.clone(), &config);
@@ -191,6 +201,15 @@ fn start_service(
             let ingest = config.ingest.clone();
             tasks.spawn(async move {
                 let result = vigil_ingest::run(context, ingest)
+                    .await
+                    .map_err(|err| err.to_string());
+                (service, result)
+            });
+        }
+        ServiceName::Detect => {
+            let detect = config.detect.clone();
+            tasks.spawn(async move {
+                let result = vigil_detect::run(context, detect)
                     .await
                     .map_err(|err| err.to_string());
                 (service, result)

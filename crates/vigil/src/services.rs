@@ -68,7 +68,11 @@ impl ServiceName {
 }
 
 /// The services this build can start.
-pub const AVAILABLE: &[ServiceName] = &[ServiceName::Ingest, ServiceName::Control];
+pub const AVAILABLE: &[ServiceName] = &[
+    ServiceName::Ingest,
+    ServiceName::Detect,
+    ServiceName::Control,
+];
 
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,149 +2,16 @@
 //! defaults and on NATS JetStream + PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Server, vigil};
 use vigil_bus::{Bus, OutgoingMessage};
-use vigil_e2e::{NatsServer, TestDatabase, free_port, shared_dir};
+use vigil_e2e::{NatsServer, TestDatabase, shared_dir};
 use vigil_schema::{Alert, AlertId, AlertSource, AttackTechnique, EventId, Level, TenantId};
-
-fn vigil() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("VIGIL_") || key.starts_with("OTEL_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-struct Server {
-    child: Child,
-    admin_port: u16,
-    ingest_port: u16,
-    endpoint: String,
-    data_dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, args: &[&str]) -> Self {
-        Self::start_with_env(dir, args, &[], "http")
-    }
-
-    fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)], scheme: &str) -> Self {
-        let admin = free_port().unwrap();
-        let control = free_port().unwrap();
-        let ingest = free_port().unwrap();
-        let data_dir = dir.join("data");
-        let child = vigil()
-            .arg("run")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(args)
-            .env("VIGIL_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-            .env("VIGIL_CONTROL__LISTEN", format!("127.0.0.1:{control}"))
-            .env("VIGIL_INGEST__HTTP_LISTEN", format!("127.0.0.1:{ingest}"))
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut server = Self {
-            child,
-            admin_port: admin,
-            ingest_port: ingest,
-            endpoint: format!("{scheme}://localhost:{control}"),
-            data_dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = std::net::TcpStream::connect(("127.0.0.1", control)).is_ok()
-                && server.data_dir.join("admin.token").exists();
-            if ready {
-                break;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("vigil run exited early with {status}");
-            }
-            assert!(Instant::now() < deadline, "the control plane did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    /// The admin port's `/metrics`, over a plain HTTP/1.0 request.
-    fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    }
-
-    /// `POST /v1/events` on the ingest port: the status code and the body.
-    fn post_events(&self, token: &str, body: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.ingest_port)).unwrap();
-        let request = format!(
-            "POST /v1/events HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
-    fn cli(&self, token: &str, args: &[&str]) -> Output {
-        vigil()
-            .args(args)
-            .env("VIGIL_ENDPOINT", &self.endpoint)
-            .env("VIGIL_TOKEN", token)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, token: &str, args: &[&str]) -> String {
-        let output = self.cli(token, args);
-        assert!(
-            output.status.success(),
-            "vigil {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn embedded_defaults_onboard_a_tenant_through_the_cli() {
@@ -186,6 +53,14 @@ fn embedded_defaults_onboard_a_tenant_through_the_cli() {
         3,
         "a compact JWT: {ingest}"
     );
+
+    // The MSSP's rule, pushed through the control plane; the detect service picks it up.
+    let rule = shared_dir().join(
+        "data/sigma/rules/windows/process_creation/proc_creation_win_amsi_registry_tampering.yml",
+    );
+    server.ok(&admin, &["rules", "push", rule.to_str().unwrap()]);
+    // Detection content reloads every 2 s; give it one cycle before sending events.
+    std::thread::sleep(Duration::from_secs(3));
 
     // The ingest token sends SigmaHQ's regression events over HTTP; the admin token cannot.
     let events = std::fs::read_to_string(shared_dir().join(
@@ -239,14 +114,28 @@ fn embedded_defaults_onboard_a_tenant_through_the_cli() {
         .find(|t| t["subject"] == "evtx-upload")
         .unwrap();
     assert!(upload["revoked_time"].is_string(), "{upload}");
-    let alerts = server.ok(
-        &admin,
-        &["alerts", "list", "--tenant", "acme", "--format", "json"],
-    );
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&alerts).unwrap(),
-        serde_json::json!([])
-    );
+    // The posted record and the uploaded EVTX record each fire the rule: two alerts, listed
+    // through the CLI once the persister stored them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let alerts: Vec<serde_json::Value> = serde_json::from_str(&server.ok(
+            &admin,
+            &["alerts", "list", "--tenant", "acme", "--format", "json"],
+        ))
+        .unwrap();
+        if alerts.len() >= 2 || Instant::now() > deadline {
+            break alerts;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    for alert in &alerts {
+        assert_eq!(alert["tenant"], "acme");
+        assert_eq!(alert["rule_id"], "7dbbcac2-57a0-45ac-b306-ff30a8bd2981");
+        assert_eq!(alert["level"], "high", "{alert}");
+        assert_eq!(alert["event_ids"].as_array().unwrap().len(), 1);
+        assert!(alert["attack"].to_string().contains("T1685"), "{alert}");
+    }
 
     // SigmaHQ's process_creation rules, pushed globally and listed for the tenant.
     let rules = shared_dir().join("data/sigma/rules/windows/process_creation");

@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod audit;
+pub mod detect_state;
 pub mod incident;
 pub mod intel_feed;
 pub mod rule;

@@ -1,0 +1,641 @@
+//! One batch of a tenant's events against its effective content: Sigma detections (global and
+//! own rules, with the tenant's overrides), correlations in event time, and threat-intel
+//! matches, turned into alerts with stable ids.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use vigil_schema::{
+    Alert, AlertId, AlertSource, AttackTechnique, Event, FieldValue, Fields, IntelMatch, Level,
+    MatchedField, TenantId,
+};
+use vigil_sigma::{CorrelationHit, Correlator, Detection, FlatRecord, FlatValue, RuleInfo};
+
+use crate::content::{Content, Override, TenantContent};
+use crate::intel::{IndicatorKind, IndicatorMeta, IntelSet};
+
+/// Batch ids remembered as applied to the correlation state, so a batch redelivered after its
+/// state was saved is not counted twice.
+const APPLIED_BATCHES: usize = 256;
+
+/// The schema's fields as the Sigma engine reads them, without copying.
+struct EventFields<'a>(&'a Fields);
+
+fn flat(value: &FieldValue) -> FlatValue<'_> {
+    match value {
+        FieldValue::Null | FieldValue::Object(_) => FlatValue::Null,
+        FieldValue::Bool(b) => FlatValue::Bool(*b),
+        FieldValue::Int(i) => FlatValue::Int(*i),
+        FieldValue::Float(f) => FlatValue::Float(*f),
+        FieldValue::Str(s) => FlatValue::Str(s),
+        FieldValue::Array(items) => FlatValue::List(items.iter().map(flat).collect()),
+    }
+}
+
+impl FlatRecord for EventFields<'_> {
+    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+        for (key, value) in self.0.iter() {
+            visit(key, flat(value));
+        }
+    }
+}
+
+/// One tenant's correlation state.
+#[derive(Debug)]
+pub struct TenantState {
+    /// Correlations of the global rules.
+    pub global: Correlator,
+    /// Correlations of the tenant's own rules.
+    pub own: Option<Correlator>,
+    /// The latest event time seen, Unix seconds.
+    pub watermark: i64,
+    /// Batches already counted.
+    pub applied: VecDeque<String>,
+    /// The content generation the correlators were built from.
+    pub generation: u64,
+    /// The stored state's version this state matches (`None`: nothing stored).
+    pub stored_version: Option<i64>,
+    /// Whether `stored_version` was read at all.
+    pub synced: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    watermark: i64,
+    applied: VecDeque<String>,
+    global: serde_json::Value,
+    #[serde(default)]
+    own: Option<serde_json::Value>,
+}
+
+impl TenantState {
+    /// Fresh state for the content's correlations.
+    pub fn new(content: &Content, tenant: Option<&TenantContent>) -> Self {
+        Self {
+            global: content.global.rules.correlator(),
+            own: tenant
+                .and_then(|t| t.rules.as_ref())
+                .map(|rules| rules.correlator()),
+            watermark: i64::MIN,
+            applied: VecDeque::new(),
+            generation: content.generation,
+            stored_version: None,
+            synced: false,
+        }
+    }
+
+    /// Whether the tenant has any correlation rule.
+    pub fn correlates(&self) -> bool {
+        !self.global.is_empty() || self.own.as_ref().is_some_and(|own| !own.is_empty())
+    }
+
+    /// Rebuilds the correlators for new content, keeping the windows of correlations that
+    /// still exist.
+    pub fn follow(&mut self, content: &Content, tenant: Option<&TenantContent>) {
+        if self.generation == content.generation {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let stored_version = self.stored_version;
+        let synced = self.synced;
+        *self = Self::new(content, tenant);
+        let _ = self.restore(&snapshot);
+        self.stored_version = stored_version;
+        self.synced = synced;
+    }
+
+    /// The state as bytes for the store.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let parse = |bytes: Vec<u8>| serde_json::from_slice(&bytes).unwrap_or_default();
+        let snapshot = Snapshot {
+            watermark: self.watermark,
+            applied: self.applied.clone(),
+            global: parse(self.global.snapshot()),
+            own: self.own.as_ref().map(|own| parse(own.snapshot())),
+        };
+        serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
+
+    /// Restores state saved by [`TenantState::snapshot`].
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|err| format!("unreadable detection state: {err}"))?;
+        let bytes = |value: &serde_json::Value| serde_json::to_vec(value).unwrap_or_default();
+        // Each part may fail alone (a correlation removed since): what restores, restores.
+        let mut result = self.global.restore(&bytes(&snapshot.global));
+        if let (Some(own), Some(saved)) = (self.own.as_mut(), snapshot.own.as_ref()) {
+            result = result.and(own.restore(&bytes(saved)));
+        }
+        self.watermark = snapshot.watermark;
+        self.applied = snapshot.applied;
+        result
+    }
+}
+
+/// What a batch produced.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Alerts, in event order.
+    pub alerts: Vec<Alert>,
+    /// Whether the correlation state changed.
+    pub dirty: bool,
+    /// Events too late for correlation windows.
+    pub late: u64,
+    /// Hits suppressed by the tenant's overrides.
+    pub suppressed: u64,
+}
+
+/// What one event met, computed in parallel.
+struct EventHits {
+    global: Vec<Detection>,
+    own: Vec<Detection>,
+    intel: Vec<IntelHit>,
+}
+
+struct IntelHit {
+    meta: IndicatorMeta,
+    field: String,
+    value: String,
+}
+
+/// Evaluates a batch. `batch_id` identifies it across redeliveries.
+pub fn evaluate_batch(
+    content: &Content,
+    tenant: &TenantId,
+    state: &mut TenantState,
+    events: &[Event],
+    batch_id: &str,
+    allowed_lateness: i64,
+    now: time::OffsetDateTime,
+) -> BatchResult {
+    let tenant_content = content.tenant(tenant).map(Arc::as_ref);
+    let now_secs = now.unix_timestamp();
+    let intel: Vec<&IntelSet> = [
+        Some(content.global.intel.as_ref()),
+        tenant_content.map(|t| t.intel.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|set| !set.is_empty())
+    .collect();
+    let hits: Vec<EventHits> = events
+        .par_iter()
+        .map(|event| {
+            let fields = EventFields(&event.fields);
+            EventHits {
+                global: content.global.rules.detect_flat(&fields),
+                own: tenant_content
+                    .and_then(|t| t.rules.as_ref())
+                    .map(|rules| rules.detect_flat(&fields))
+                    .unwrap_or_default(),
+                intel: intel_hits(&intel, event, now_secs),
+            }
+        })
+        .collect();
+
+    let already_applied = state.applied.iter().any(|id| id == batch_id);
+    let correlates = state.correlates() && !already_applied;
+    let mut result = BatchResult::default();
+    let no_overrides = rustc_hash::FxHashMap::default();
+    let overrides = tenant_content.map_or(&no_overrides, |t| &t.overrides);
+    for (event, hits) in events.iter().zip(hits) {
+        let fields = EventFields(&event.fields);
+        let event_time = event.event_time.unix_timestamp();
+        let keep = |detection: &Detection, result: &mut BatchResult| match overrides
+            .get(&detection.rule.id)
+        {
+            Some(o) if o.enabled == Some(false) => false,
+            Some(o) if excepted(o, event) => {
+                result.suppressed += 1;
+                false
+            }
+            _ => true,
+        };
+        let replaced = |id: &str| tenant_content.is_some_and(|t| t.own.contains(id));
+        let mut global = Vec::with_capacity(hits.global.len());
+        for detection in hits.global {
+            if !replaced(&detection.rule.id) && keep(&detection, &mut result) {
+                global.push(detection);
+            }
+        }
+        let mut own = Vec::with_capacity(hits.own.len());
+        for detection in hits.own {
+            if keep(&detection, &mut result) {
+                own.push(detection);
+            }
+        }
+
+        let mut correlations: Vec<CorrelationHit> = Vec::new();
+        if correlates {
+            let late =
+                state.watermark != i64::MIN && event_time < state.watermark - allowed_lateness;
+            if late {
+                if global.iter().chain(&own).any(|d| {
+                    state.global.is_fed_by(&d.rule.id)
+                        || state.own.as_ref().is_some_and(|c| c.is_fed_by(&d.rule.id))
+                }) {
+                    result.late += 1;
+                }
+            } else {
+                if global.iter().any(|d| state.global.is_fed_by(&d.rule.id)) {
+                    correlations.extend(state.global.observe_flat(&fields, &global, event_time));
+                    result.dirty = true;
+                }
+                if let Some(correlator) = state.own.as_mut()
+                    && own.iter().any(|d| correlator.is_fed_by(&d.rule.id))
+                {
+                    correlations.extend(correlator.observe_flat(&fields, &own, event_time));
+                    result.dirty = true;
+                }
+                state.watermark = state.watermark.max(event_time);
+            }
+        }
+
+        for detection in &global {
+            if !state.global.is_silent(&detection.rule.id) {
+                result
+                    .alerts
+                    .push(sigma_alert(tenant, event, detection, overrides, now));
+            }
+        }
+        for detection in &own {
+            let own_rule = tenant_content.is_some_and(|t| t.own.contains(&detection.rule.id));
+            let silent = state
+                .own
+                .as_ref()
+                .is_some_and(|c| c.is_silent(&detection.rule.id));
+            if own_rule && !silent {
+                result
+                    .alerts
+                    .push(sigma_alert(tenant, event, detection, overrides, now));
+            }
+        }
+        for hit in &correlations {
+            match overrides.get(&hit.rule.id) {
+                Some(o) if o.enabled == Some(false) => {}
+                Some(o) if excepted(o, event) => result.suppressed += 1,
+                _ => result
+                    .alerts
+                    .push(correlation_alert(tenant, event, hit, overrides, now)),
+            }
+        }
+        for hit in hits.intel {
+            let rule_id = format!("intel/{}", hit.meta.feed);
+            match overrides.get(&rule_id) {
+                Some(o) if o.enabled == Some(false) => {}
+                Some(o) if excepted(o, event) => result.suppressed += 1,
+                _ => result
+                    .alerts
+                    .push(intel_alert(tenant, event, rule_id, hit, overrides, now)),
+            }
+        }
+    }
+    if correlates {
+        if state.watermark != i64::MIN {
+            state
+                .global
+                .evict_expired(state.watermark.saturating_sub(allowed_lateness));
+            if let Some(own) = state.own.as_mut() {
+                own.evict_expired(state.watermark.saturating_sub(allowed_lateness));
+            }
+        }
+        if result.dirty {
+            state.applied.push_back(batch_id.to_owned());
+            while state.applied.len() > APPLIED_BATCHES {
+                state.applied.pop_front();
+            }
+        }
+    }
+    result
+}
+
+/// Whether an override's exceptions suppress a hit on `event`.
+fn excepted(rule: &Override, event: &Event) -> bool {
+    rule.exceptions.iter().any(|exception| {
+        let matches = |value: &str| {
+            exception
+                .values
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(value))
+        };
+        let entities = &event.entities;
+        let entity = match exception.field.to_ascii_lowercase().as_str() {
+            "user" => entities.user.clone(),
+            "host" => entities.host.clone(),
+            "src_ip" => entities.src_ip.map(|ip| ip.to_string()),
+            "dst_ip" => entities.dst_ip.map(|ip| ip.to_string()),
+            "process" => entities.process.clone(),
+            _ => None,
+        };
+        if entity.as_deref().is_some_and(matches) {
+            return true;
+        }
+        event.fields.iter().any(|(key, value)| {
+            let named = key.eq_ignore_ascii_case(&exception.field)
+                || key.rsplit('.').next().is_some_and(|last| {
+                    last.eq_ignore_ascii_case(&exception.field) && key.len() > exception.field.len()
+                });
+            named && field_text(value).is_some_and(|text| matches(&text))
+        })
+    })
+}
+
+fn field_text(value: &FieldValue) -> Option<String> {
+    match value {
+        FieldValue::Str(text) => Some(text.to_string()),
+        FieldValue::Int(number) => Some(number.to_string()),
+        FieldValue::Float(number) => Some(number.to_string()),
+        FieldValue::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+/// Field names (the last segment of a key, ASCII case ignored) whose values are looked up in
+/// the intel sets, and as what.
+const INTEL_FIELDS: &[(&str, IndicatorKind)] = &[
+    ("SourceIp", IndicatorKind::Ip),
+    ("DestinationIp", IndicatorKind::Ip),
+    ("IpAddress", IndicatorKind::Ip),
+    ("ip", IndicatorKind::Ip),
+    ("src_ip", IndicatorKind::Ip),
+    ("dst_ip", IndicatorKind::Ip),
+    ("ClientIP", IndicatorKind::Ip),
+    ("c-ip", IndicatorKind::Ip),
+    ("sourceIPAddress", IndicatorKind::Ip),
+    ("SourceAddress", IndicatorKind::Ip),
+    ("DestAddress", IndicatorKind::Ip),
+    ("DestinationAddress", IndicatorKind::Ip),
+    ("RemoteAddress", IndicatorKind::Ip),
+    ("addr", IndicatorKind::Ip),
+    ("QueryName", IndicatorKind::Domain),
+    ("DestinationHostname", IndicatorKind::Domain),
+    ("domain", IndicatorKind::Domain),
+    ("registered_domain", IndicatorKind::Domain),
+    ("cs-host", IndicatorKind::Domain),
+    ("server_name", IndicatorKind::Domain),
+    ("url", IndicatorKind::Url),
+    ("full", IndicatorKind::Url),
+    ("original", IndicatorKind::Url),
+    ("Hashes", IndicatorKind::Hash),
+    ("Hash", IndicatorKind::Hash),
+    ("md5", IndicatorKind::Hash),
+    ("sha1", IndicatorKind::Hash),
+    ("sha256", IndicatorKind::Hash),
+];
+
+fn intel_hits(sets: &[&IntelSet], event: &Event, now: i64) -> Vec<IntelHit> {
+    let mut hits: Vec<IntelHit> = Vec::new();
+    if sets.is_empty() {
+        return hits;
+    }
+    let mut record = |meta: &IndicatorMeta, field: &str, value: &str| {
+        let seen = hits
+            .iter()
+            .any(|hit| hit.meta.feed == meta.feed && hit.meta.indicator == meta.indicator);
+        if !seen {
+            hits.push(IntelHit {
+                meta: meta.clone(),
+                field: field.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+    };
+    for (name, address) in [
+        ("src_ip", event.entities.src_ip),
+        ("dst_ip", event.entities.dst_ip),
+    ] {
+        if let Some(address) = address {
+            for set in sets {
+                if let Some(meta) = set.lookup_ip(address, now) {
+                    record(meta, name, &address.to_string());
+                }
+            }
+        }
+    }
+    for (key, value) in event.fields.iter() {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let Some(kind) = INTEL_FIELDS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(last))
+            .map(|(_, kind)| *kind)
+        else {
+            continue;
+        };
+        // `url.domain` and `url.full` (ECS) vs a bare `domain` or `full` elsewhere.
+        let kind = if kind == IndicatorKind::Url && last != "url" && !key.contains("url.") {
+            continue;
+        } else {
+            kind
+        };
+        let mut texts: Vec<&str> = Vec::new();
+        match value {
+            FieldValue::Str(text) => texts.push(text),
+            FieldValue::Array(items) => texts.extend(items.iter().filter_map(FieldValue::as_str)),
+            _ => continue,
+        }
+        for text in texts {
+            for set in sets.iter().filter(|set| set.has(kind)) {
+                match kind {
+                    IndicatorKind::Ip => {
+                        let address = text.trim().trim_start_matches("::ffff:");
+                        if let Ok(address) = address.parse() {
+                            if let Some(meta) = set.lookup_ip(address, now) {
+                                record(meta, key, text);
+                            }
+                        }
+                    }
+                    IndicatorKind::Domain => {
+                        if let Some(meta) = set.lookup_domain(text, now) {
+                            record(meta, key, text);
+                        }
+                    }
+                    IndicatorKind::Url => {
+                        if let Some(meta) = set.lookup_url(text, now) {
+                            record(meta, key, text);
+                        }
+                    }
+                    IndicatorKind::Hash => {
+                        // Sysmon's `Hashes`: `SHA1=…,MD5=…,SHA256=…,IMPHASH=…`.
+                        for part in text.split(',') {
+                            let digest = part.rsplit('=').next().unwrap_or(part).trim();
+                            if let Some(meta) = set.lookup_hash(digest, now) {
+                                record(meta, key, digest);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+fn attack(rule: &RuleInfo) -> Vec<AttackTechnique> {
+    rule.attack
+        .iter()
+        .map(|id| match vigil_sigma::technique(id) {
+            Some(technique) => AttackTechnique {
+                id: technique.id,
+                name: technique.name,
+                tactics: technique.tactics,
+            },
+            None => AttackTechnique {
+                id: id.clone(),
+                name: String::new(),
+                tactics: Vec::new(),
+            },
+        })
+        .collect()
+}
+
+fn level(rule: &RuleInfo, overrides: &rustc_hash::FxHashMap<String, Override>) -> Level {
+    overrides
+        .get(&rule.id)
+        .and_then(|o| o.level)
+        .unwrap_or_else(|| rule.level.as_str().parse().unwrap_or(Level::Informational))
+}
+
+fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn sigma_alert(
+    tenant: &TenantId,
+    event: &Event,
+    detection: &Detection,
+    overrides: &rustc_hash::FxHashMap<String, Override>,
+    now: time::OffsetDateTime,
+) -> Alert {
+    let rule = &detection.rule;
+    Alert {
+        id: AlertId::derive(&[
+            tenant.as_str().as_bytes(),
+            b"sigma",
+            rule.id.as_bytes(),
+            event.id.as_uuid().as_bytes(),
+        ]),
+        tenant: tenant.clone(),
+        source: AlertSource::Sigma,
+        rule_id: rule.id.clone(),
+        rule_title: rule.title.clone(),
+        level: level(rule, overrides),
+        attack: attack(rule),
+        event_ids: vec![event.id],
+        matched: detection
+            .matched
+            .iter()
+            .map(|m| MatchedField {
+                field: m.field.clone(),
+                value: value_text(&m.value),
+            })
+            .collect(),
+        entities: event.entities.clone(),
+        intel: None,
+        event_time: event.event_time,
+        detected_time: now,
+    }
+}
+
+fn correlation_alert(
+    tenant: &TenantId,
+    event: &Event,
+    hit: &CorrelationHit,
+    overrides: &rustc_hash::FxHashMap<String, Override>,
+    now: time::OffsetDateTime,
+) -> Alert {
+    let rule = &hit.rule;
+    let group: Vec<u8> = hit
+        .group_key
+        .iter()
+        .flat_map(|(field, value)| [field.as_bytes(), b"=", value.as_bytes(), b"\n"].concat())
+        .collect();
+    let mut matched: Vec<MatchedField> = hit
+        .group_key
+        .iter()
+        .map(|(field, value)| MatchedField {
+            field: field.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    matched.push(MatchedField {
+        field: hit.correlation_type.clone(),
+        value: hit.aggregated_value.to_string(),
+    });
+    Alert {
+        id: AlertId::derive(&[
+            tenant.as_str().as_bytes(),
+            b"correlation",
+            rule.id.as_bytes(),
+            &group,
+            event.id.as_uuid().as_bytes(),
+        ]),
+        tenant: tenant.clone(),
+        source: AlertSource::Correlation,
+        rule_id: rule.id.clone(),
+        rule_title: rule.title.clone(),
+        level: level(rule, overrides),
+        attack: attack(rule),
+        event_ids: vec![event.id],
+        matched,
+        entities: event.entities.clone(),
+        intel: None,
+        event_time: event.event_time,
+        detected_time: now,
+    }
+}
+
+fn intel_alert(
+    tenant: &TenantId,
+    event: &Event,
+    rule_id: String,
+    hit: IntelHit,
+    overrides: &rustc_hash::FxHashMap<String, Override>,
+    now: time::OffsetDateTime,
+) -> Alert {
+    let meta = hit.meta;
+    let default_level = match meta.confidence {
+        Some(c) if c >= 80 => Level::High,
+        Some(c) if c < 40 => Level::Low,
+        _ => Level::Medium,
+    };
+    Alert {
+        id: AlertId::derive(&[
+            tenant.as_str().as_bytes(),
+            b"intel",
+            meta.feed.as_bytes(),
+            meta.indicator.as_bytes(),
+            event.id.as_uuid().as_bytes(),
+        ]),
+        tenant: tenant.clone(),
+        source: AlertSource::Intel,
+        rule_title: format!(
+            "Threat intelligence match: {} ({})",
+            meta.indicator, meta.feed
+        ),
+        level: overrides
+            .get(&rule_id)
+            .and_then(|o| o.level)
+            .unwrap_or(default_level),
+        rule_id,
+        attack: Vec::new(),
+        event_ids: vec![event.id],
+        matched: vec![MatchedField {
+            field: hit.field,
+            value: hit.value,
+        }],
+        entities: event.entities.clone(),
+        intel: Some(IntelMatch {
+            feed: meta.feed.to_string(),
+            indicator: meta.indicator.to_string(),
+            confidence: meta.confidence,
+            labels: meta.labels.to_vec(),
+        }),
+        event_time: event.event_time,
+        detected_time: now,
+    }
+}

@@ -1,0 +1,1075 @@
+//! Threat intelligence: feeds parsed into indicators, and the lookups that match an event's
+//! addresses, domains, URLs and file hashes against them.
+//!
+//! Formats: STIX 2.1 bundles (indicators whose pattern compares one observable with `=`,
+//! joined by `OR`), MISP events (attributes and object attributes) and MISP feed directories
+//! (`manifest.json` beside one file per event), CSV with an `indicator`/`value`/`ioc` column,
+//! and plain lists (one indicator per line, `#` comments). A feed is loaded as far as it goes:
+//! indicators that cannot be used are counted with the first reasons, never fatal.
+//!
+//! Lookups: IP addresses against exact addresses and CIDR networks (one hash table per prefix
+//! length present, longest first: at most 33 probes for IPv4 and 129 for IPv6, usually a few);
+//! domains with their parent domains (`a.evil.example` matches an indicator `evil.example`);
+//! URLs exactly, after normalizing scheme and host case; MD5, SHA-1 and SHA-256 hex digests.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+/// The feed formats.
+pub const FORMATS: &[&str] = &["stix", "misp", "csv", "list"];
+
+/// How many rejection reasons a feed report keeps (the count covers all).
+const MAX_REASONS: usize = 10;
+
+/// What an indicator matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndicatorKind {
+    /// An IPv4 or IPv6 address or network.
+    Ip,
+    /// A domain and its subdomains.
+    Domain,
+    /// A URL.
+    Url,
+    /// An MD5, SHA-1 or SHA-256 digest.
+    Hash,
+}
+
+/// What a hit reports about its indicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndicatorMeta {
+    /// The feed's name.
+    pub feed: Arc<str>,
+    /// The indicator as the feed wrote it.
+    pub indicator: Arc<str>,
+    /// Confidence, 0 to 100, where the feed says.
+    pub confidence: Option<u8>,
+    /// Labels and tags.
+    pub labels: Arc<[String]>,
+    /// Unix seconds after which the indicator no longer applies.
+    pub valid_until: Option<i64>,
+}
+
+/// One usable indicator from a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indicator {
+    /// What it matches.
+    pub key: IndicatorKey,
+    /// What a hit reports.
+    pub meta: IndicatorMeta,
+}
+
+/// An indicator's normalized value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndicatorKey {
+    /// An address (a /32 or /128) or a network.
+    Net(IpNet),
+    /// A lowercase domain without a trailing dot.
+    Domain(String),
+    /// A normalized URL.
+    Url(String),
+    /// A lowercase hex digest.
+    Hash(String),
+}
+
+/// What loading one feed produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedReport {
+    /// Indicators loaded.
+    pub loaded: usize,
+    /// Indicators skipped (unsupported pattern, bad value, expired, revoked).
+    pub skipped: usize,
+    /// The first reasons for skipping, with where.
+    pub reasons: Vec<String>,
+}
+
+impl FeedReport {
+    fn skip(&mut self, reason: impl FnOnce() -> String) {
+        self.skipped += 1;
+        if self.reasons.len() < MAX_REASONS {
+            self.reasons.push(reason());
+        }
+    }
+}
+
+/// Parses a feed's content. An error means the content is not a feed of that format at all;
+/// single unusable indicators are counted in the report.
+pub fn parse_feed(
+    name: &str,
+    format: &str,
+    content: &[u8],
+    now: i64,
+) -> Result<(Vec<Indicator>, FeedReport), String> {
+    let feed: Arc<str> = Arc::from(name);
+    let mut out = Parsed {
+        feed,
+        now,
+        indicators: Vec::new(),
+        report: FeedReport::default(),
+    };
+    match format {
+        "stix" => out.stix(&json(content)?)?,
+        "misp" => out.misp_document(&json(content)?, "")?,
+        "csv" => out.csv(content)?,
+        "list" => out.list(content)?,
+        other => {
+            return Err(format!(
+                "unknown feed format {other:?}: expected {}",
+                FORMATS.join(", ")
+            ));
+        }
+    }
+    out.report.loaded = out.indicators.len();
+    Ok((out.indicators, out.report))
+}
+
+/// Loads a MISP feed directory: `manifest.json` names the events, each in `<uuid>.json`.
+pub fn parse_misp_directory(
+    name: &str,
+    dir: &std::path::Path,
+    now: i64,
+) -> Result<(Vec<Indicator>, FeedReport), String> {
+    let manifest_path = dir.join("manifest.json");
+    let manifest = std::fs::read(&manifest_path)
+        .map_err(|err| format!("{}: {err}", manifest_path.display()))?;
+    let manifest = json(&manifest).map_err(|err| format!("{}: {err}", manifest_path.display()))?;
+    let events = manifest
+        .as_object()
+        .ok_or_else(|| format!("{}: not a MISP manifest", manifest_path.display()))?;
+    let mut out = Parsed {
+        feed: Arc::from(name),
+        now,
+        indicators: Vec::new(),
+        report: FeedReport::default(),
+    };
+    for uuid in events.keys() {
+        let valid = !uuid.is_empty() && uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        if !valid {
+            out.report
+                .skip(|| format!("manifest names an event {uuid:?} that is not a uuid"));
+            continue;
+        }
+        let path = dir.join(format!("{uuid}.json"));
+        let document = std::fs::read(&path)
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| json(&bytes));
+        match document {
+            Ok(document) => {
+                if let Err(reason) = out.misp_document(&document, uuid) {
+                    out.report.skip(|| format!("event {uuid}: {reason}"));
+                }
+            }
+            Err(reason) => out.report.skip(|| format!("{}: {reason}", path.display())),
+        }
+    }
+    out.report.loaded = out.indicators.len();
+    Ok((out.indicators, out.report))
+}
+
+fn json(content: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(content).map_err(|err| format!("not JSON: {err}"))
+}
+
+struct Parsed {
+    feed: Arc<str>,
+    now: i64,
+    indicators: Vec<Indicator>,
+    report: FeedReport,
+}
+
+impl Parsed {
+    fn push(
+        &mut self,
+        kind_hint: Option<IndicatorKind>,
+        value: &str,
+        confidence: Option<u8>,
+        labels: &Arc<[String]>,
+        valid_until: Option<i64>,
+        at: &dyn Fn() -> String,
+    ) {
+        if valid_until.is_some_and(|until| until <= self.now) {
+            self.report.skip(|| format!("{}: expired", at()));
+            return;
+        }
+        match normalize(kind_hint, value) {
+            Ok(key) => self.indicators.push(Indicator {
+                key,
+                meta: IndicatorMeta {
+                    feed: Arc::clone(&self.feed),
+                    indicator: Arc::from(value.trim()),
+                    confidence,
+                    labels: Arc::clone(labels),
+                    valid_until,
+                },
+            }),
+            Err(reason) => self.report.skip(|| format!("{}: {reason}", at())),
+        }
+    }
+
+    fn stix(&mut self, bundle: &Value) -> Result<(), String> {
+        if bundle.get("type").and_then(Value::as_str) != Some("bundle") {
+            return Err("a STIX 2.1 feed must be a bundle (\"type\": \"bundle\")".into());
+        }
+        let objects = bundle
+            .get("objects")
+            .and_then(Value::as_array)
+            .ok_or("the STIX bundle has no \"objects\" array")?;
+        for (index, object) in objects.iter().enumerate() {
+            if object.get("type").and_then(Value::as_str) != Some("indicator") {
+                continue;
+            }
+            let at = || format!("objects[{index}]");
+            if object.get("revoked").and_then(Value::as_bool) == Some(true) {
+                self.report.skip(|| format!("{}: revoked", at()));
+                continue;
+            }
+            match object.get("pattern_type").and_then(Value::as_str) {
+                None | Some("stix") => {}
+                Some(other) => {
+                    self.report
+                        .skip(|| format!("{}: pattern type {other:?} is not stix", at()));
+                    continue;
+                }
+            }
+            let Some(pattern) = object.get("pattern").and_then(Value::as_str) else {
+                self.report.skip(|| format!("{}: no pattern", at()));
+                continue;
+            };
+            let valid_until = match object.get("valid_until").and_then(Value::as_str) {
+                None => None,
+                Some(text) => match rfc3339(text) {
+                    Some(until) => Some(until),
+                    None => {
+                        self.report
+                            .skip(|| format!("{}: valid_until {text:?} is not RFC 3339", at()));
+                        continue;
+                    }
+                },
+            };
+            let confidence = object
+                .get("confidence")
+                .and_then(Value::as_u64)
+                .and_then(|c| u8::try_from(c.min(100)).ok());
+            let labels: Arc<[String]> = object
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match stix_pattern(pattern) {
+                Ok(comparisons) => {
+                    for (kind, value) in comparisons {
+                        self.push(Some(kind), &value, confidence, &labels, valid_until, &at);
+                    }
+                }
+                Err(reason) => self.report.skip(|| format!("{}: {reason}", at())),
+            }
+        }
+        Ok(())
+    }
+
+    fn misp_document(&mut self, document: &Value, uuid: &str) -> Result<(), String> {
+        let event = document.get("Event").unwrap_or(document);
+        let Some(attributes) = event.get("Attribute").and_then(Value::as_array) else {
+            if document.as_object().is_some_and(|manifest| {
+                !manifest.is_empty()
+                    && manifest.values().all(|event| {
+                        event.get("info").is_some() || event.get("timestamp").is_some()
+                    })
+            }) {
+                return Err(
+                    "a MISP feed manifest lists events but holds no attributes: load \
+                            the feed directory (manifest.json with its event files) or push \
+                            each event"
+                        .into(),
+                );
+            }
+            return Err("not a MISP event (\"Event\" with \"Attribute\")".into());
+        };
+        let tags = |value: &Value| -> Vec<String> {
+            value
+                .get("Tag")
+                .and_then(Value::as_array)
+                .map(|tags| {
+                    tags.iter()
+                        .filter_map(|tag| tag.get("name").and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let event_tags = tags(event);
+        let mut all: Vec<(&Value, String)> = attributes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a, format!("{uuid}Attribute[{i}]")))
+            .collect();
+        if let Some(objects) = event.get("Object").and_then(Value::as_array) {
+            for (o, object) in objects.iter().enumerate() {
+                if let Some(attributes) = object.get("Attribute").and_then(Value::as_array) {
+                    for (i, attribute) in attributes.iter().enumerate() {
+                        all.push((attribute, format!("{uuid}Object[{o}].Attribute[{i}]")));
+                    }
+                }
+            }
+        }
+        for (attribute, place) in all {
+            let at = || place.clone();
+            // MISP's own rule: only attributes flagged for detection are indicators.
+            if attribute.get("to_ids").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            let (Some(kind), Some(value)) = (
+                attribute.get("type").and_then(Value::as_str),
+                attribute.get("value").and_then(Value::as_str),
+            ) else {
+                self.report.skip(|| format!("{}: no type or value", at()));
+                continue;
+            };
+            let mut labels = event_tags.clone();
+            labels.extend(tags(attribute));
+            let labels: Arc<[String]> = labels.into();
+            match misp_type(kind, value) {
+                Some(parts) => {
+                    for (kind, value) in parts {
+                        self.push(Some(kind), value, None, &labels, None, &at);
+                    }
+                }
+                None => self
+                    .report
+                    .skip(|| format!("{}: MISP type {kind:?} is not matched", at())),
+            }
+        }
+        Ok(())
+    }
+
+    fn csv(&mut self, content: &[u8]) -> Result<(), String> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(content);
+        let headers = reader
+            .headers()
+            .map_err(|err| format!("CSV header: {err}"))?
+            .clone();
+        let column = |names: &[&str]| {
+            headers
+                .iter()
+                .position(|name| names.contains(&name.trim().to_ascii_lowercase().as_str()))
+        };
+        let value_column = column(&["indicator", "value", "ioc"])
+            .ok_or("the CSV header has no indicator, value or ioc column")?;
+        let type_column = column(&["type", "kind"]);
+        let confidence_column = column(&["confidence"]);
+        let labels_column = column(&["labels", "tags", "label", "tag"]);
+        let until_column = column(&["valid_until", "expires", "expiry"]);
+        for (row, record) in reader.records().enumerate() {
+            let line = row + 2;
+            let at = || format!("line {line}");
+            let record = match record {
+                Ok(record) => record,
+                Err(err) => {
+                    self.report.skip(|| format!("{}: {err}", at()));
+                    continue;
+                }
+            };
+            let Some(value) = record.get(value_column).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let hint = match type_column.and_then(|c| record.get(c)).map(str::trim) {
+                None | Some("") => None,
+                Some(kind) => match kind_named(kind) {
+                    Some(kind) => Some(kind),
+                    None => {
+                        self.report
+                            .skip(|| format!("{}: unknown indicator type {kind:?}", at()));
+                        continue;
+                    }
+                },
+            };
+            let confidence = confidence_column
+                .and_then(|c| record.get(c))
+                .and_then(|c| c.trim().parse::<u8>().ok())
+                .map(|c| c.min(100));
+            let labels: Arc<[String]> = labels_column
+                .and_then(|c| record.get(c))
+                .map(|labels| {
+                    labels
+                        .split([';', '|'])
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let valid_until = match until_column.and_then(|c| record.get(c)).map(str::trim) {
+                None | Some("") => None,
+                Some(text) => match rfc3339(text) {
+                    Some(until) => Some(until),
+                    None => {
+                        self.report
+                            .skip(|| format!("{}: valid_until {text:?} is not RFC 3339", at()));
+                        continue;
+                    }
+                },
+            };
+            self.push(hint, value, confidence, &labels, valid_until, &at);
+        }
+        Ok(())
+    }
+
+    fn list(&mut self, content: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(content).map_err(|err| format!("not UTF-8 text: {err}"))?;
+        let labels: Arc<[String]> = Arc::from(Vec::new());
+        for (index, line) in text.lines().enumerate() {
+            let value = line.split('#').next().unwrap_or("").trim();
+            if value.is_empty() {
+                continue;
+            }
+            let at = || format!("line {}", index + 1);
+            self.push(None, value, None, &labels, None, &at);
+        }
+        Ok(())
+    }
+}
+
+fn rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
+fn kind_named(name: &str) -> Option<IndicatorKind> {
+    match name.to_ascii_lowercase().as_str() {
+        "ip" | "ipv4" | "ipv6" | "ip-src" | "ip-dst" | "cidr" | "ipv4-addr" | "ipv6-addr" => {
+            Some(IndicatorKind::Ip)
+        }
+        "domain" | "hostname" | "domain-name" | "fqdn" => Some(IndicatorKind::Domain),
+        "url" | "uri" => Some(IndicatorKind::Url),
+        "md5" | "sha1" | "sha-1" | "sha256" | "sha-256" | "hash" => Some(IndicatorKind::Hash),
+        _ => None,
+    }
+}
+
+/// The (kind, value) pairs one MISP attribute holds, or `None` for types not matched.
+fn misp_type<'v>(kind: &str, value: &'v str) -> Option<Vec<(IndicatorKind, &'v str)>> {
+    let first = |v: &'v str| v.split('|').next().unwrap_or(v);
+    let second = |v: &'v str| v.split_once('|').map_or(v, |(_, b)| b);
+    Some(match kind {
+        "ip-src" | "ip-dst" => vec![(IndicatorKind::Ip, value)],
+        "ip-src|port" | "ip-dst|port" => vec![(IndicatorKind::Ip, first(value))],
+        "domain" | "hostname" => vec![(IndicatorKind::Domain, value)],
+        "domain|ip" => vec![
+            (IndicatorKind::Domain, first(value)),
+            (IndicatorKind::Ip, second(value)),
+        ],
+        "hostname|port" => vec![(IndicatorKind::Domain, first(value))],
+        "url" | "uri" | "link" => vec![(IndicatorKind::Url, value)],
+        "md5" | "sha1" | "sha256" => vec![(IndicatorKind::Hash, value)],
+        "filename|md5" | "filename|sha1" | "filename|sha256" => {
+            vec![(IndicatorKind::Hash, second(value))]
+        }
+        _ => return None,
+    })
+}
+
+/// The comparisons of a STIX pattern made of `[object:path = 'value']` terms joined by `OR`
+/// (inside or between brackets). `AND`, `FOLLOWEDBY`, qualifiers and other operators are
+/// refused: a partial reading of them would match what the producer did not mean.
+fn stix_pattern(pattern: &str) -> Result<Vec<(IndicatorKind, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = pattern.trim();
+    loop {
+        let inner_start = rest
+            .strip_prefix('[')
+            .ok_or_else(|| format!("pattern {pattern:?}: expected '['"))?;
+        let (terms, after) = split_bracket(inner_start)
+            .ok_or_else(|| format!("pattern {pattern:?}: unbalanced brackets or quotes"))?;
+        for term in split_or(terms)? {
+            out.push(
+                stix_comparison(term.trim()).map_err(|e| format!("pattern {pattern:?}: {e}"))?,
+            );
+        }
+        let after = after.trim();
+        if after.is_empty() {
+            return Ok(out);
+        }
+        let next = after
+            .strip_prefix("OR")
+            .filter(|next| next.starts_with(char::is_whitespace) || next.starts_with('['))
+            .ok_or_else(|| {
+                format!("pattern {pattern:?}: only OR between observations is supported")
+            })?;
+        rest = next.trim();
+    }
+}
+
+/// Splits `terms] rest` at the closing bracket outside quotes.
+fn split_bracket(text: &str) -> Option<(&str, &str)> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '\'' => quoted = !quoted,
+            ']' if !quoted => return Some((&text[..index], &text[index + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits the comparisons of one observation at ` OR ` outside quotes; `AND` is refused.
+fn split_or(terms: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut start = 0;
+    let bytes = terms.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        let c = bytes[index];
+        if escaped {
+            escaped = false;
+        } else if c == b'\\' && quoted {
+            escaped = true;
+        } else if c == b'\'' {
+            quoted = !quoted;
+        } else if !quoted && c.is_ascii_whitespace() {
+            let word: String = terms[index + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            let boundary = terms[index + 1 + word.len()..]
+                .chars()
+                .next()
+                .is_none_or(char::is_whitespace);
+            if boundary && word == "OR" {
+                parts.push(&terms[start..index]);
+                index += 1 + word.len();
+                start = index;
+                continue;
+            }
+            if boundary && word == "AND" {
+                return Err("AND within an observation is not supported".into());
+            }
+        }
+        index += 1;
+    }
+    parts.push(&terms[start..]);
+    Ok(parts)
+}
+
+fn stix_comparison(term: &str) -> Result<(IndicatorKind, String), String> {
+    let (path, value) = term
+        .split_once('=')
+        .filter(|(path, _)| !path.ends_with(['!', '<', '>']))
+        .ok_or_else(|| format!("{term:?}: only '=' comparisons are supported"))?;
+    let path = path.trim();
+    let value = value.trim();
+    let value = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .ok_or_else(|| format!("{term:?}: the value must be a quoted string"))?
+        .replace("\\'", "'")
+        .replace("\\\\", "\\");
+    let kind = match path {
+        "ipv4-addr:value" | "ipv6-addr:value" => IndicatorKind::Ip,
+        "domain-name:value" => IndicatorKind::Domain,
+        "url:value" => IndicatorKind::Url,
+        _ if path.starts_with("file:hashes.") => {
+            let algorithm = path["file:hashes.".len()..]
+                .trim_matches('\'')
+                .to_ascii_uppercase()
+                .replace('-', "");
+            if !matches!(algorithm.as_str(), "MD5" | "SHA1" | "SHA256") {
+                return Err(format!(
+                    "{term:?}: hash algorithm {algorithm} is not matched"
+                ));
+            }
+            IndicatorKind::Hash
+        }
+        other => return Err(format!("{term:?}: observable {other:?} is not matched")),
+    };
+    Ok((kind, value))
+}
+
+/// Normalizes an indicator value; `hint` is the kind the feed declared, if any.
+fn normalize(hint: Option<IndicatorKind>, value: &str) -> Result<IndicatorKey, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("empty value".into());
+    }
+    let kind = match hint {
+        Some(kind) => kind,
+        None => infer(value).ok_or_else(|| {
+            format!("{value:?} is not an IP address, network, domain, URL or hash")
+        })?,
+    };
+    match kind {
+        IndicatorKind::Ip => parse_net(value)
+            .map(IndicatorKey::Net)
+            .ok_or_else(|| format!("{value:?} is not an IP address or network")),
+        IndicatorKind::Domain => normalize_domain(value)
+            .map(IndicatorKey::Domain)
+            .ok_or_else(|| format!("{value:?} is not a domain name")),
+        IndicatorKind::Url => normalize_url(value)
+            .map(IndicatorKey::Url)
+            .ok_or_else(|| format!("{value:?} is not a URL")),
+        IndicatorKind::Hash => normalize_hash(value)
+            .map(IndicatorKey::Hash)
+            .ok_or_else(|| format!("{value:?} is not an MD5, SHA-1 or SHA-256 digest")),
+    }
+}
+
+fn infer(value: &str) -> Option<IndicatorKind> {
+    if parse_net(value).is_some() {
+        Some(IndicatorKind::Ip)
+    } else if normalize_hash(value).is_some() {
+        Some(IndicatorKind::Hash)
+    } else if value.contains("://") {
+        Some(IndicatorKind::Url)
+    } else if normalize_domain(value).is_some() {
+        Some(IndicatorKind::Domain)
+    } else {
+        None
+    }
+}
+
+fn parse_net(value: &str) -> Option<IpNet> {
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    value.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+fn normalize_hash(value: &str) -> Option<String> {
+    let valid = matches!(value.len(), 32 | 40 | 64) && value.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| value.to_ascii_lowercase())
+}
+
+/// A lowercase domain without a trailing dot, of at least two labels of letters, digits, `-`
+/// and `_`.
+pub fn normalize_domain(value: &str) -> Option<String> {
+    let value = value.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = value.len() <= 253
+        && value.contains('.')
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && value.parse::<IpAddr>().is_err();
+    valid.then_some(value)
+}
+
+/// Lowercases a URL's scheme and host and drops a fragment and a lone trailing `/`.
+pub fn normalize_url(value: &str) -> Option<String> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+')
+    {
+        return None;
+    }
+    let rest = rest.split('#').next().unwrap_or(rest);
+    let (host, path) = match rest.find(['/', '?']) {
+        Some(index) => rest.split_at(index),
+        None => (rest, ""),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let path = if path == "/" { "" } else { path };
+    Some(format!(
+        "{}://{}{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase(),
+        path
+    ))
+}
+
+/// Indicators of one owner (the MSSP or one tenant), ready for lookups.
+#[derive(Debug, Default)]
+pub struct IntelSet {
+    /// Index into `metas` per address, by prefix length; lengths in `v4_lengths` and
+    /// `v6_lengths`, longest first.
+    v4: FxHashMap<(u8, u32), u32>,
+    v4_lengths: Vec<u8>,
+    v6: FxHashMap<(u8, u128), u32>,
+    v6_lengths: Vec<u8>,
+    domains: FxHashMap<Box<str>, u32>,
+    urls: FxHashMap<Box<str>, u32>,
+    hashes: FxHashMap<Box<str>, u32>,
+    metas: Vec<IndicatorMeta>,
+    /// Loaded indicators per feed, and what was skipped.
+    pub reports: BTreeMap<String, FeedReport>,
+}
+
+impl IntelSet {
+    /// Builds the lookups. When feeds hold the same indicator twice, the one with the higher
+    /// confidence (then the later one) answers.
+    pub fn build(indicators: Vec<Indicator>, reports: BTreeMap<String, FeedReport>) -> Self {
+        let mut set = Self {
+            reports,
+            ..Self::default()
+        };
+        for indicator in indicators {
+            set.insert(indicator);
+        }
+        set.v4_lengths.sort_unstable_by(|a, b| b.cmp(a));
+        set.v4_lengths.dedup();
+        set.v6_lengths.sort_unstable_by(|a, b| b.cmp(a));
+        set.v6_lengths.dedup();
+        set
+    }
+
+    fn insert(&mut self, indicator: Indicator) {
+        let existing = match &indicator.key {
+            IndicatorKey::Net(IpNet::V4(net)) => {
+                self.v4.get(&(net.prefix_len(), u32::from(net.network())))
+            }
+            IndicatorKey::Net(IpNet::V6(net)) => {
+                self.v6.get(&(net.prefix_len(), u128::from(net.network())))
+            }
+            IndicatorKey::Domain(domain) => self.domains.get(domain.as_str()),
+            IndicatorKey::Url(url) => self.urls.get(url.as_str()),
+            IndicatorKey::Hash(hash) => self.hashes.get(hash.as_str()),
+        };
+        if let Some(&old) = existing {
+            let old = &mut self.metas[old as usize];
+            if old.confidence <= indicator.meta.confidence {
+                *old = indicator.meta;
+            }
+            return;
+        }
+        let index = u32::try_from(self.metas.len()).unwrap_or(u32::MAX);
+        self.metas.push(indicator.meta);
+        match indicator.key {
+            IndicatorKey::Net(IpNet::V4(net)) => {
+                let length = net.prefix_len();
+                if !self.v4_lengths.contains(&length) {
+                    self.v4_lengths.push(length);
+                }
+                self.v4.insert((length, u32::from(net.network())), index);
+            }
+            IndicatorKey::Net(IpNet::V6(net)) => {
+                let length = net.prefix_len();
+                if !self.v6_lengths.contains(&length) {
+                    self.v6_lengths.push(length);
+                }
+                self.v6.insert((length, u128::from(net.network())), index);
+            }
+            IndicatorKey::Domain(domain) => {
+                self.domains.insert(domain.into(), index);
+            }
+            IndicatorKey::Url(url) => {
+                self.urls.insert(url.into(), index);
+            }
+            IndicatorKey::Hash(hash) => {
+                self.hashes.insert(hash.into(), index);
+            }
+        }
+    }
+
+    /// Number of indicators.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// The most specific network holding `address`, if any is still valid at `now`.
+    pub fn lookup_ip(&self, address: IpAddr, now: i64) -> Option<&IndicatorMeta> {
+        let found = match address {
+            IpAddr::V4(address) => {
+                let bits = u32::from(address);
+                self.v4_lengths.iter().find_map(|&length| {
+                    let mask = if length == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - length)
+                    };
+                    self.v4.get(&(length, bits & mask))
+                })
+            }
+            IpAddr::V6(address) => {
+                if let Some(v4) = address.to_ipv4_mapped() {
+                    return self.lookup_ip(IpAddr::V4(v4), now);
+                }
+                let bits = u128::from(address);
+                self.v6_lengths.iter().find_map(|&length| {
+                    let mask = if length == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - length)
+                    };
+                    self.v6.get(&(length, bits & mask))
+                })
+            }
+        };
+        self.valid(found, now)
+    }
+
+    /// The indicator for `domain` or its nearest parent domain.
+    pub fn lookup_domain(&self, domain: &str, now: i64) -> Option<&IndicatorMeta> {
+        if self.domains.is_empty() {
+            return None;
+        }
+        let domain = domain.trim().trim_end_matches('.');
+        let lower;
+        let mut name = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = domain.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            domain
+        };
+        loop {
+            if let Some(found) = self.valid(self.domains.get(name), now) {
+                return Some(found);
+            }
+            match name.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => name = parent,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The indicator for `url`.
+    pub fn lookup_url(&self, url: &str, now: i64) -> Option<&IndicatorMeta> {
+        if self.urls.is_empty() {
+            return None;
+        }
+        let url = normalize_url(url)?;
+        self.valid(self.urls.get(url.as_str()), now)
+    }
+
+    /// The indicator for a hex digest.
+    pub fn lookup_hash(&self, digest: &str, now: i64) -> Option<&IndicatorMeta> {
+        if self.hashes.is_empty() || !matches!(digest.len(), 32 | 40 | 64) {
+            return None;
+        }
+        if digest.bytes().any(|b| b.is_ascii_uppercase()) {
+            let lower = digest.to_ascii_lowercase();
+            return self.valid(self.hashes.get(lower.as_str()), now);
+        }
+        self.valid(self.hashes.get(digest), now)
+    }
+
+    /// Whether any lookup of this kind can succeed (so callers skip field scans).
+    pub fn has(&self, kind: IndicatorKind) -> bool {
+        match kind {
+            IndicatorKind::Ip => !self.v4.is_empty() || !self.v6.is_empty(),
+            IndicatorKind::Domain => !self.domains.is_empty(),
+            IndicatorKind::Url => !self.urls.is_empty(),
+            IndicatorKind::Hash => !self.hashes.is_empty(),
+        }
+    }
+
+    fn valid(&self, index: Option<&u32>, now: i64) -> Option<&IndicatorMeta> {
+        let meta = self.metas.get(*index? as usize)?;
+        match meta.valid_until {
+            Some(until) if until <= now => None,
+            _ => Some(meta),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn set(format: &str, content: &str) -> (IntelSet, FeedReport) {
+        let (indicators, report) = parse_feed("feed", format, content.as_bytes(), NOW).unwrap();
+        let mut reports = BTreeMap::new();
+        reports.insert("feed".to_owned(), report.clone());
+        (IntelSet::build(indicators, reports), report)
+    }
+
+    #[test]
+    fn lists_infer_kinds_and_match_networks_domains_urls_and_hashes() {
+        let (set, report) = set(
+            "list",
+            "# bad things\n10.0.0.0/8\n192.0.2.7\n2001:db8::/32\nevil.example\n\
+             https://Bad.Example/x?y=1\nD41D8CD98F00B204E9800998ECF8427E\nnot a thing\n",
+        );
+        assert_eq!(report.loaded, 6, "{report:?}");
+        assert_eq!(report.skipped, 1);
+        assert!(report.reasons[0].contains("line 8"), "{report:?}");
+        let ip = |s: &str| {
+            set.lookup_ip(s.parse().unwrap(), NOW)
+                .map(|m| &*m.indicator)
+        };
+        assert_eq!(ip("10.1.2.3"), Some("10.0.0.0/8"));
+        assert_eq!(ip("192.0.2.7"), Some("192.0.2.7"));
+        assert_eq!(ip("192.0.2.8"), None);
+        assert_eq!(ip("::ffff:10.9.9.9"), Some("10.0.0.0/8"));
+        assert_eq!(ip("2001:db8:1::1"), Some("2001:db8::/32"));
+        assert!(set.lookup_domain("a.b.EVIL.example.", NOW).is_some());
+        assert!(set.lookup_domain("notevil.example", NOW).is_none());
+        assert!(set.lookup_domain("example", NOW).is_none());
+        assert!(
+            set.lookup_url("HTTPS://bad.example/x?y=1#frag", NOW)
+                .is_some()
+        );
+        assert!(set.lookup_url("https://bad.example/x", NOW).is_none());
+        assert!(
+            set.lookup_hash("d41d8cd98f00b204e9800998ecf8427e", NOW)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_most_specific_network_answers() {
+        let (set, _) = set(
+            "csv",
+            "indicator,confidence,labels\n10.0.0.0/8,10,wide\n10.1.0.0/16,90,narrow\n",
+        );
+        let hit = set.lookup_ip("10.1.2.3".parse().unwrap(), NOW).unwrap();
+        assert_eq!(&*hit.indicator, "10.1.0.0/16");
+        assert_eq!(hit.confidence, Some(90));
+        assert_eq!(&hit.labels[..], ["narrow".to_owned()]);
+        let hit = set.lookup_ip("10.2.0.1".parse().unwrap(), NOW).unwrap();
+        assert_eq!(&*hit.indicator, "10.0.0.0/8");
+    }
+
+    #[test]
+    fn stix_bundles_honour_valid_until_and_refuse_what_they_cannot_read() {
+        let bundle = serde_json::json!({
+            "type": "bundle", "id": "bundle--1",
+            "objects": [
+                {"type": "indicator", "pattern_type": "stix", "confidence": 80,
+                 "labels": ["c2"], "pattern": "[ipv4-addr:value = '198.51.100.1']"},
+                {"type": "indicator", "pattern": "[domain-name:value = 'c2.example'] OR [url:value = 'http://c2.example/a']"},
+                {"type": "indicator", "pattern": "[file:hashes.'SHA-256' = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' OR file:hashes.MD5 = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb']"},
+                {"type": "indicator", "pattern": "[ipv4-addr:value = '203.0.113.9']",
+                 "valid_until": "2020-01-01T00:00:00Z"},
+                {"type": "indicator", "pattern": "[ipv4-addr:value = '203.0.113.10']",
+                 "valid_until": "2099-01-01T00:00:00Z"},
+                {"type": "indicator", "pattern": "[ipv4-addr:value = '1.1.1.1' AND domain-name:value = 'x.example']"},
+                {"type": "indicator", "pattern": "[process:name = 'evil.exe']"},
+                {"type": "indicator", "pattern": "[ipv4-addr:value != '1.1.1.1']"},
+                {"type": "indicator", "pattern_type": "yara", "pattern": "rule x {}"},
+                {"type": "indicator", "revoked": true, "pattern": "[ipv4-addr:value = '1.1.1.1']"},
+                {"type": "malware", "name": "not an indicator"}
+            ]
+        });
+        let (set, report) = set("stix", &bundle.to_string());
+        assert_eq!(report.loaded, 6, "{report:?}");
+        assert_eq!(report.skipped, 6, "{report:?}");
+        let reasons = report.reasons.join("\n");
+        for expected in ["expired", "AND", "process:name", "'='", "yara", "revoked"] {
+            assert!(reasons.contains(expected), "{expected}: {reasons}");
+        }
+        let hit = set.lookup_ip("198.51.100.1".parse().unwrap(), NOW).unwrap();
+        assert_eq!(
+            (hit.confidence, &hit.labels[..]),
+            (Some(80), &["c2".to_owned()][..])
+        );
+        assert!(set.lookup_domain("www.c2.example", NOW).is_some());
+        assert!(set.lookup_url("http://c2.example/a", NOW).is_some());
+        assert!(set.lookup_hash(&"A".repeat(64), NOW).is_some());
+        assert!(set.lookup_hash(&"b".repeat(32), NOW).is_some());
+        assert!(set.lookup_ip("203.0.113.9".parse().unwrap(), NOW).is_none());
+        // Valid now, expired later: a long-running set stops matching it.
+        assert!(
+            set.lookup_ip("203.0.113.10".parse().unwrap(), NOW)
+                .is_some()
+        );
+        assert!(
+            set.lookup_ip("203.0.113.10".parse().unwrap(), 4_102_444_800)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn misp_events_yield_attributes_flagged_for_detection() {
+        let event = serde_json::json!({"Event": {
+            "info": "campaign", "Tag": [{"name": "tlp:amber"}],
+            "Attribute": [
+                {"type": "ip-dst", "value": "198.51.100.2", "to_ids": true},
+                {"type": "domain|ip", "value": "bad.example|198.51.100.3", "to_ids": true},
+                {"type": "filename|sha256", "value": "x.exe|cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"},
+                {"type": "comment", "value": "hello", "to_ids": true},
+                {"type": "ip-src", "value": "10.0.0.1", "to_ids": false}
+            ],
+            "Object": [{"Attribute": [{"type": "url", "value": "http://bad.example/p"}]}]
+        }});
+        let (set, report) = set("misp", &event.to_string());
+        assert_eq!(report.loaded, 5, "{report:?}");
+        assert_eq!(report.skipped, 1, "{report:?}");
+        let hit = set.lookup_ip("198.51.100.3".parse().unwrap(), NOW).unwrap();
+        assert_eq!(&hit.labels[..], ["tlp:amber".to_owned()]);
+        assert!(set.lookup_ip("10.0.0.1".parse().unwrap(), NOW).is_none());
+        assert!(set.lookup_url("http://bad.example/p", NOW).is_some());
+    }
+
+    #[test]
+    fn misp_feed_directories_load_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let uuid = "5f2a0b1c-0000-4000-8000-000000000001";
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            serde_json::json!({uuid: {"info": "e1", "timestamp": "1"},
+                               "../../etc/passwd": {"info": "evil"},
+                               "5f2a0b1c-0000-4000-8000-000000000002": {"info": "missing"}})
+            .to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(format!("{uuid}.json")),
+            serde_json::json!({"Event": {"Attribute": [{"type": "md5", "value": "d".repeat(32)}]}})
+                .to_string(),
+        )
+        .unwrap();
+        let (indicators, report) = parse_misp_directory("misp", dir.path(), NOW).unwrap();
+        assert_eq!(indicators.len(), 1);
+        assert_eq!(report.skipped, 2, "{report:?}");
+    }
+
+    #[test]
+    fn malformed_feeds_are_refused_with_a_reason() {
+        for (format, content, expected) in [
+            ("stix", "{", "not JSON"),
+            ("stix", r#"{"type": "indicator"}"#, "bundle"),
+            ("stix", r#"{"type": "bundle"}"#, "objects"),
+            ("misp", r#"{"x": 1}"#, "not a MISP event"),
+            ("csv", "a,b\n1,2\n", "no indicator, value or ioc column"),
+            ("list", "\u{0}\u{ff}", ""),
+            ("yaml", "x", "unknown feed format"),
+        ] {
+            let result = parse_feed("f", format, content.as_bytes(), NOW);
+            if format == "list" {
+                // Bytes that are UTF-8 are read line by line; unusable lines are skipped.
+                let (_, report) = result.unwrap();
+                assert_eq!(report.loaded, 0);
+                continue;
+            }
+            let err = result.unwrap_err();
+            assert!(err.contains(expected), "{format}: {err}");
+        }
+        let err = parse_feed("f", "list", &[0xff, 0xfe], NOW).unwrap_err();
+        assert!(err.contains("UTF-8"), "{err}");
+        let manifest = parse_feed("f", "misp", br#"{"u1": {"info": "x"}}"#, NOW).unwrap_err();
+        assert!(manifest.contains("manifest"), "{manifest}");
+    }
+}

@@ -1,0 +1,453 @@
+//! The detect service: each tenant's event stream against its effective Sigma rules,
+//! correlations and threat-intel feeds, published as alerts.
+//!
+//! Events arrive as `EventBatch`es on `vigil.<tenant>.events` through the durable consumer
+//! `detect`, shared by every detect process (so several processes split a stream without
+//! duplicates). For each batch: evaluate (in parallel over the batch's events), publish the
+//! alerts to `vigil.<tenant>.alerts` with ids derived from tenant, rule and event (a redelivered
+//! batch gives the same ids, which the bus and the alert persister drop), save the tenant's
+//! correlation state when it changed, and only then acknowledge the batch.
+//!
+//! Content (rules, overrides, feeds) comes from the store, where the control plane keeps it,
+//! and from configured directories; a watcher rebuilds it when either changes and swaps it in
+//! between batches, so each batch is evaluated by exactly one version.
+
+pub mod content;
+pub mod evaluate;
+pub mod intel;
+mod metric_names;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use vigil_bus::{ConsumerSpec, Delivery, OutgoingMessage};
+use vigil_runtime::ServiceContext;
+use vigil_schema::{Alert, EventBatch, Stage, TenantId};
+use vigil_sigma::Mappings;
+
+use content::{Content, Sources};
+use evaluate::{TenantState, evaluate_batch};
+
+/// The durable consumer every detect process shares.
+pub const CONSUMER: &str = "detect";
+
+/// The name of the correlation state in the store.
+const STATE: &str = "correlation";
+
+/// The detect service's configuration (`[detect]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Only this tenant's events (a per-tenant deployment); every tenant's when unset.
+    pub tenant: Option<TenantId>,
+    /// Directories or files of global Sigma rules, besides the rules in the store.
+    pub rules: Vec<PathBuf>,
+    /// Global threat-intel feeds: files (`.json` STIX bundle or MISP event, `.csv`, anything
+    /// else a plain list) or MISP feed directories (`manifest.json` and event files).
+    pub intel: Vec<PathBuf>,
+    /// Values for Sigma `expand` placeholders (`%admins%`).
+    pub placeholders: BTreeMap<String, Vec<String>>,
+    /// How often the store and the directories are checked for changed content, in seconds.
+    pub reload_secs: u64,
+    /// How far behind the latest event time an event may arrive and still count in
+    /// correlation windows, in seconds.
+    pub allowed_lateness_secs: u64,
+    /// Event batches delivered and not yet acknowledged.
+    pub max_in_flight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tenant: None,
+            rules: Vec::new(),
+            intel: Vec::new(),
+            placeholders: BTreeMap::new(),
+            reload_secs: 2,
+            allowed_lateness_secs: 300,
+            max_in_flight: 16,
+        }
+    }
+}
+
+impl Config {
+    /// Checks values that deserialize but cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.reload_secs == 0 {
+            return Err("detect.reload_secs must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return Err("detect.max_in_flight must be at least 1".into());
+        }
+        for path in self.rules.iter().chain(&self.intel) {
+            if !path.exists() {
+                return Err(format!("detect: {} does not exist", path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn sources(&self) -> Sources {
+        Sources {
+            rule_dirs: self.rules.clone(),
+            intel_paths: self.intel.clone(),
+            placeholders: self.placeholders.clone(),
+        }
+    }
+
+    /// The consumer this service reads.
+    pub fn consumer(&self) -> ConsumerSpec {
+        let mut spec = ConsumerSpec::new(CONSUMER, Stage::Events, self.tenant.clone());
+        spec.max_in_flight = self.max_in_flight;
+        spec.ack_wait = Duration::from_secs(60);
+        spec
+    }
+}
+
+/// Why detect could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The store.
+    #[error("{0}")]
+    Store(#[from] vigil_store::StoreError),
+    /// The bus.
+    #[error("{0}")]
+    Bus(#[from] vigil_bus::BusError),
+    /// The mapping data or rule loading.
+    #[error("{0}")]
+    Sigma(#[from] vigil_sigma::SigmaError),
+    /// The mapping data.
+    #[error("{0}")]
+    Mapping(#[from] vigil_sigma::MappingError),
+    /// Rules or feeds that cannot be read.
+    #[error("{0}")]
+    Content(String),
+}
+
+/// Creates the consumer before any service publishes events, so that none is lost to a
+/// stream without interest.
+pub async fn ensure_consumer(context: &ServiceContext, config: &Config) -> Result<(), DetectError> {
+    context.bus.ensure_consumer(&config.consumer()).await?;
+    Ok(())
+}
+
+/// Runs detection until the context's shutdown.
+pub async fn run(context: ServiceContext, config: Config) -> Result<(), DetectError> {
+    config.validate().map_err(DetectError::Content)?;
+    let mappings = Arc::new(Mappings::builtin()?);
+    let sources = config.sources();
+    let versions = context.store.platform().content_versions().await?;
+    let files = fingerprint(&sources).await;
+    let initial = content::load(&context.store, &sources, &mappings, None, &versions, 1).await?;
+    report(&initial);
+    let (content_tx, content_rx) = watch::channel(Arc::new(initial));
+    let watcher = tokio::spawn(watch_content(
+        context.clone(),
+        sources,
+        mappings,
+        Duration::from_secs(config.reload_secs),
+        content_tx,
+        versions,
+        files,
+    ));
+    let result = consume(&context, &config, content_rx).await;
+    watcher.abort();
+    result
+}
+
+async fn fingerprint(sources: &Sources) -> u64 {
+    let sources = sources.clone();
+    tokio::task::spawn_blocking(move || content::files_fingerprint(&sources))
+        .await
+        .unwrap_or(0)
+}
+
+fn report(content: &Content) {
+    let check = content.global.rules.check();
+    metrics::gauge!(metric_names::RULES_LOADED).set(check.loaded as f64);
+    metrics::gauge!(metric_names::RULES_REJECTED).set(check.rejected.len() as f64);
+    let indicators: usize = content.global.intel.len()
+        + content
+            .tenants
+            .values()
+            .map(|t| t.intel.len())
+            .sum::<usize>();
+    metrics::gauge!(metric_names::INDICATORS).set(indicators as f64);
+    for rejected in &check.rejected {
+        tracing::debug!(path = %rejected.path.display(), reason = %rejected.reason, "rule rejected");
+    }
+    for (feed, report) in &content.global.intel.reports {
+        if report.skipped > 0 || report.loaded == 0 {
+            tracing::info!(
+                feed,
+                loaded = report.loaded,
+                skipped = report.skipped,
+                reasons = %report.reasons.join("; "),
+                "threat-intel feed partly loaded"
+            );
+        }
+    }
+    tracing::info!(
+        generation = content.generation,
+        rules = check.loaded,
+        rejected = check.rejected.len(),
+        tenants = content.tenants.len(),
+        indicators,
+        "detection content loaded"
+    );
+}
+
+/// Polls the store's content versions and the files; rebuilds and publishes new content when
+/// either changed. A failed rebuild keeps the content in use.
+async fn watch_content(
+    context: ServiceContext,
+    sources: Sources,
+    mappings: Arc<Mappings>,
+    every: Duration,
+    content_tx: watch::Sender<Arc<Content>>,
+    mut versions: vigil_store::ContentVersions,
+    mut files: u64,
+) {
+    let mut generation = 1;
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let current = match context.store.platform().content_versions().await {
+            Ok(current) => current,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check detection content for changes");
+                continue;
+            }
+        };
+        let current_files = fingerprint(&sources).await;
+        if current == versions && current_files == files {
+            continue;
+        }
+        let previous = content_tx.borrow().clone();
+        let loaded = content::load(
+            &context.store,
+            &sources,
+            &mappings,
+            Some((&previous, &versions, current_files != files)),
+            &current,
+            generation + 1,
+        )
+        .await;
+        match loaded {
+            Ok(content) => {
+                generation += 1;
+                metrics::counter!(metric_names::RELOADS, "outcome" => "success").increment(1);
+                report(&content);
+                versions = current;
+                files = current_files;
+                let _ = content_tx.send(Arc::new(content));
+            }
+            Err(err) => {
+                metrics::counter!(metric_names::RELOADS, "outcome" => "failure").increment(1);
+                tracing::warn!(error = %err, "detection content not reloaded, the previous stays");
+            }
+        }
+    }
+}
+
+/// How a batch ended.
+enum Settle {
+    Ack,
+    Retry,
+}
+
+async fn consume(
+    context: &ServiceContext,
+    config: &Config,
+    content_rx: watch::Receiver<Arc<Content>>,
+) -> Result<(), DetectError> {
+    let mut subscription = context.bus.subscribe(config.consumer()).await?;
+    let lateness = i64::try_from(config.allowed_lateness_secs).unwrap_or(i64::MAX);
+    let mut states: HashMap<TenantId, TenantState> = HashMap::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => break,
+            next = subscription.next_payload::<EventBatch>() => next,
+        };
+        let (batch, delivery) = match next {
+            Some(Ok(item)) => item,
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "detect consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            None => return Err(DetectError::Bus(vigil_bus::BusError::Closed)),
+        };
+        let span = tracing::debug_span!("detect", tenant = %delivery.subject.tenant);
+        delivery.follow(&span);
+        let content = content_rx.borrow().clone();
+        let settle = tracing::Instrument::instrument(
+            process(context, &content, &mut states, batch, &delivery, lateness),
+            span,
+        )
+        .await;
+        let settled = match settle {
+            Settle::Ack => delivery.ack().await,
+            Settle::Retry => delivery.nak(Some(Duration::from_millis(500))).await,
+        };
+        if let Err(err) = settled {
+            tracing::debug!(error = %err, "settling an event batch failed");
+        }
+    }
+    tracing::debug!("detect consumer stopped");
+    Ok(())
+}
+
+async fn process(
+    context: &ServiceContext,
+    content: &Arc<Content>,
+    states: &mut HashMap<TenantId, TenantState>,
+    batch: EventBatch,
+    delivery: &Delivery,
+    lateness: i64,
+) -> Settle {
+    let tenant = delivery.subject.tenant.clone();
+    if let Err(reason) = batch.validate() {
+        // The bus refuses payloads of another tenant; an event inside the batch naming
+        // another tenant is refused here.
+        metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
+        tracing::debug!(%tenant, %reason, "event batch refused");
+        return Settle::Ack;
+    }
+    let tenant_content = content.tenant(&tenant).cloned();
+    let mut state = match states.remove(&tenant) {
+        Some(mut state) => {
+            state.follow(content, tenant_content.as_deref());
+            state
+        }
+        None => TenantState::new(content, tenant_content.as_deref()),
+    };
+    if state.correlates() {
+        // Another process may have advanced this tenant's windows since: reread them.
+        if let Err(err) = sync_state(context, &tenant, &mut state).await {
+            tracing::warn!(%tenant, error = %err, "cannot read correlation state, retrying");
+            return Settle::Retry;
+        }
+    }
+    let batch_id = batch.message_id();
+    let events = batch.events;
+    let event_count = events.len() as u64;
+    let (state, result) = {
+        let content = Arc::clone(content);
+        let batch_tenant = tenant.clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let mut state = state;
+            let now = time::OffsetDateTime::now_utc();
+            let result = evaluate_batch(
+                &content,
+                &batch_tenant,
+                &mut state,
+                &events,
+                &batch_id,
+                lateness,
+                now,
+            );
+            (state, result)
+        })
+        .await;
+        match evaluated {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::warn!(%tenant, error = %err, "evaluating a batch failed");
+                return Settle::Retry;
+            }
+        }
+    };
+    metrics::counter!(metric_names::EVENTS).increment(event_count);
+    metrics::counter!(metric_names::LATE).increment(result.late);
+    metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
+    if let Err(err) = publish(context, &tenant, &result.alerts).await {
+        tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
+        // The windows advanced in memory for alerts that were not published: reread them.
+        let mut state = state;
+        state.synced = false;
+        states.insert(tenant, state);
+        return Settle::Retry;
+    }
+    let mut state = state;
+    if result.dirty {
+        let now = vigil_store::micros(time::OffsetDateTime::now_utc());
+        let written = context
+            .store
+            .tenant(&tenant)
+            .put_detect_state(STATE, state.stored_version, state.snapshot(), now)
+            .await;
+        match written {
+            Ok(Some(version)) => state.stored_version = Some(version),
+            Ok(None) => {
+                // Another process saved first: redo the batch on its state. The alerts
+                // already published come out with the same ids and are dropped downstream.
+                metrics::counter!(metric_names::STATE_CONFLICTS).increment(1);
+                state.synced = false;
+                states.insert(tenant, state);
+                return Settle::Retry;
+            }
+            Err(err) => {
+                tracing::warn!(%tenant, error = %err, "saving correlation state failed, retrying");
+                state.synced = false;
+                states.insert(tenant, state);
+                return Settle::Retry;
+            }
+        }
+    }
+    metrics::counter!(metric_names::ALERTS).increment(result.alerts.len() as u64);
+    states.insert(tenant, state);
+    Settle::Ack
+}
+
+/// Rereads the stored correlation state when it is newer than the one in memory.
+async fn sync_state(
+    context: &ServiceContext,
+    tenant: &TenantId,
+    state: &mut TenantState,
+) -> Result<(), vigil_store::StoreError> {
+    let scope = context.store.tenant(tenant);
+    let stored = scope.detect_state_version(STATE).await?;
+    if state.synced && stored == state.stored_version {
+        return Ok(());
+    }
+    match scope.detect_state(STATE).await? {
+        Some((version, body)) => {
+            if let Err(reason) = state.restore(&body) {
+                // An unreadable state (a correlation rule changed shape): start its windows
+                // again rather than stop the tenant's detection.
+                tracing::warn!(%tenant, %reason, "correlation state not restored");
+            }
+            state.stored_version = Some(version);
+        }
+        None => state.stored_version = None,
+    }
+    state.synced = true;
+    Ok(())
+}
+
+/// Publishes alerts and waits until the bus holds every one.
+async fn publish(
+    context: &ServiceContext,
+    tenant: &TenantId,
+    alerts: &[Alert],
+) -> Result<(), vigil_bus::BusError> {
+    let mut pending = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        // The alert's subject is its tenant's; the batch's tenant made it.
+        debug_assert_eq!(&alert.tenant, tenant);
+        let message = OutgoingMessage::encode(alert, alert.id.to_string())?;
+        pending.push(context.bus.publish(message).await?);
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    Ok(())
+}
