@@ -1,0 +1,223 @@
+//! Detection end to end on NATS JetStream and PostgreSQL: SigmaHQ's regression events posted
+//! over HTTP to `vigil run`, with every SigmaHQ rule loaded, come out as alerts on the tenant's
+//! alerts subject, each once, also when the process is killed mid-stream and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
+use vigil_bus::{Bus, ConsumerSpec, Subscription};
+use vigil_e2e::{NatsServer, TestDatabase, shared_dir};
+use vigil_schema::{Alert, Stage, TenantId};
+
+/// One regression case: the rules it names and its JSON records.
+struct Case {
+    key: String,
+    rules: Vec<String>,
+    body: String,
+}
+
+fn cases(sigma: &Path) -> Vec<Case> {
+    let mut infos = Vec::new();
+    let mut stack = vec![sigma.join("regression_data")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|name| name == "info.yml") {
+                infos.push(path);
+            }
+        }
+    }
+    infos.sort();
+    let mut cases = Vec::new();
+    for info in infos {
+        let text = std::fs::read_to_string(&info).unwrap();
+        let yaml: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+        let rules: Vec<String> = yaml["rule_metadata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|rule| rule["id"].as_str().unwrap().to_owned())
+            .collect();
+        let dir = info.parent().unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let (records, error) =
+                vigil_sigma::source::json_records(&std::fs::read_to_string(&path).unwrap());
+            assert!(error.is_none(), "{}", path.display());
+            cases.push(Case {
+                key: path.strip_prefix(sigma).unwrap().display().to_string(),
+                rules: rules.clone(),
+                body: serde_json::to_string(&records).unwrap(),
+            });
+        }
+    }
+    cases
+}
+
+fn post_all(server: &Server, token: &str, cases: &[Case]) {
+    for case in cases {
+        let (status, body) = server
+            .post_events_with(token, &case.body, &[("Idempotency-Key", &case.key)])
+            .unwrap();
+        assert_eq!(status, 200, "{}: {body}", case.key);
+    }
+}
+
+/// Reads alerts until `done` says so or the deadline passes, acknowledging each.
+async fn collect(
+    subscription: &mut Subscription,
+    alerts: &mut Vec<Alert>,
+    deadline: Instant,
+    done: impl Fn(&[Alert]) -> bool,
+) {
+    while !done(alerts) && Instant::now() < deadline {
+        let next =
+            tokio::time::timeout(Duration::from_secs(1), subscription.next_payload::<Alert>());
+        if let Ok(Some(Ok((alert, delivery)))) = next.await {
+            delivery.ack().await.unwrap();
+            alerts.push(alert);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_events_become_alerts_once_each_across_a_crash() {
+    let sigma = shared_dir().join("data/sigma");
+    let cases = cases(&sigma);
+    assert!(cases.len() >= 200, "{} regression files", cases.len());
+    let nats = NatsServer::start().unwrap();
+    let database = TestDatabase::create("detect").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    let rules: Vec<PathBuf> = ["rules", "rules-emerging-threats", "rules-threat-hunting"]
+        .iter()
+        .map(|name| sigma.join(name))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[detect]\nrules = {}\n",
+            serde_json::to_string(&rules).unwrap()
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--bus".into(),
+        nats.url(),
+        "--store".into(),
+        database.url.clone(),
+    ];
+    let start = {
+        let (args, path) = (args.clone(), dir.path().to_owned());
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start(&path, &args)
+        }
+    };
+    let mut server = tokio::task::spawn_blocking(start.clone()).await.unwrap();
+    let admin = server.admin_token();
+    server.ok(&admin, &["tenant", "create", "acme"]);
+    let token = server
+        .ok(
+            &admin,
+            &["token", "issue", "--tenant", "acme", "--role", "ingest"],
+        )
+        .trim()
+        .to_owned();
+
+    let acme = TenantId::new("acme").unwrap();
+    let bus = JetStreamBus::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .unwrap();
+    let mut subscription = bus
+        .subscribe(ConsumerSpec::new("e2e", Stage::Alerts, Some(acme.clone())))
+        .await
+        .unwrap();
+
+    let (first, second) = cases.split_at(cases.len() / 2);
+    let server_ref = &server;
+    tokio::task::block_in_place(|| post_all(server_ref, &token, first));
+    // Kill the process as soon as detection is under way: whatever it had not acknowledged
+    // comes back to the restarted process.
+    let mut alerts = Vec::new();
+    collect(
+        &mut subscription,
+        &mut alerts,
+        Instant::now() + Duration::from_secs(300),
+        |alerts| !alerts.is_empty(),
+    )
+    .await;
+    assert!(!alerts.is_empty(), "no alert before the crash");
+    server.kill_hard();
+    drop(server);
+    let server = tokio::task::spawn_blocking(start).await.unwrap();
+    // The last request before the crash, sent again with its key, adds nothing.
+    let server_ref = &server;
+    tokio::task::block_in_place(|| {
+        post_all(server_ref, &token, &first[first.len() - 1..]);
+        post_all(server_ref, &token, second);
+    });
+
+    let expected: BTreeSet<String> = cases.iter().flat_map(|c| c.rules.clone()).collect();
+    collect(
+        &mut subscription,
+        &mut alerts,
+        Instant::now() + Duration::from_secs(600),
+        |alerts| {
+            let seen: BTreeSet<&str> = alerts.iter().map(|a| a.rule_id.as_str()).collect();
+            expected.iter().all(|rule| seen.contains(rule.as_str()))
+        },
+    )
+    .await;
+    // Anything still in flight (a duplicate would show here).
+    collect(
+        &mut subscription,
+        &mut alerts,
+        Instant::now() + Duration::from_secs(5),
+        |_| false,
+    )
+    .await;
+
+    let seen: BTreeSet<&str> = alerts.iter().map(|a| a.rule_id.as_str()).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|rule| !seen.contains(rule.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "rules that did not fire: {missing:?}");
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for alert in &alerts {
+        *by_id.entry(alert.id.to_string()).or_default() += 1;
+        assert_eq!(alert.tenant, acme);
+        assert_eq!(alert.event_ids.len(), 1);
+        assert!(alert.detected_time >= alert.event_time || alert.event_time.year() < 2030);
+    }
+    let duplicates: BTreeMap<&String, &usize> = by_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "alerts published twice: {duplicates:?}"
+    );
+    // ATT&CK names come with the technique ids.
+    assert!(
+        alerts
+            .iter()
+            .flat_map(|a| &a.attack)
+            .any(|t| !t.name.is_empty() && !t.tactics.is_empty())
+    );
+
+    drop(server);
+    drop(bus);
+    database.drop().await.unwrap();
+}
