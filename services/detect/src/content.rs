@@ -40,6 +40,9 @@ pub struct Global {
     /// Rule texts by id, so tenant rule sets can include the global rules their correlations
     /// name.
     texts: FxHashMap<String, (PathBuf, String)>,
+    /// The text of every file whose rules loaded, so a later edit that breaks a file keeps
+    /// the version that worked.
+    good: FxHashMap<PathBuf, String>,
 }
 
 impl std::fmt::Debug for Global {
@@ -181,11 +184,15 @@ pub fn files_fingerprint(sources: &Sources) -> u64 {
 /// Builds the global content: rules from the store (first, so a rule managed through the
 /// control plane wins over a file with the same id) and from the rule directories, feeds from
 /// the store and the intel paths.
+///
+/// A file that loaded before (`previous`) and no longer does keeps its previous text: the
+/// rules it held stay active, and the rejection is reported as kept.
 pub fn build_global(
     sources: &Sources,
     stored_rules: Vec<RuleRecord>,
     stored_feeds: Vec<FeedRecord>,
     mappings: &Arc<Mappings>,
+    previous: Option<&Global>,
     now: i64,
 ) -> Result<Global, DetectError> {
     let mut texts: Vec<(PathBuf, String)> = Vec::new();
@@ -206,7 +213,43 @@ pub fn build_global(
         placeholders: sources.placeholders.clone(),
         cache_dir: None,
     };
-    let rules = RuleSet::from_texts(texts.clone(), Arc::clone(mappings), &options)?;
+    let mut rules = RuleSet::from_texts(texts.clone(), Arc::clone(mappings), &options)?;
+    if let Some(previous) = previous {
+        let broken: FxHashSet<&Path> = rules
+            .check()
+            .rejected
+            .iter()
+            .map(|rejected| rejected.path.as_path())
+            .collect();
+        let mut kept = 0;
+        for (path, text) in &mut texts {
+            if let Some(good) = previous.good.get(path)
+                && broken.contains(path.as_path())
+                && good != text
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    "rule file no longer loads; its previous version stays active"
+                );
+                *text = good.clone();
+                kept += 1;
+            }
+        }
+        if kept > 0 {
+            rules = RuleSet::from_texts(texts.clone(), Arc::clone(mappings), &options)?;
+        }
+    }
+    let broken: FxHashSet<PathBuf> = rules
+        .check()
+        .rejected
+        .iter()
+        .map(|rejected| rejected.path.clone())
+        .collect();
+    let good = texts
+        .iter()
+        .filter(|(path, _)| !broken.contains(path))
+        .cloned()
+        .collect();
     for text in texts {
         // Ids of directory rules, for tenant correlations that name them.
         if let Some(id) = rule_id_of(&text.1) {
@@ -223,6 +266,7 @@ pub fn build_global(
         rules: Arc::new(rules),
         intel: Arc::new(IntelSet::build(indicators, reports)),
         texts: by_id,
+        good,
     })
 }
 
@@ -446,8 +490,16 @@ pub async fn load(
             let rules = platform.global_rules().list().await?;
             let feeds = platform.global_feeds().list_with_content().await?;
             let (sources, mappings) = (sources.clone(), Arc::clone(mappings));
+            let previous_global = previous.map(|(content, _, _)| Arc::clone(&content.global));
             let global = tokio::task::spawn_blocking(move || {
-                let global = build_global(&sources, rules, feeds, &mappings, now)?;
+                let global = build_global(
+                    &sources,
+                    rules,
+                    feeds,
+                    &mappings,
+                    previous_global.as_deref(),
+                    now,
+                )?;
                 global.rules.compile_all();
                 Ok::<_, DetectError>(global)
             })
