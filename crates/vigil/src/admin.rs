@@ -741,11 +741,25 @@ pub async fn intel(command: IntelCommand, connection: &Connection) -> Result<()>
                 .await?
                 .into_inner();
             match client.format {
-                OutputFormat::Json => out(&json(&feed_json(&feed))),
-                OutputFormat::Table => out(&format!(
-                    "pushed feed {} ({} indicators, version {})",
-                    feed.name, feed.indicators, feed.version
-                )),
+                OutputFormat::Json => {
+                    let mut value = feed_json(&feed);
+                    value["skipped"] = feed.skipped.into();
+                    value["skip_reasons"] = feed.skip_reasons.clone().into();
+                    out(&json(&value))
+                }
+                OutputFormat::Table => {
+                    out(&format!(
+                        "pushed feed {} ({} indicators, version {})",
+                        feed.name, feed.indicators, feed.version
+                    ));
+                    if feed.skipped > 0 {
+                        out(&format!(
+                            "skipped {} indicators: {}",
+                            feed.skipped,
+                            feed.skip_reasons.join("; ")
+                        ));
+                    }
+                }
             }
         }
         IntelCommand::List { tenant } => {

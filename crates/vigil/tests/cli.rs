@@ -320,6 +320,14 @@ fn config_check_rejects_bad_files_with_the_reason() {
         ),
         ("not-toml.toml", "invalid TOML"),
         (
+            "detect-missing-rules.toml",
+            "detect: /nonexistent/vigil-rules does not exist",
+        ),
+        (
+            "detect-zero-reload.toml",
+            "detect.reload_secs must be at least 1",
+        ),
+        (
             "unknown-service.toml",
             "services.1: unknown variant: found `sigma`, expected `one of `ingest`, `baseline`, `detect`, `triage`, `response`, `reporting`, `control`, `operator``",
         ),

@@ -1548,6 +1548,8 @@ fn feed_message(record: &vigil_store::FeedRecord) -> pb::FeedInfo {
         version: record.version,
         updated_time: rfc3339(record.updated_at),
         updated_by: record.updated_by.clone(),
+        skipped: 0,
+        skip_reasons: Vec::new(),
     }
 }
 
@@ -1588,9 +1590,11 @@ impl IntelService for ControlApi {
                 if let Some(tenant) = &tenant {
                     tenant_in(&tx, tenant, false).await?;
                 }
-                let count = intel::count_indicators(&request.format, &request.content).map_err(
-                    |reason| Status::invalid_argument(format!("feed {}: {reason}", request.name)),
-                )?;
+                let check =
+                    intel::check_feed(&request.format, &request.content).map_err(|reason| {
+                        Status::invalid_argument(format!("feed {}: {reason}", request.name))
+                    })?;
+                let (count, skipped) = (check.indicators, check.skipped);
                 let feeds = match &tenant {
                     Some(tenant) => tx.tenant(tenant).feeds(),
                     None => tx.platform().global_feeds(),
@@ -1607,17 +1611,21 @@ impl IntelService for ControlApi {
                     .await
                     .map_err(store_status)?;
                 Ok((
-                    record,
+                    (record, check),
                     tx,
                     details(&[
                         ("format", request.format.clone().into()),
                         ("indicators", count.into()),
+                        ("skipped", skipped.into()),
                     ]),
                 ))
             })
             .await;
-        let record = result?;
-        Ok(Response::new(feed_message(&record)))
+        let (record, check) = result?;
+        let mut message = feed_message(&record);
+        message.skipped = check.skipped;
+        message.skip_reasons = check.reasons;
+        Ok(Response::new(message))
     }
 
     async fn list_feeds(

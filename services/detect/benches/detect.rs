@@ -20,7 +20,7 @@ use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage};
 use vigil_detect::content::{Content, Sources, build_global};
 use vigil_detect::evaluate::{TenantState, evaluate_batch};
-use vigil_detect::intel::{IntelSet, parse_feed};
+use vigil_intel::{IntelSet, parse_feed};
 use vigil_runtime::{Readiness, ServiceContext};
 use vigil_schema::{Entities, Event, EventBatch, EventId, Fields, Source, Stage, TenantId};
 

@@ -18,7 +18,7 @@ use vigil_sigma::{LoadOptions, Mappings, RuleSet};
 use vigil_store::{FeedRecord, OverrideRecord, RuleRecord, Store};
 
 use crate::DetectError;
-use crate::intel::{FeedReport, Indicator, IntelSet, parse_feed, parse_misp_directory};
+use vigil_intel::{FeedReport, Indicator, IntelSet, parse_feed, parse_misp_directory};
 
 /// Where global content comes from besides the store.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use vigil_schema::{
 use vigil_sigma::{CorrelationHit, Correlator, Detection, FlatRecord, FlatValue, RuleInfo};
 
 use crate::content::{Content, Override, TenantContent};
-use crate::intel::{IndicatorKind, IndicatorMeta, IntelSet};
+use vigil_intel::{IndicatorKind, IndicatorMeta, IntelSet};
 
 /// Batch ids remembered as applied to the correlation state, so a batch redelivered after its
 /// state was saved is not counted twice.

@@ -14,7 +14,6 @@
 
 pub mod content;
 pub mod evaluate;
-pub mod intel;
 mod metric_names;
 
 use std::collections::{BTreeMap, HashMap};

@@ -533,3 +533,51 @@ async fn bad_batches_and_bare_events_pass_without_stopping_anything() {
     shutdown.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_stream_and_its_correlation_windows() {
+    let mut harness = Harness::new(&["acme"]).await;
+    harness
+        .global_rule(&whoami_rule(), WHOAMI, "detection")
+        .await;
+    harness.global_rule(&calc_rule(), CALC, "detection").await;
+    // Nine hits in the window: only a state both processes share reaches it.
+    harness
+        .global_rule(
+            &burst_rule().replace("gte: 3", "gte: 9"),
+            BURST,
+            "correlation",
+        )
+        .await;
+    let (first, first_task) = harness.start(config(60)).await;
+    let (second, second_task) = harness.start(config(60)).await;
+    for n in 0..9 {
+        harness
+            .send(
+                "acme",
+                vec![
+                    event(
+                        "acme",
+                        2 * n,
+                        process("C:\\Windows\\System32\\whoami.exe", "pc1"),
+                    ),
+                    event(
+                        "acme",
+                        2 * n + 1,
+                        process("C:\\Windows\\System32\\calc.exe", "pc1"),
+                    ),
+                ],
+            )
+            .await;
+    }
+    let alerts = harness.alerts(Duration::from_secs(4)).await;
+    let ids: std::collections::HashSet<_> = alerts.iter().map(|a| a.id).collect();
+    assert_eq!(ids.len(), alerts.len(), "an alert twice: {alerts:#?}");
+    let calc = alerts.iter().filter(|a| a.rule_id == CALC).count();
+    let bursts = alerts.iter().filter(|a| a.rule_id == BURST).count();
+    assert_eq!((calc, bursts), (9, 1), "{alerts:#?}");
+    for (shutdown, task) in [(first, first_task), (second, second_task)] {
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,5 +1,6 @@
 //! Threat intelligence: feeds parsed into indicators, and the lookups that match an event's
-//! addresses, domains, URLs and file hashes against them.
+//! addresses, domains, URLs and file hashes against them. The control plane validates feeds
+//! with the same parser the detect service loads them with.
 //!
 //! Formats: STIX 2.1 bundles (indicators whose pattern compares one observable with `=`,
 //! joined by `OR`), MISP events (attributes and object attributes) and MISP feed directories
