@@ -440,10 +440,10 @@ fn intel_hits(sets: &[&IntelSet], event: &Event, now: i64) -> Vec<IntelHit> {
                 match kind {
                     IndicatorKind::Ip => {
                         let address = text.trim().trim_start_matches("::ffff:");
-                        if let Ok(address) = address.parse() {
-                            if let Some(meta) = set.lookup_ip(address, now) {
-                                record(meta, key, text);
-                            }
+                        if let Ok(address) = address.parse()
+                            && let Some(meta) = set.lookup_ip(address, now)
+                        {
+                            record(meta, key, text);
                         }
                     }
                     IndicatorKind::Domain => {
