@@ -59,6 +59,9 @@ pub struct TenantState {
     pub stored_version: Option<i64>,
     /// Whether `stored_version` was read at all.
     pub synced: bool,
+    /// Increases each time the state is reread after a failed save or publication; batches
+    /// evaluated in an older epoch are redone.
+    pub epoch: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +86,7 @@ impl TenantState {
             generation: content.generation,
             stored_version: None,
             synced: false,
+            epoch: 0,
         }
     }
 
@@ -98,12 +102,12 @@ impl TenantState {
             return;
         }
         let snapshot = self.snapshot();
-        let stored_version = self.stored_version;
-        let synced = self.synced;
+        let (stored_version, synced, epoch) = (self.stored_version, self.synced, self.epoch);
         *self = Self::new(content, tenant);
         let _ = self.restore(&snapshot);
         self.stored_version = stored_version;
         self.synced = synced;
+        self.epoch = epoch;
     }
 
     /// The state as bytes for the store.

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use vigil_bus::{ConsumerSpec, Delivery, OutgoingMessage};
 use vigil_runtime::ServiceContext;
 use vigil_schema::{Alert, EventBatch, Stage, TenantId};
+
 use vigil_sigma::Mappings;
 
 use content::{Content, Sources};
@@ -255,12 +256,40 @@ async fn watch_content(
     }
 }
 
-/// How a batch ended.
-enum Settle {
-    Ack,
-    Retry,
+/// A batch evaluated, waiting for its alerts to be published and its state saved.
+struct Evaluated {
+    delivery: Delivery,
+    tenant: TenantId,
+    /// The tenant state's epoch it was evaluated in (see [`Progress`]).
+    epoch: u64,
+    alerts: Vec<Alert>,
+    /// The correlation state after this batch, with the stored version it replaces.
+    save: Option<(Option<i64>, Vec<u8>)>,
 }
 
+/// What the publishing stage tells the evaluating stage. A batch's publication or state save
+/// that fails makes every later batch of that tenant evaluated in the same epoch wrong (they
+/// built on its state): they are redelivered, and the evaluating stage rereads the state.
+#[derive(Default)]
+struct Progress {
+    /// Per tenant, the latest epoch that failed.
+    failed: HashMap<TenantId, u64>,
+    /// Per tenant, state saves handed to the publishing stage and not finished.
+    pending_saves: HashMap<TenantId, usize>,
+}
+
+type SharedProgress = Arc<std::sync::Mutex<Progress>>;
+
+fn lock(progress: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
+    progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Two stages: this task takes batches and evaluates them (decoding and evaluating on the
+/// blocking pool, rayon across the batch); a second task publishes each batch's alerts, saves
+/// its state and settles it. The stages overlap, so evaluation continues while the bus
+/// acknowledges the previous batch's alerts.
 async fn consume(
     context: &ServiceContext,
     config: &Config,
@@ -269,57 +298,71 @@ async fn consume(
     let mut subscription = context.bus.subscribe(config.consumer()).await?;
     let lateness = i64::try_from(config.allowed_lateness_secs).unwrap_or(i64::MAX);
     let mut states: HashMap<TenantId, TenantState> = HashMap::new();
+    let progress = SharedProgress::default();
+    let (evaluated_tx, evaluated_rx) = tokio::sync::mpsc::channel::<Evaluated>(2);
+    let publisher = tokio::spawn(publish_stage(
+        context.clone(),
+        evaluated_rx,
+        Arc::clone(&progress),
+    ));
+    let mut result = Ok(());
     loop {
         let next = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => break,
-            next = subscription.next_payload::<EventBatch>() => next,
+            next = subscription.next() => next,
         };
-        let (batch, delivery) = match next {
-            Some(Ok(item)) => item,
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
             Some(Err(err)) => {
                 tracing::debug!(error = %err, "detect consumer error");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            None => return Err(DetectError::Bus(vigil_bus::BusError::Closed)),
+            None => {
+                result = Err(DetectError::Bus(vigil_bus::BusError::Closed));
+                break;
+            }
         };
         let span = tracing::debug_span!("detect", tenant = %delivery.subject.tenant);
         delivery.follow(&span);
         let content = content_rx.borrow().clone();
-        let settle = tracing::Instrument::instrument(
-            process(context, &content, &mut states, batch, &delivery, lateness),
+        let evaluated = tracing::Instrument::instrument(
+            evaluate(
+                context,
+                &content,
+                &mut states,
+                &progress,
+                delivery,
+                lateness,
+            ),
             span,
         )
         .await;
-        let settled = match settle {
-            Settle::Ack => delivery.ack().await,
-            Settle::Retry => delivery.nak(Some(Duration::from_millis(500))).await,
-        };
-        if let Err(err) = settled {
-            tracing::debug!(error = %err, "settling an event batch failed");
+        if let Some(evaluated) = evaluated
+            && evaluated_tx.send(evaluated).await.is_err()
+        {
+            break;
         }
     }
+    // Batches already evaluated are published and settled; the rest are redelivered.
+    drop(evaluated_tx);
+    let _ = publisher.await;
     tracing::debug!("detect consumer stopped");
-    Ok(())
+    result
 }
 
-async fn process(
+/// Decodes and evaluates one batch; `None` when it was settled here (undecodable, refused, or
+/// its state could not be read).
+async fn evaluate(
     context: &ServiceContext,
     content: &Arc<Content>,
     states: &mut HashMap<TenantId, TenantState>,
-    batch: EventBatch,
-    delivery: &Delivery,
+    progress: &SharedProgress,
+    delivery: Delivery,
     lateness: i64,
-) -> Settle {
+) -> Option<Evaluated> {
     let tenant = delivery.subject.tenant.clone();
-    if let Err(reason) = batch.validate() {
-        // The bus refuses payloads of another tenant; an event inside the batch naming
-        // another tenant is refused here.
-        metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
-        tracing::debug!(%tenant, %reason, "event batch refused");
-        return Settle::Ack;
-    }
     let tenant_content = content.tenant(&tenant).cloned();
     let mut state = match states.remove(&tenant) {
         Some(mut state) => {
@@ -328,82 +371,175 @@ async fn process(
         }
         None => TenantState::new(content, tenant_content.as_deref()),
     };
-    if state.correlates() {
-        // Another process may have advanced this tenant's windows since: reread them.
-        if let Err(err) = sync_state(context, &tenant, &mut state).await {
-            tracing::warn!(%tenant, error = %err, "cannot read correlation state, retrying");
-            return Settle::Retry;
+    let pending_saves = {
+        let progress = lock(progress);
+        if let Some(&failed) = progress.failed.get(&tenant)
+            && failed >= state.epoch
+        {
+            state.epoch = failed + 1;
+            state.synced = false;
         }
+        progress.pending_saves.get(&tenant).copied().unwrap_or(0)
+    };
+    // Another process may have advanced this tenant's windows since: reread them (unless
+    // this process's own saves are still under way, which would fail if it had).
+    if state.correlates()
+        && (pending_saves == 0 || !state.synced)
+        && let Err(err) = sync_state(context, &tenant, &mut state).await
+    {
+        tracing::warn!(%tenant, error = %err, "cannot read correlation state, retrying");
+        states.insert(tenant, state);
+        let _ = delivery.nak(Some(Duration::from_millis(500))).await;
+        return None;
     }
-    let batch_id = batch.message_id();
-    let events = batch.events;
-    let event_count = events.len() as u64;
-    let (state, result) = {
-        let content = Arc::clone(content);
-        let batch_tenant = tenant.clone();
-        let evaluated = tokio::task::spawn_blocking(move || {
-            let mut state = state;
-            let now = time::OffsetDateTime::now_utc();
-            let result = evaluate_batch(
-                &content,
-                &batch_tenant,
-                &mut state,
-                &events,
-                &batch_id,
-                lateness,
-                now,
-            );
-            (state, result)
-        })
-        .await;
-        match evaluated {
-            Ok(done) => done,
-            Err(err) => {
-                tracing::warn!(%tenant, error = %err, "evaluating a batch failed");
-                return Settle::Retry;
-            }
+    let content = Arc::clone(content);
+    let batch_tenant = tenant.clone();
+    let evaluated = tokio::task::spawn_blocking(move || {
+        let batch = match delivery.decode::<EventBatch>() {
+            Ok(batch) => batch,
+            Err(err) => return (state, delivery, Err(err.to_string())),
+        };
+        if let Err(reason) = batch.validate() {
+            return (state, delivery, Err(reason));
+        }
+        let batch_id = batch.message_id();
+        let now = time::OffsetDateTime::now_utc();
+        let result = evaluate_batch(
+            &content,
+            &batch_tenant,
+            &mut state,
+            &batch.events,
+            &batch_id,
+            lateness,
+            now,
+        );
+        metrics::counter!(metric_names::EVENTS).increment(batch.events.len() as u64);
+        (state, delivery, Ok(result))
+    })
+    .await;
+    let (mut state, delivery, result) = match evaluated {
+        Ok(done) => done,
+        Err(err) => {
+            // The state went with the task: the next batch starts from the stored one.
+            tracing::warn!(%tenant, error = %err, "evaluating a batch failed");
+            return None;
         }
     };
-    metrics::counter!(metric_names::EVENTS).increment(event_count);
+    let result = match result {
+        Ok(result) => result,
+        Err(reason) => {
+            // An undecodable batch, or one holding another tenant's event: it can never be
+            // evaluated; it goes to the dead-letter subject with the reason.
+            metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
+            tracing::debug!(%tenant, %reason, "event batch refused");
+            states.insert(tenant, state);
+            let _ = delivery.dead_letter("detect", &reason).await;
+            return None;
+        }
+    };
     metrics::counter!(metric_names::LATE).increment(result.late);
     metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
-    if let Err(err) = publish(context, &tenant, &result.alerts).await {
-        tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
-        // The windows advanced in memory for alerts that were not published: reread them.
-        let mut state = state;
-        state.synced = false;
-        states.insert(tenant, state);
-        return Settle::Retry;
-    }
-    let mut state = state;
-    if result.dirty {
-        let now = vigil_store::micros(time::OffsetDateTime::now_utc());
-        let written = context
-            .store
-            .tenant(&tenant)
-            .put_detect_state(STATE, state.stored_version, state.snapshot(), now)
-            .await;
-        match written {
-            Ok(Some(version)) => state.stored_version = Some(version),
-            Ok(None) => {
-                // Another process saved first: redo the batch on its state. The alerts
-                // already published come out with the same ids and are dropped downstream.
-                metrics::counter!(metric_names::STATE_CONFLICTS).increment(1);
-                state.synced = false;
-                states.insert(tenant, state);
-                return Settle::Retry;
+    let save = result.dirty.then(|| {
+        let expected = state.stored_version;
+        state.stored_version = Some(expected.map_or(1, |version| version + 1));
+        *lock(progress)
+            .pending_saves
+            .entry(tenant.clone())
+            .or_default() += 1;
+        (expected, state.snapshot())
+    });
+    let epoch = state.epoch;
+    states.insert(tenant.clone(), state);
+    Some(Evaluated {
+        delivery,
+        tenant,
+        epoch,
+        alerts: result.alerts,
+        save,
+    })
+}
+
+/// Publishes each evaluated batch's alerts, saves its state, then acknowledges it; on any
+/// failure the batch (and what was evaluated on top of it) is redelivered.
+async fn publish_stage(
+    context: ServiceContext,
+    mut evaluated_rx: tokio::sync::mpsc::Receiver<Evaluated>,
+    progress: SharedProgress,
+) {
+    while let Some(item) = evaluated_rx.recv().await {
+        let Evaluated {
+            delivery,
+            tenant,
+            epoch,
+            alerts,
+            save,
+        } = item;
+        let stale = lock(&progress)
+            .failed
+            .get(&tenant)
+            .is_some_and(|&failed| failed >= epoch);
+        let outcome = if stale {
+            Err(())
+        } else {
+            publish_and_save(&context, &tenant, &alerts, save.as_ref()).await
+        };
+        {
+            let mut progress = lock(&progress);
+            if save.is_some()
+                && let Some(pending) = progress.pending_saves.get_mut(&tenant)
+            {
+                *pending = pending.saturating_sub(1);
             }
-            Err(err) => {
-                tracing::warn!(%tenant, error = %err, "saving correlation state failed, retrying");
-                state.synced = false;
-                states.insert(tenant, state);
-                return Settle::Retry;
+            if outcome.is_err() {
+                let failed = progress.failed.entry(tenant).or_default();
+                *failed = (*failed).max(epoch);
             }
         }
+        let settled = match outcome {
+            Ok(()) => {
+                metrics::counter!(metric_names::ALERTS).increment(alerts.len() as u64);
+                delivery.ack().await
+            }
+            Err(()) => delivery.nak(Some(Duration::from_millis(500))).await,
+        };
+        if let Err(err) = settled {
+            tracing::debug!(error = %err, "settling an event batch failed");
+        }
     }
-    metrics::counter!(metric_names::ALERTS).increment(result.alerts.len() as u64);
-    states.insert(tenant, state);
-    Settle::Ack
+}
+
+async fn publish_and_save(
+    context: &ServiceContext,
+    tenant: &TenantId,
+    alerts: &[Alert],
+    save: Option<&(Option<i64>, Vec<u8>)>,
+) -> Result<(), ()> {
+    if let Err(err) = publish(context, tenant, alerts).await {
+        tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
+        return Err(());
+    }
+    let Some((expected, body)) = save else {
+        return Ok(());
+    };
+    let now = vigil_store::micros(time::OffsetDateTime::now_utc());
+    match context
+        .store
+        .tenant(tenant)
+        .put_detect_state(STATE, *expected, body.clone(), now)
+        .await
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => {
+            // Another process saved first: redo the batch on its state. The alerts already
+            // published come out with the same ids and are dropped downstream.
+            metrics::counter!(metric_names::STATE_CONFLICTS).increment(1);
+            Err(())
+        }
+        Err(err) => {
+            tracing::warn!(%tenant, error = %err, "saving correlation state failed, retrying");
+            Err(())
+        }
+    }
 }
 
 /// Rereads the stored correlation state when it is newer than the one in memory.
