@@ -286,10 +286,10 @@ fn lock(progress: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Two stages: this task takes batches and evaluates them (decoding and evaluating on the
-/// blocking pool, rayon across the batch); a second task publishes each batch's alerts, saves
-/// its state and settles it. The stages overlap, so evaluation continues while the bus
-/// acknowledges the previous batch's alerts.
+/// Three stages: this task takes batches and evaluates them (decoding and evaluating on the
+/// blocking pool, rayon across the batch); a second sends each batch's alerts; a third waits
+/// for their acknowledgements, saves the batch's state and settles it, in order. Evaluation
+/// continues while the bus acknowledges earlier batches' alerts.
 async fn consume(
     context: &ServiceContext,
     config: &Config,
@@ -459,14 +459,68 @@ async fn evaluate(
     })
 }
 
-/// Publishes each evaluated batch's alerts, saves its state, then acknowledges it; on any
-/// failure the batch (and what was evaluated on top of it) is redelivered.
+/// A batch whose alerts were sent, waiting for the bus's acknowledgements.
+struct Sent {
+    item: Evaluated,
+    acks: Result<Vec<vigil_bus::AckFuture>, ()>,
+}
+
+/// Sends each evaluated batch's alerts without waiting for the bus, so the alerts of several
+/// batches are in flight at once; [`settle_stage`] waits for them in order.
 async fn publish_stage(
     context: ServiceContext,
     mut evaluated_rx: tokio::sync::mpsc::Receiver<Evaluated>,
     progress: SharedProgress,
 ) {
+    let (sent_tx, sent_rx) = tokio::sync::mpsc::channel::<Sent>(8);
+    let settler = tokio::spawn(settle_stage(
+        context.clone(),
+        sent_rx,
+        Arc::clone(&progress),
+    ));
     while let Some(item) = evaluated_rx.recv().await {
+        let acks = if is_stale(&progress, &item) {
+            Err(())
+        } else {
+            send_alerts(&context, &item.tenant, &item.alerts).await
+        };
+        if sent_tx.send(Sent { item, acks }).await.is_err() {
+            break;
+        }
+    }
+    drop(sent_tx);
+    let _ = settler.await;
+}
+
+/// Whether a batch was evaluated on a state that a failure since made wrong.
+fn is_stale(progress: &SharedProgress, item: &Evaluated) -> bool {
+    lock(progress)
+        .failed
+        .get(&item.tenant)
+        .is_some_and(|&failed| failed >= item.epoch)
+}
+
+/// Waits for each batch's alerts to be acknowledged, saves its state, then acknowledges the
+/// batch; on any failure the batch (and what was evaluated on top of it) is redelivered.
+async fn settle_stage(
+    context: ServiceContext,
+    mut sent_rx: tokio::sync::mpsc::Receiver<Sent>,
+    progress: SharedProgress,
+) {
+    while let Some(Sent { item, acks }) = sent_rx.recv().await {
+        let mut outcome = match acks {
+            Ok(acks) => await_acks(&item.tenant, acks).await,
+            Err(()) => Err(()),
+        };
+        if outcome.is_ok()
+            && let Some(save) = &item.save
+        {
+            outcome = if is_stale(&progress, &item) {
+                Err(())
+            } else {
+                save_state(&context, &item.tenant, save).await
+            };
+        }
         let Evaluated {
             delivery,
             tenant,
@@ -474,15 +528,6 @@ async fn publish_stage(
             alerts,
             save,
         } = item;
-        let stale = lock(&progress)
-            .failed
-            .get(&tenant)
-            .is_some_and(|&failed| failed >= epoch);
-        let outcome = if stale {
-            Err(())
-        } else {
-            publish_and_save(&context, &tenant, &alerts, save.as_ref()).await
-        };
         {
             let mut progress = lock(&progress);
             if save.is_some()
@@ -508,19 +553,11 @@ async fn publish_stage(
     }
 }
 
-async fn publish_and_save(
+async fn save_state(
     context: &ServiceContext,
     tenant: &TenantId,
-    alerts: &[Alert],
-    save: Option<&(Option<i64>, Vec<u8>)>,
+    (expected, body): &(Option<i64>, Vec<u8>),
 ) -> Result<(), ()> {
-    if let Err(err) = publish(context, tenant, alerts).await {
-        tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
-        return Err(());
-    }
-    let Some((expected, body)) = save else {
-        return Ok(());
-    };
     let now = vigil_store::micros(time::OffsetDateTime::now_utc());
     match context
         .store
@@ -568,21 +605,37 @@ async fn sync_state(
     Ok(())
 }
 
-/// Publishes alerts and waits until the bus holds every one.
-async fn publish(
+/// Sends alerts; each returned future resolves when the bus holds its alert.
+async fn send_alerts(
     context: &ServiceContext,
     tenant: &TenantId,
     alerts: &[Alert],
-) -> Result<(), vigil_bus::BusError> {
+) -> Result<Vec<vigil_bus::AckFuture>, ()> {
     let mut pending = Vec::with_capacity(alerts.len());
     for alert in alerts {
         // The alert's subject is its tenant's; the batch's tenant made it.
         debug_assert_eq!(&alert.tenant, tenant);
-        let message = OutgoingMessage::encode(alert, alert.id.to_string())?;
-        pending.push(context.bus.publish(message).await?);
+        let sent = match OutgoingMessage::encode(alert, alert.id.to_string()) {
+            Ok(message) => context.bus.publish(message).await,
+            Err(err) => Err(err),
+        };
+        match sent {
+            Ok(ack) => pending.push(ack),
+            Err(err) => {
+                tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
+                return Err(());
+            }
+        }
     }
-    for ack in pending {
-        ack.await?;
+    Ok(pending)
+}
+
+async fn await_acks(tenant: &TenantId, acks: Vec<vigil_bus::AckFuture>) -> Result<(), ()> {
+    for ack in acks {
+        if let Err(err) = ack.await {
+            tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
+            return Err(());
+        }
     }
     Ok(())
 }
