@@ -24,6 +24,10 @@ use vigil_intel::{IntelSet, parse_feed};
 use vigil_runtime::{Readiness, ServiceContext};
 use vigil_schema::{Entities, Event, EventBatch, EventId, Fields, Source, Stage, TenantId};
 
+/// The `vigil` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 500;
 
 fn memory() -> (u64, u64) {
