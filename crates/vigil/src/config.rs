@@ -475,8 +475,12 @@ mod tests {
                 "unknown variant: found `nope`",
             ),
             (
-                "services = [\"detect\"]\n",
-                "services: detect is not available in this build",
+                "services = [\"triage\"]\n",
+                "services: triage is not available in this build",
+            ),
+            (
+                "[detect]\nreload_secs = 0\n",
+                "detect.reload_secs must be at least 1",
             ),
             ("[telemetry]\nlog_format = \"xml\"\n", "xml"),
             ("[bus\nurl = 1", "invalid TOML"),
