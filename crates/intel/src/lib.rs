@@ -97,19 +97,20 @@ impl FeedReport {
     }
 }
 
-/// Parses a feed's content. An error means the content is not a feed of that format at all;
-/// single unusable indicators are counted in the report.
+/// Parses a feed's content, handing each usable indicator to `sink`. An error means the
+/// content is not a feed of that format at all (and nothing was handed on); single unusable
+/// indicators are counted in the report.
 pub fn parse_feed(
     name: &str,
     format: &str,
     content: &[u8],
     now: i64,
-) -> Result<(Vec<Indicator>, FeedReport), String> {
-    let feed: Arc<str> = Arc::from(name);
+    sink: &mut dyn FnMut(Indicator),
+) -> Result<FeedReport, String> {
     let mut out = Parsed {
-        feed,
+        feed: Arc::from(name),
         now,
-        indicators: Vec::new(),
+        sink,
         report: FeedReport::default(),
     };
     match format {
@@ -124,8 +125,7 @@ pub fn parse_feed(
             ));
         }
     }
-    out.report.loaded = out.indicators.len();
-    Ok((out.indicators, out.report))
+    Ok(out.report)
 }
 
 /// Loads a MISP feed directory: `manifest.json` names the events, each in `<uuid>.json`.
@@ -133,7 +133,8 @@ pub fn parse_misp_directory(
     name: &str,
     dir: &std::path::Path,
     now: i64,
-) -> Result<(Vec<Indicator>, FeedReport), String> {
+    sink: &mut dyn FnMut(Indicator),
+) -> Result<FeedReport, String> {
     let manifest_path = dir.join("manifest.json");
     let manifest = std::fs::read(&manifest_path)
         .map_err(|err| format!("{}: {err}", manifest_path.display()))?;
@@ -144,7 +145,7 @@ pub fn parse_misp_directory(
     let mut out = Parsed {
         feed: Arc::from(name),
         now,
-        indicators: Vec::new(),
+        sink,
         report: FeedReport::default(),
     };
     for uuid in events.keys() {
@@ -167,22 +168,21 @@ pub fn parse_misp_directory(
             Err(reason) => out.report.skip(|| format!("{}: {reason}", path.display())),
         }
     }
-    out.report.loaded = out.indicators.len();
-    Ok((out.indicators, out.report))
+    Ok(out.report)
 }
 
 fn json(content: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(content).map_err(|err| format!("not JSON: {err}"))
 }
 
-struct Parsed {
+struct Parsed<'s> {
     feed: Arc<str>,
     now: i64,
-    indicators: Vec<Indicator>,
+    sink: &'s mut dyn FnMut(Indicator),
     report: FeedReport,
 }
 
-impl Parsed {
+impl Parsed<'_> {
     fn push(
         &mut self,
         kind_hint: Option<IndicatorKind>,
@@ -197,16 +197,19 @@ impl Parsed {
             return;
         }
         match normalize(kind_hint, value) {
-            Ok(key) => self.indicators.push(Indicator {
-                key,
-                meta: IndicatorMeta {
-                    feed: Arc::clone(&self.feed),
-                    indicator: Arc::from(value.trim()),
-                    confidence,
-                    labels: Arc::clone(labels),
-                    valid_until,
-                },
-            }),
+            Ok(key) => {
+                self.report.loaded += 1;
+                (self.sink)(Indicator {
+                    key,
+                    meta: IndicatorMeta {
+                        feed: Arc::clone(&self.feed),
+                        indicator: Arc::from(value.trim()),
+                        confidence,
+                        labels: Arc::clone(labels),
+                        valid_until,
+                    },
+                });
+            }
             Err(reason) => self.report.skip(|| format!("{}: {reason}", at())),
         }
     }
@@ -704,10 +707,138 @@ pub fn normalize_url(value: &str) -> Option<String> {
     ))
 }
 
+/// What the set keeps per indicator: 32 bytes and the indicator's text; feed names and label
+/// lists are shared.
+#[derive(Debug)]
+struct Entry {
+    indicator: Box<str>,
+    /// Unix seconds; `i64::MAX` when the feed gives none.
+    valid_until: i64,
+    /// Index into `IntelSet::label_sets`.
+    labels: u32,
+    /// Index into `IntelSet::feeds`.
+    feed: u16,
+    /// 0 to 100, or [`NO_CONFIDENCE`].
+    confidence: u8,
+}
+
+const NO_CONFIDENCE: u8 = u8::MAX;
+
+/// Collects indicators (from [`parse_feed`] and [`parse_misp_directory`] sinks) into an
+/// [`IntelSet`].
+#[derive(Debug, Default)]
+pub struct IntelBuilder {
+    set: IntelSet,
+    feed_index: FxHashMap<Arc<str>, u16>,
+    label_index: FxHashMap<Arc<[String]>, u32>,
+}
+
+impl IntelBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an indicator. When the same indicator comes twice, the one with the higher
+    /// confidence (then the later one) answers.
+    pub fn add(&mut self, indicator: Indicator) {
+        let set = &mut self.set;
+        let existing = match &indicator.key {
+            IndicatorKey::Net(IpNet::V4(net)) => {
+                set.v4.get(&(net.prefix_len(), u32::from(net.network())))
+            }
+            IndicatorKey::Net(IpNet::V6(net)) => {
+                set.v6.get(&(net.prefix_len(), u128::from(net.network())))
+            }
+            IndicatorKey::Domain(domain) => set.domains.get(domain.as_str()),
+            IndicatorKey::Url(url) => set.urls.get(url.as_str()),
+            IndicatorKey::Hash(hash) => set.hashes.get(hash.as_str()),
+        }
+        .copied();
+        let entry = self.entry(indicator.meta);
+        let set = &mut self.set;
+        if let Some(old) = existing {
+            let old = &mut set.entries[old as usize];
+            let rank = |confidence: u8| (confidence != NO_CONFIDENCE).then_some(confidence);
+            if rank(old.confidence) <= rank(entry.confidence) {
+                *old = entry;
+            }
+            return;
+        }
+        let index = u32::try_from(set.entries.len()).unwrap_or(u32::MAX);
+        set.entries.push(entry);
+        match indicator.key {
+            IndicatorKey::Net(IpNet::V4(net)) => {
+                let length = net.prefix_len();
+                if !set.v4_lengths.contains(&length) {
+                    set.v4_lengths.push(length);
+                    set.v4_lengths.sort_unstable_by(|a, b| b.cmp(a));
+                }
+                set.v4.insert((length, u32::from(net.network())), index);
+            }
+            IndicatorKey::Net(IpNet::V6(net)) => {
+                let length = net.prefix_len();
+                if !set.v6_lengths.contains(&length) {
+                    set.v6_lengths.push(length);
+                    set.v6_lengths.sort_unstable_by(|a, b| b.cmp(a));
+                }
+                set.v6.insert((length, u128::from(net.network())), index);
+            }
+            IndicatorKey::Domain(domain) => {
+                set.domains.insert(domain.into(), index);
+            }
+            IndicatorKey::Url(url) => {
+                set.urls.insert(url.into(), index);
+            }
+            IndicatorKey::Hash(hash) => {
+                set.hashes.insert(hash.into(), index);
+            }
+        }
+    }
+
+    fn entry(&mut self, meta: IndicatorMeta) -> Entry {
+        let set = &mut self.set;
+        let feed = *self.feed_index.entry(meta.feed).or_insert_with_key(|feed| {
+            set.feeds.push(Arc::clone(feed));
+            u16::try_from(set.feeds.len() - 1).unwrap_or(u16::MAX)
+        });
+        let labels = *self
+            .label_index
+            .entry(meta.labels)
+            .or_insert_with_key(|labels| {
+                set.label_sets.push(Arc::clone(labels));
+                u32::try_from(set.label_sets.len() - 1).unwrap_or(u32::MAX)
+            });
+        Entry {
+            indicator: Box::from(&*meta.indicator),
+            valid_until: meta.valid_until.unwrap_or(i64::MAX),
+            labels,
+            feed,
+            confidence: meta.confidence.map_or(NO_CONFIDENCE, |c| c.min(100)),
+        }
+    }
+
+    /// Records what loading a feed produced.
+    pub fn report(&mut self, feed: impl Into<String>, report: FeedReport) {
+        self.set.reports.insert(feed.into(), report);
+    }
+
+    /// The finished set.
+    pub fn build(mut self) -> IntelSet {
+        self.set.entries.shrink_to_fit();
+        self.set.v4.shrink_to_fit();
+        self.set.v6.shrink_to_fit();
+        self.set.domains.shrink_to_fit();
+        self.set.urls.shrink_to_fit();
+        self.set.hashes.shrink_to_fit();
+        self.set
+    }
+}
+
 /// Indicators of one owner (the MSSP or one tenant), ready for lookups.
 #[derive(Debug, Default)]
 pub struct IntelSet {
-    /// Index into `metas` per address, by prefix length; lengths in `v4_lengths` and
+    /// Index into `entries` per address, by prefix length; lengths in `v4_lengths` and
     /// `v6_lengths`, longest first.
     v4: FxHashMap<(u8, u32), u32>,
     v4_lengths: Vec<u8>,
@@ -716,89 +847,38 @@ pub struct IntelSet {
     domains: FxHashMap<Box<str>, u32>,
     urls: FxHashMap<Box<str>, u32>,
     hashes: FxHashMap<Box<str>, u32>,
-    metas: Vec<IndicatorMeta>,
+    entries: Vec<Entry>,
+    feeds: Vec<Arc<str>>,
+    label_sets: Vec<Arc<[String]>>,
     /// Loaded indicators per feed, and what was skipped.
     pub reports: BTreeMap<String, FeedReport>,
 }
 
 impl IntelSet {
-    /// Builds the lookups. When feeds hold the same indicator twice, the one with the higher
-    /// confidence (then the later one) answers.
+    /// Builds the lookups from indicators already collected.
     pub fn build(indicators: Vec<Indicator>, reports: BTreeMap<String, FeedReport>) -> Self {
-        let mut set = Self {
-            reports,
-            ..Self::default()
-        };
+        let mut builder = IntelBuilder::new();
         for indicator in indicators {
-            set.insert(indicator);
+            builder.add(indicator);
         }
-        set.v4_lengths.sort_unstable_by(|a, b| b.cmp(a));
-        set.v4_lengths.dedup();
-        set.v6_lengths.sort_unstable_by(|a, b| b.cmp(a));
-        set.v6_lengths.dedup();
-        set
-    }
-
-    fn insert(&mut self, indicator: Indicator) {
-        let existing = match &indicator.key {
-            IndicatorKey::Net(IpNet::V4(net)) => {
-                self.v4.get(&(net.prefix_len(), u32::from(net.network())))
-            }
-            IndicatorKey::Net(IpNet::V6(net)) => {
-                self.v6.get(&(net.prefix_len(), u128::from(net.network())))
-            }
-            IndicatorKey::Domain(domain) => self.domains.get(domain.as_str()),
-            IndicatorKey::Url(url) => self.urls.get(url.as_str()),
-            IndicatorKey::Hash(hash) => self.hashes.get(hash.as_str()),
-        };
-        if let Some(&old) = existing {
-            let old = &mut self.metas[old as usize];
-            if old.confidence <= indicator.meta.confidence {
-                *old = indicator.meta;
-            }
-            return;
+        for (feed, report) in reports {
+            builder.report(feed, report);
         }
-        let index = u32::try_from(self.metas.len()).unwrap_or(u32::MAX);
-        self.metas.push(indicator.meta);
-        match indicator.key {
-            IndicatorKey::Net(IpNet::V4(net)) => {
-                let length = net.prefix_len();
-                if !self.v4_lengths.contains(&length) {
-                    self.v4_lengths.push(length);
-                }
-                self.v4.insert((length, u32::from(net.network())), index);
-            }
-            IndicatorKey::Net(IpNet::V6(net)) => {
-                let length = net.prefix_len();
-                if !self.v6_lengths.contains(&length) {
-                    self.v6_lengths.push(length);
-                }
-                self.v6.insert((length, u128::from(net.network())), index);
-            }
-            IndicatorKey::Domain(domain) => {
-                self.domains.insert(domain.into(), index);
-            }
-            IndicatorKey::Url(url) => {
-                self.urls.insert(url.into(), index);
-            }
-            IndicatorKey::Hash(hash) => {
-                self.hashes.insert(hash.into(), index);
-            }
-        }
+        builder.build()
     }
 
     /// Number of indicators.
     pub fn len(&self) -> usize {
-        self.metas.len()
+        self.entries.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.metas.is_empty()
+        self.entries.is_empty()
     }
 
     /// The most specific network holding `address`, if any is still valid at `now`.
-    pub fn lookup_ip(&self, address: IpAddr, now: i64) -> Option<&IndicatorMeta> {
+    pub fn lookup_ip(&self, address: IpAddr, now: i64) -> Option<IndicatorMeta> {
         let found = match address {
             IpAddr::V4(address) => {
                 let bits = u32::from(address);
@@ -830,7 +910,7 @@ impl IntelSet {
     }
 
     /// The indicator for `domain` or its nearest parent domain.
-    pub fn lookup_domain(&self, domain: &str, now: i64) -> Option<&IndicatorMeta> {
+    pub fn lookup_domain(&self, domain: &str, now: i64) -> Option<IndicatorMeta> {
         if self.domains.is_empty() {
             return None;
         }
@@ -854,7 +934,7 @@ impl IntelSet {
     }
 
     /// The indicator for `url`.
-    pub fn lookup_url(&self, url: &str, now: i64) -> Option<&IndicatorMeta> {
+    pub fn lookup_url(&self, url: &str, now: i64) -> Option<IndicatorMeta> {
         if self.urls.is_empty() {
             return None;
         }
@@ -863,7 +943,7 @@ impl IntelSet {
     }
 
     /// The indicator for a hex digest.
-    pub fn lookup_hash(&self, digest: &str, now: i64) -> Option<&IndicatorMeta> {
+    pub fn lookup_hash(&self, digest: &str, now: i64) -> Option<IndicatorMeta> {
         if self.hashes.is_empty() || !matches!(digest.len(), 32 | 40 | 64) {
             return None;
         }
@@ -884,12 +964,18 @@ impl IntelSet {
         }
     }
 
-    fn valid(&self, index: Option<&u32>, now: i64) -> Option<&IndicatorMeta> {
-        let meta = self.metas.get(*index? as usize)?;
-        match meta.valid_until {
-            Some(until) if until <= now => None,
-            _ => Some(meta),
+    fn valid(&self, index: Option<&u32>, now: i64) -> Option<IndicatorMeta> {
+        let entry = self.entries.get(*index? as usize)?;
+        if entry.valid_until <= now {
+            return None;
         }
+        Some(IndicatorMeta {
+            feed: Arc::clone(self.feeds.get(usize::from(entry.feed))?),
+            indicator: Arc::from(&*entry.indicator),
+            confidence: (entry.confidence != NO_CONFIDENCE).then_some(entry.confidence),
+            labels: Arc::clone(self.label_sets.get(entry.labels as usize)?),
+            valid_until: (entry.valid_until != i64::MAX).then_some(entry.valid_until),
+        })
     }
 }
 
@@ -900,10 +986,13 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
 
     fn set(format: &str, content: &str) -> (IntelSet, FeedReport) {
-        let (indicators, report) = parse_feed("feed", format, content.as_bytes(), NOW).unwrap();
-        let mut reports = BTreeMap::new();
-        reports.insert("feed".to_owned(), report.clone());
-        (IntelSet::build(indicators, reports), report)
+        let mut builder = IntelBuilder::new();
+        let report = parse_feed("feed", format, content.as_bytes(), NOW, &mut |i| {
+            builder.add(i)
+        })
+        .unwrap();
+        builder.report("feed", report.clone());
+        (builder.build(), report)
     }
 
     #[test]
@@ -918,13 +1007,13 @@ mod tests {
         assert!(report.reasons[0].contains("line 8"), "{report:?}");
         let ip = |s: &str| {
             set.lookup_ip(s.parse().unwrap(), NOW)
-                .map(|m| &*m.indicator)
+                .map(|m| m.indicator.to_string())
         };
-        assert_eq!(ip("10.1.2.3"), Some("10.0.0.0/8"));
-        assert_eq!(ip("192.0.2.7"), Some("192.0.2.7"));
+        assert_eq!(ip("10.1.2.3").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(ip("192.0.2.7").as_deref(), Some("192.0.2.7"));
         assert_eq!(ip("192.0.2.8"), None);
-        assert_eq!(ip("::ffff:10.9.9.9"), Some("10.0.0.0/8"));
-        assert_eq!(ip("2001:db8:1::1"), Some("2001:db8::/32"));
+        assert_eq!(ip("::ffff:10.9.9.9").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(ip("2001:db8:1::1").as_deref(), Some("2001:db8::/32"));
         assert!(set.lookup_domain("a.b.EVIL.example.", NOW).is_some());
         assert!(set.lookup_domain("notevil.example", NOW).is_none());
         assert!(set.lookup_domain("example", NOW).is_none());
@@ -1042,7 +1131,9 @@ mod tests {
                 .to_string(),
         )
         .unwrap();
-        let (indicators, report) = parse_misp_directory("misp", dir.path(), NOW).unwrap();
+        let mut indicators = Vec::new();
+        let report =
+            parse_misp_directory("misp", dir.path(), NOW, &mut |i| indicators.push(i)).unwrap();
         assert_eq!(indicators.len(), 1);
         assert_eq!(report.skipped, 2, "{report:?}");
     }
@@ -1058,19 +1149,20 @@ mod tests {
             ("list", "\u{0}\u{ff}", ""),
             ("yaml", "x", "unknown feed format"),
         ] {
-            let result = parse_feed("f", format, content.as_bytes(), NOW);
+            let result = parse_feed("f", format, content.as_bytes(), NOW, &mut drop);
             if format == "list" {
                 // Bytes that are UTF-8 are read line by line; unusable lines are skipped.
-                let (_, report) = result.unwrap();
+                let report = result.unwrap();
                 assert_eq!(report.loaded, 0);
                 continue;
             }
             let err = result.unwrap_err();
             assert!(err.contains(expected), "{format}: {err}");
         }
-        let err = parse_feed("f", "list", &[0xff, 0xfe], NOW).unwrap_err();
+        let err = parse_feed("f", "list", &[0xff, 0xfe], NOW, &mut drop).unwrap_err();
         assert!(err.contains("UTF-8"), "{err}");
-        let manifest = parse_feed("f", "misp", br#"{"u1": {"info": "x"}}"#, NOW).unwrap_err();
+        let manifest =
+            parse_feed("f", "misp", br#"{"u1": {"info": "x"}}"#, NOW, &mut drop).unwrap_err();
         assert!(manifest.contains("manifest"), "{manifest}");
     }
 }

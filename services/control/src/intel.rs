@@ -20,7 +20,7 @@ pub fn check_feed(format: &str, content: &[u8]) -> Result<FeedCheck, String> {
         return Err("the feed is empty".into());
     }
     // Expiry is judged when the feed is loaded, not when it is uploaded.
-    let (_, report) = vigil_intel::parse_feed("upload", format, content, i64::MIN)?;
+    let report = vigil_intel::parse_feed("upload", format, content, i64::MIN, &mut drop)?;
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     if report.loaded == 0 {
         let reasons = if report.reasons.is_empty() {

@@ -20,7 +20,7 @@ use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage};
 use vigil_detect::content::{Content, Sources, build_global};
 use vigil_detect::evaluate::{TenantState, evaluate_batch};
-use vigil_intel::{IntelSet, parse_feed};
+use vigil_intel::{IntelBuilder, parse_feed};
 use vigil_runtime::{Readiness, ServiceContext};
 use vigil_schema::{Entities, Event, EventBatch, EventId, Fields, Source, Stage, TenantId};
 
@@ -179,8 +179,12 @@ fn main() {
     std::fs::write(&feed_path, &text).unwrap();
     let (before, _) = memory();
     let began = Instant::now();
-    let (parsed, report) = parse_feed("bench", "list", text.as_bytes(), now).unwrap();
-    let set = IntelSet::build(parsed, Default::default());
+    let mut builder = IntelBuilder::new();
+    let report = parse_feed("bench", "list", text.as_bytes(), now, &mut |i| {
+        builder.add(i)
+    })
+    .unwrap();
+    let set = builder.build();
     let took = began.elapsed();
     drop(text);
     let (after, _) = memory();

@@ -18,7 +18,7 @@ use vigil_sigma::{LoadOptions, Mappings, RuleSet};
 use vigil_store::{FeedRecord, OverrideRecord, RuleRecord, Store};
 
 use crate::DetectError;
-use vigil_intel::{FeedReport, Indicator, IntelSet, parse_feed, parse_misp_directory};
+use vigil_intel::{FeedReport, IntelBuilder, IntelSet, parse_feed, parse_misp_directory};
 
 /// Where global content comes from besides the store.
 #[derive(Debug, Clone, Default)]
@@ -256,15 +256,14 @@ pub fn build_global(
             by_id.entry(id).or_insert(text);
         }
     }
-    let mut indicators = Vec::new();
-    let mut reports = BTreeMap::new();
-    load_feeds(stored_feeds, now, &mut indicators, &mut reports);
+    let mut intel = IntelBuilder::new();
+    load_feeds(stored_feeds, now, &mut intel);
     for path in &sources.intel_paths {
-        load_feed_path(path, now, &mut indicators, &mut reports);
+        load_feed_path(path, now, &mut intel);
     }
     Ok(Global {
         rules: Arc::new(rules),
-        intel: Arc::new(IntelSet::build(indicators, reports)),
+        intel: Arc::new(intel.build()),
         texts: by_id,
         good,
     })
@@ -334,56 +333,43 @@ pub fn build_tenant(
             )
         })
         .collect();
-    let mut indicators = Vec::new();
-    let mut reports = BTreeMap::new();
-    load_feeds(feeds, now, &mut indicators, &mut reports);
+    let mut intel = IntelBuilder::new();
+    load_feeds(feeds, now, &mut intel);
     Ok(TenantContent {
         rules,
         own,
         overrides,
-        intel: Arc::new(IntelSet::build(indicators, reports)),
+        intel: Arc::new(intel.build()),
     })
 }
 
-fn load_feeds(
-    feeds: Vec<FeedRecord>,
-    now: i64,
-    indicators: &mut Vec<Indicator>,
-    reports: &mut BTreeMap<String, FeedReport>,
-) {
+fn load_feeds(feeds: Vec<FeedRecord>, now: i64, intel: &mut IntelBuilder) {
     for feed in feeds {
-        match parse_feed(&feed.name, &feed.format, &feed.content, now) {
-            Ok((mut loaded, report)) => {
-                indicators.append(&mut loaded);
-                reports.insert(feed.name, report);
-            }
-            Err(reason) => {
-                reports.insert(
-                    feed.name,
-                    FeedReport {
-                        loaded: 0,
-                        skipped: 0,
-                        reasons: vec![reason],
-                    },
-                );
-            }
-        }
+        let report = parse_feed(&feed.name, &feed.format, &feed.content, now, &mut |i| {
+            intel.add(i);
+        })
+        .unwrap_or_else(refused);
+        intel.report(feed.name, report);
     }
 }
 
-fn load_feed_path(
-    path: &Path,
-    now: i64,
-    indicators: &mut Vec<Indicator>,
-    reports: &mut BTreeMap<String, FeedReport>,
-) {
+/// The report of a feed that could not be read at all.
+fn refused(reason: String) -> FeedReport {
+    FeedReport {
+        loaded: 0,
+        skipped: 0,
+        reasons: vec![reason],
+    }
+}
+
+fn load_feed_path(path: &Path, now: i64, intel: &mut IntelBuilder) {
     let name = path.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     );
-    let result = if path.is_dir() {
+    let report = if path.is_dir() {
         if path.join("manifest.json").is_file() {
-            parse_misp_directory(&name, path, now)
+            parse_misp_directory(&name, path, now, &mut |i| intel.add(i))
         } else {
             // A directory of feed files: each file is a feed.
             match std::fs::read_dir(path) {
@@ -392,7 +378,7 @@ fn load_feed_path(
                         entries.flatten().map(|entry| entry.path()).collect();
                     children.sort();
                     for child in children.iter().filter(|child| child.is_file()) {
-                        load_feed_path(child, now, indicators, reports);
+                        load_feed_path(child, now, intel);
                     }
                     return;
                 }
@@ -404,25 +390,10 @@ fn load_feed_path(
             .map_err(|err| format!("{}: {err}", path.display()))
             .and_then(|content| {
                 let format = feed_format(path, &content);
-                parse_feed(&name, format, &content, now)
+                parse_feed(&name, format, &content, now, &mut |i| intel.add(i))
             })
     };
-    match result {
-        Ok((mut loaded, report)) => {
-            indicators.append(&mut loaded);
-            reports.insert(name, report);
-        }
-        Err(reason) => {
-            reports.insert(
-                name,
-                FeedReport {
-                    loaded: 0,
-                    skipped: 0,
-                    reasons: vec![reason],
-                },
-            );
-        }
-    }
+    intel.report(name, report.unwrap_or_else(refused));
 }
 
 /// A feed file's format from its extension (and, for JSON, whether it is a STIX bundle).

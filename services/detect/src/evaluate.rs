@@ -394,13 +394,13 @@ fn intel_hits(sets: &[&IntelSet], event: &Event, now: i64) -> Vec<IntelHit> {
     if sets.is_empty() {
         return hits;
     }
-    let mut record = |meta: &IndicatorMeta, field: &str, value: &str| {
+    let mut record = |meta: IndicatorMeta, field: &str, value: &str| {
         let seen = hits
             .iter()
             .any(|hit| hit.meta.feed == meta.feed && hit.meta.indicator == meta.indicator);
         if !seen {
             hits.push(IntelHit {
-                meta: meta.clone(),
+                meta,
                 field: field.to_owned(),
                 value: value.to_owned(),
             });
