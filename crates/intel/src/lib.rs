@@ -707,11 +707,11 @@ pub fn normalize_url(value: &str) -> Option<String> {
     ))
 }
 
-/// What the set keeps per indicator: 32 bytes and the indicator's text; feed names and label
-/// lists are shared.
+/// What the set keeps per indicator: 32 bytes and the indicator's text (shared with the hits
+/// that report it); feed names and label lists are shared.
 #[derive(Debug)]
 struct Entry {
-    indicator: Box<str>,
+    indicator: Arc<str>,
     /// Unix seconds; `i64::MAX` when the feed gives none.
     valid_until: i64,
     /// Index into `IntelSet::label_sets`.
@@ -810,7 +810,7 @@ impl IntelBuilder {
                 u32::try_from(set.label_sets.len() - 1).unwrap_or(u32::MAX)
             });
         Entry {
-            indicator: Box::from(&*meta.indicator),
+            indicator: meta.indicator,
             valid_until: meta.valid_until.unwrap_or(i64::MAX),
             labels,
             feed,
@@ -971,7 +971,7 @@ impl IntelSet {
         }
         Some(IndicatorMeta {
             feed: Arc::clone(self.feeds.get(usize::from(entry.feed))?),
-            indicator: Arc::from(&*entry.indicator),
+            indicator: Arc::clone(&entry.indicator),
             confidence: (entry.confidence != NO_CONFIDENCE).then_some(entry.confidence),
             labels: Arc::clone(self.label_sets.get(entry.labels as usize)?),
             valid_until: (entry.valid_until != i64::MAX).then_some(entry.valid_until),
