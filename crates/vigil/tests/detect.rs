@@ -1,6 +1,7 @@
 //! Detection end to end on NATS JetStream and PostgreSQL: SigmaHQ's regression events posted
 //! over HTTP to `vigil run`, with every SigmaHQ rule loaded, come out as alerts on the tenant's
-//! alerts subject, each once, also when the process is killed mid-stream and restarted.
+//! alerts subject, each once, also when the process is killed mid-stream and restarted; the
+//! CLI lists them, stored once each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -216,6 +217,38 @@ async fn regression_events_become_alerts_once_each_across_a_crash() {
             .flat_map(|a| &a.attack)
             .any(|t| !t.name.is_empty() && !t.tactics.is_empty())
     );
+
+    // The same alerts, stored by the persister on PostgreSQL, listed through the CLI.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let listed = loop {
+        let text = tokio::task::block_in_place(|| {
+            server.ok(
+                &admin,
+                &[
+                    "alerts", "list", "--tenant", "acme", "--format", "json", "--limit", "10000",
+                ],
+            )
+        });
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        if listed.len() >= by_id.len() || Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(listed.len(), by_id.len(), "every alert stored once");
+    let listed_rules: BTreeSet<&str> = listed
+        .iter()
+        .map(|alert| alert["rule_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        expected
+            .iter()
+            .all(|rule| listed_rules.contains(rule.as_str()))
+    );
+    for alert in &listed {
+        assert_eq!(alert["tenant"], "acme");
+        assert!(by_id.contains_key(alert["id"].as_str().unwrap()), "{alert}");
+    }
 
     drop(server);
     drop(bus);
