@@ -303,6 +303,9 @@ impl Config {
                 format!("telemetry.log_filter: {err}"),
             ));
         }
+        if let Err(message) = self.ingest.validate() {
+            return Err(("ingest", message));
+        }
         if let Err(message) = self.detect.validate() {
             return Err(("detect", message));
         }

@@ -402,8 +402,19 @@ async fn accept(
         }
     };
     let count = events.len() as u64;
-    if publish(&state, &tenant, events).await.is_err() {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, 9, "Server is busy", None);
+    if let Err(refusal) = publish(&state, &tenant, events).await {
+        // Over the tenant's rate or the bus is slow: HEC's "busy", which senders retry.
+        let mut response = if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+            answer(StatusCode::PAYLOAD_TOO_LARGE, 9, &refusal.message, None)
+        } else {
+            answer(StatusCode::SERVICE_UNAVAILABLE, 9, "Server is busy", None)
+        };
+        if let Some(seconds) = refusal.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        return response;
     }
     metrics::counter!(metric_names::ACCEPTED, "transport" => "hec").increment(count);
     match channel {

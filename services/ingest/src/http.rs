@@ -33,6 +33,8 @@ pub struct IngestState {
     pub config: Arc<Config>,
     /// Splunk HEC acknowledgement channels.
     pub channels: crate::hec::Channels,
+    /// Per-tenant rate limits.
+    pub rates: Arc<crate::limits::TenantRates>,
 }
 
 /// The ingest HTTP router.
@@ -49,8 +51,10 @@ pub fn router(state: IngestState) -> Router {
 /// A refused request: status and a JSON body `{"error": "..."}` naming the problem.
 #[derive(Debug)]
 pub struct Refusal {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    /// Seconds after which a retry may succeed (rate limits).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -58,6 +62,7 @@ impl Refusal {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -71,7 +76,12 @@ impl IntoResponse for Refusal {
             body,
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
+            // Over the tenant's rate: nothing was acknowledged, retry after this long.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // The bus is slow or down: nothing was acknowledged, and the sender should retry.
             response
                 .headers_mut()
@@ -245,8 +255,52 @@ async fn events(
         .into_response())
 }
 
-/// Publishes the events in batches and waits until the bus acknowledged every one.
+/// Takes the events from the tenant's rate, or refuses them all: 429 with `Retry-After` when
+/// over the rate, 413 when the request alone exceeds the tenant's burst.
+pub(crate) fn admit(state: &IngestState, tenant: &TenantId, events: usize) -> Result<(), Refusal> {
+    match state.rates.admit(tenant, events) {
+        Ok(()) => Ok(()),
+        Err(limited) => {
+            metrics::counter!(metric_names::RATE_LIMITED, "tenant" => tenant.to_string())
+                .increment(events as u64);
+            Err(match limited {
+                crate::limits::Limited::Wait(wait) => {
+                    let mut refusal = refused(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate",
+                        format!(
+                            "tenant {tenant} is over its rate of {} events per second; nothing was accepted, retry later",
+                            state.rates.rate(tenant).events_per_sec
+                        ),
+                    );
+                    refusal.retry_after = Some(wait.as_secs().max(1));
+                    refusal
+                }
+                crate::limits::Limited::TooMany { events, burst } => refused(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "rate",
+                    format!(
+                        "{events} events in one request exceed tenant {tenant}'s burst of {burst}; send smaller requests"
+                    ),
+                ),
+            })
+        }
+    }
+}
+
+/// Publishes the events in batches and waits until the bus acknowledged every one, once the
+/// tenant's rate admits them.
 pub(crate) async fn publish(
+    state: &IngestState,
+    tenant: &TenantId,
+    events: Vec<vigil_schema::Event>,
+) -> Result<(), Refusal> {
+    admit(state, tenant, events.len())?;
+    publish_admitted(state, tenant, events).await
+}
+
+/// Publishes events the rate already admitted.
+pub(crate) async fn publish_admitted(
     state: &IngestState,
     tenant: &TenantId,
     events: Vec<vigil_schema::Event>,

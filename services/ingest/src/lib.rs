@@ -9,6 +9,7 @@
 pub mod body;
 pub mod hec;
 pub mod http;
+pub mod limits;
 mod metric_names;
 pub mod normalize;
 pub mod otlp;
@@ -48,6 +49,21 @@ pub struct Config {
     pub tls: Option<syslog::TlsFiles>,
     /// Syslog over UDP and TCP.
     pub syslog: syslog::SyslogConfig,
+    /// Every tenant's rate, unless `tenant_rates` names it.
+    pub rate: limits::Rate,
+    /// Rates of particular tenants.
+    pub tenant_rates: std::collections::BTreeMap<vigil_schema::TenantId, limits::Rate>,
+}
+
+impl Config {
+    /// Checks values that deserialize but cannot work; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.rate.validate("ingest.rate")?;
+        for (tenant, rate) in &self.tenant_rates {
+            rate.validate(&format!("ingest.tenant_rates.{tenant}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -62,6 +78,8 @@ impl Default for Config {
             trust_refresh_secs: 5,
             tls: None,
             syslog: syslog::SyslogConfig::default(),
+            rate: limits::Rate::default(),
+            tenant_rates: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -142,6 +160,10 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
         normalizer: Normalizer::builtin()?,
         config: Arc::new(config.clone()),
         channels: hec::Channels::default(),
+        rates: Arc::new(limits::TenantRates::new(
+            config.rate,
+            config.tenant_rates.clone(),
+        )),
     };
     tracing::info!(listen = %config.http_listen, "HTTP ingest listening");
     let mut listeners = tokio::task::JoinSet::new();

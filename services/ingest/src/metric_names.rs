@@ -7,3 +7,5 @@ pub(crate) const ACCEPTED: &str = "vigil_ingest_events_accepted_total";
 pub(crate) const SYSLOG_DROPPED: &str = "vigil_ingest_syslog_dropped_total";
 /// Requests refused, by reason.
 pub(crate) const REFUSED: &str = "vigil_ingest_requests_refused_total";
+/// Events refused because their tenant was over its rate, by tenant.
+pub(crate) const RATE_LIMITED: &str = "vigil_ingest_rate_limited_events_total";

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use vigil_schema::{Event, TenantId};
 
-use crate::http::{IngestState, publish};
+use crate::http::{IngestState, publish_admitted};
 use crate::metric_names;
 use crate::normalize::Origin;
 
@@ -132,6 +132,9 @@ struct Batcher {
     state: IngestState,
     config: Arc<SyslogConfig>,
     pending: Vec<(TenantId, Event)>,
+    /// Over a tenant's rate, wait (TCP and TLS: the sender is slowed down) instead of dropping
+    /// (UDP, which cannot be slowed down).
+    wait_for_rate: bool,
 }
 
 impl Batcher {
@@ -165,7 +168,12 @@ impl Batcher {
         }
         for (tenant, events) in by_tenant {
             let count = events.len() as u64;
-            match publish(&self.state, &tenant, events).await {
+            if !self.admit(&tenant, events.len()).await {
+                metrics::counter!(metric_names::SYSLOG_DROPPED, "reason" => "rate")
+                    .increment(count);
+                continue;
+            }
+            match publish_admitted(&self.state, &tenant, events).await {
                 Ok(()) => {
                     metrics::counter!(metric_names::ACCEPTED, "transport" => "syslog")
                         .increment(count);
@@ -173,6 +181,26 @@ impl Batcher {
                 Err(_) => {
                     metrics::counter!(metric_names::SYSLOG_DROPPED, "reason" => "bus")
                         .increment(count);
+                }
+            }
+        }
+    }
+}
+
+impl Batcher {
+    /// Takes `events` from the tenant's rate; a stream sender waits for it, a datagram sender
+    /// does not.
+    async fn admit(&self, tenant: &TenantId, events: usize) -> bool {
+        loop {
+            match self.state.rates.admit(tenant, events) {
+                Ok(()) => return true,
+                Err(crate::limits::Limited::Wait(wait)) if self.wait_for_rate => {
+                    tokio::time::sleep(wait).await;
+                }
+                Err(_) => {
+                    metrics::counter!(metric_names::RATE_LIMITED, "tenant" => tenant.to_string())
+                        .increment(events as u64);
+                    return false;
                 }
             }
         }
@@ -195,6 +223,7 @@ pub async fn serve_udp(
         state,
         config: Arc::clone(&config),
         pending: Vec::new(),
+        wait_for_rate: false,
     };
     let flush_every = Duration::from_millis(config.flush_millis.max(1));
     loop {
@@ -342,6 +371,7 @@ async fn connection<S: tokio::io::AsyncRead + Unpin + Send>(
         state,
         config: Arc::clone(&config),
         pending: Vec::new(),
+        wait_for_rate: true,
     };
     // RFC 6587: a frame that starts with a digit is octet counted.
     let octet_counting = match tokio::time::timeout(timeout, reader.fill_buf()).await {

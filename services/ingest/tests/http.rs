@@ -78,6 +78,14 @@ impl Ingest {
         syslog: vigil_ingest::syslog::SyslogConfig,
         tls: Option<vigil_ingest::syslog::TlsFiles>,
     ) -> Self {
+        Self::start_tuned(bus, |config| {
+            config.syslog = syslog;
+            config.tls = tls;
+        })
+        .await
+    }
+
+    async fn start_tuned(bus: Arc<dyn Bus>, tune: impl FnOnce(&mut vigil_ingest::Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("v.db").display()))
             .await
@@ -130,15 +138,14 @@ impl Ingest {
             shutdown: shutdown.clone(),
             readiness: Default::default(),
         };
-        let config = vigil_ingest::Config {
+        let mut config = vigil_ingest::Config {
             http_listen: ([127, 0, 0, 1], port).into(),
             max_body_bytes: 1024 * 1024,
             max_decoded_bytes: 4 * 1024 * 1024,
             max_events_per_request: 1000,
-            syslog,
-            tls,
             ..Default::default()
         };
+        tune(&mut config);
         tokio::spawn(async move { vigil_ingest::run(context, config).await.unwrap() });
         let url = format!("http://127.0.0.1:{port}/v1/events");
         for _ in 0..100 {
@@ -1251,4 +1258,82 @@ async fn http_ingest_over_tls() {
         .send()
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_not() {
+    let bus: Arc<dyn Bus> = Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default()));
+    let ingest = Ingest::start_tuned(bus, |config| {
+        config.tenant_rates.insert(
+            tenant("acme"),
+            vigil_ingest::limits::Rate {
+                events_per_sec: 1,
+                burst: 10,
+            },
+        );
+    })
+    .await;
+    let records = |n: usize| {
+        (0..n)
+            .map(|i| format!("{{\"message\": \"event {i}\"}}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let mut acme = ingest.subscribe("acme").await;
+    let (status, body) = ingest.post(Some(&ingest.acme), &[], records(10)).await;
+    assert_eq!((status, body), (200, serde_json::json!({"accepted": 10})));
+    assert_eq!(next_batch(&mut acme).await.events.len(), 10);
+
+    // Over the rate: 429, a Retry-After, a reason, and nothing published.
+    let response = reqwest::Client::new()
+        .post(&ingest.url)
+        .header("authorization", format!("Bearer {}", ingest.acme))
+        .body(records(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("over its rate of 1 events per second"),
+        "{body}"
+    );
+    // More than the burst in one request can never pass: 413 naming the burst.
+    let (status, body) = ingest.post(Some(&ingest.acme), &[], records(11)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("burst of 10"),
+        "{body}"
+    );
+    // HEC senders get HEC's busy answer, which they retry.
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&format!("Splunk {}", ingest.acme)),
+            &[],
+            r#"{"event": "x"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].clone()),
+        (503, serde_json::json!(9))
+    );
+    // Another tenant has its own bucket.
+    let (status, _) = ingest.post(Some(&ingest.globex), &[], records(500)).await;
+    assert_eq!(status, 200);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), acme.next())
+            .await
+            .is_err(),
+        "nothing refused was published"
+    );
 }

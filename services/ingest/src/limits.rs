@@ -1,0 +1,166 @@
+//! Per-tenant rate limits: a token bucket of events per tenant (GCRA, through `governor`),
+//! with a default for every tenant and overrides for some. A request is admitted whole or not
+//! at all, so nothing of a refused request is published.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use vigil_schema::TenantId;
+
+/// Events per second and the burst a tenant may send at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained events per second.
+    pub events_per_sec: u32,
+    /// Events accepted at once above the sustained rate; also the largest request.
+    pub burst: u32,
+}
+
+impl Default for Rate {
+    /// Sized above one ingest process's throughput, so that only a tenant given a lower rate
+    /// is ever limited.
+    fn default() -> Self {
+        Self {
+            events_per_sec: 250_000,
+            burst: 500_000,
+        }
+    }
+}
+
+impl Rate {
+    /// Checks that the rate can work.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if self.events_per_sec == 0 || self.burst == 0 {
+            return Err(format!(
+                "{key}: events_per_sec and burst must be greater than zero"
+            ));
+        }
+        Ok(())
+    }
+
+    fn limiter(self) -> DefaultDirectRateLimiter {
+        let per_sec = NonZeroU32::new(self.events_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst))
+    }
+}
+
+/// Why events were not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limited {
+    /// Over the rate: retry after this long.
+    Wait(Duration),
+    /// More events at once than the tenant's burst: never admitted as one request.
+    TooMany {
+        /// The events asked for.
+        events: u32,
+        /// The tenant's burst.
+        burst: u32,
+    },
+}
+
+/// Every tenant's bucket.
+#[derive(Debug)]
+pub struct TenantRates {
+    default: Rate,
+    overrides: BTreeMap<TenantId, Rate>,
+    buckets: Mutex<HashMap<TenantId, Arc<DefaultDirectRateLimiter>>>,
+}
+
+impl TenantRates {
+    /// Buckets with `default` for every tenant not in `overrides`.
+    pub fn new(default: Rate, overrides: BTreeMap<TenantId, Rate>) -> Self {
+        Self {
+            default,
+            overrides,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's rate.
+    pub fn rate(&self, tenant: &TenantId) -> Rate {
+        self.overrides.get(tenant).copied().unwrap_or(self.default)
+    }
+
+    /// Takes `events` tokens from the tenant's bucket, or says when to retry.
+    pub fn admit(&self, tenant: &TenantId, events: usize) -> Result<(), Limited> {
+        let Some(n) = u32::try_from(events).ok().and_then(NonZeroU32::new) else {
+            return if events == 0 {
+                Ok(())
+            } else {
+                Err(Limited::TooMany {
+                    events: u32::MAX,
+                    burst: self.rate(tenant).burst,
+                })
+            };
+        };
+        let bucket = {
+            let mut buckets = self
+                .buckets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rate = self.rate(tenant);
+            Arc::clone(
+                buckets
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Arc::new(rate.limiter())),
+            )
+        };
+        match bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let clock = governor::clock::DefaultClock::default();
+                Err(Limited::Wait(
+                    not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                ))
+            }
+            Err(_) => Err(Limited::TooMany {
+                events: n.get(),
+                burst: self.rate(tenant).burst,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_over_its_rate_waits_and_others_do_not() {
+        let slow = TenantId::new("slow").unwrap();
+        let other = TenantId::new("other").unwrap();
+        let rates = TenantRates::new(
+            Rate::default(),
+            BTreeMap::from([(
+                slow.clone(),
+                Rate {
+                    events_per_sec: 10,
+                    burst: 20,
+                },
+            )]),
+        );
+        assert_eq!(rates.admit(&slow, 20), Ok(()));
+        let Err(Limited::Wait(wait)) = rates.admit(&slow, 5) else {
+            panic!("over the burst must wait");
+        };
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert_eq!(
+            rates.admit(&slow, 21),
+            Err(Limited::TooMany {
+                events: 21,
+                burst: 20
+            })
+        );
+        assert_eq!(rates.admit(&other, 100_000), Ok(()));
+        assert_eq!(rates.admit(&slow, 0), Ok(()));
+    }
+}
