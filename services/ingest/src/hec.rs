@@ -405,7 +405,8 @@ async fn accept(
     if let Err(refusal) = publish(&state, &tenant, events).await {
         // Over the tenant's rate or the bus is slow: HEC's "busy", which senders retry.
         let mut response = if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
-            answer(StatusCode::PAYLOAD_TOO_LARGE, 9, &refusal.message, None)
+            // An event over the size or field limits, or more events than the tenant's burst.
+            answer(StatusCode::PAYLOAD_TOO_LARGE, 6, &refusal.message, None)
         } else {
             answer(StatusCode::SERVICE_UNAVAILABLE, 9, "Server is busy", None)
         };

@@ -295,8 +295,38 @@ pub(crate) async fn publish(
     tenant: &TenantId,
     events: Vec<vigil_schema::Event>,
 ) -> Result<(), Refusal> {
+    check_events(&state.config, &events)?;
     admit(state, tenant, events.len())?;
     publish_admitted(state, tenant, events).await
+}
+
+/// Refuses the whole request when one event is larger, or has more fields, than the limits.
+fn check_events(config: &Config, events: &[vigil_schema::Event]) -> Result<(), Refusal> {
+    for (index, event) in events.iter().enumerate() {
+        let size = event.raw.as_ref().map_or(0, |raw| raw.original_len);
+        if size > config.max_event_bytes as u64 {
+            return Err(refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event_too_large",
+                format!(
+                    "record {index} is {size} bytes; at most {} per event",
+                    config.max_event_bytes
+                ),
+            ));
+        }
+        if event.fields.len() > config.max_fields {
+            return Err(refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_fields",
+                format!(
+                    "record {index} has {} fields; at most {} per event",
+                    event.fields.len(),
+                    config.max_fields
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Publishes events the rate already admitted.

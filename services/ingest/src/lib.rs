@@ -38,6 +38,10 @@ pub struct Config {
     pub max_decoded_bytes: usize,
     /// Most events in one request.
     pub max_events_per_request: usize,
+    /// Largest single event (its record as sent), in bytes.
+    pub max_event_bytes: usize,
+    /// Most fields in one event, after flattening nested objects.
+    pub max_fields: usize,
     /// Events per bus message.
     pub batch_events: usize,
     /// Token issuer, audience and leeway: the control plane's.
@@ -58,6 +62,11 @@ pub struct Config {
 impl Config {
     /// Checks values that deserialize but cannot work; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_event_bytes == 0 || self.max_fields == 0 {
+            return Err(
+                "ingest.max_event_bytes and ingest.max_fields must be greater than zero".into(),
+            );
+        }
         self.rate.validate("ingest.rate")?;
         for (tenant, rate) in &self.tenant_rates {
             rate.validate(&format!("ingest.tenant_rates.{tenant}"))?;
@@ -73,6 +82,8 @@ impl Default for Config {
             max_body_bytes: 16 * 1024 * 1024,
             max_decoded_bytes: 64 * 1024 * 1024,
             max_events_per_request: 100_000,
+            max_event_bytes: 1024 * 1024,
+            max_fields: 1_000,
             batch_events: 500,
             tokens: TokenSettings::default(),
             trust_refresh_secs: 5,

@@ -1261,9 +1261,10 @@ async fn http_ingest_over_tls() {
 }
 
 #[tokio::test]
-async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_not() {
+async fn limits_per_tenant_and_per_event_refuse_whole_requests_with_reasons() {
     let bus: Arc<dyn Bus> = Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default()));
     let ingest = Ingest::start_tuned(bus, |config| {
+        config.max_event_bytes = 16_384;
         config.tenant_rates.insert(
             tenant("acme"),
             vigil_ingest::limits::Rate {
@@ -1313,6 +1314,31 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_not() {
     assert!(
         body["error"].as_str().unwrap().contains("burst of 10"),
         "{body}"
+    );
+    // One event over the size or field limits refuses its request, naming the record.
+    let wide: serde_json::Map<String, serde_json::Value> = (0..1001)
+        .map(|i| (format!("f{i}"), serde_json::json!(i)))
+        .collect();
+    let (status, body) = ingest
+        .post(
+            Some(&ingest.globex),
+            &[],
+            format!("{{\"a\": 1}}\n{}\n", serde_json::Value::Object(wide)).into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        body["error"],
+        "record 1 has 1001 fields; at most 1000 per event"
+    );
+    let big = format!("{{\"message\": \"{}\"}}", "x".repeat(20_000));
+    let (status, body) = ingest
+        .post(Some(&ingest.globex), &[], big.into_bytes())
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        body["error"],
+        "record 0 is 20015 bytes; at most 16384 per event"
     );
     // HEC senders get HEC's busy answer, which they retry.
     let (status, answer) = ingest
