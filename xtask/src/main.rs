@@ -70,6 +70,15 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             cmd!(sh, "cargo bench -p vigil-ingest --bench http -- {rest...}").run()?;
             Ok(())
         }
+        Some("syslog") => {
+            let rest = &args[1..];
+            cmd!(
+                sh,
+                "cargo bench -p vigil-ingest --bench syslog -- {rest...}"
+            )
+            .run()?;
+            Ok(())
+        }
         Some("detect") => {
             let rest = &args[1..];
             cmd!(
@@ -89,7 +98,7 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N] | cargo xtask bench ingest [--events N] [--batch N] [--concurrency N] [--seconds N] | cargo xtask bench detect [--events N] [--indicators N] [--windows-percent P]"
+            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N] | cargo xtask bench ingest [--events N] [--batch N] [--concurrency N] [--seconds N] | cargo xtask bench syslog [--lines N] [--connections N] | cargo xtask bench detect [--events N] [--indicators N] [--windows-percent P]"
         ),
     }
 }
