@@ -7,7 +7,7 @@
 //! - `cargo xtask services`: start PostgreSQL and NATS if they are not running.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -149,8 +149,21 @@ fn ensure_services(sh: &Shell) -> anyhow::Result<()> {
         .context("starting nats-server")?;
     }
     wait_listening(nats, "NATS")?;
+    // Ingest's tests forward through a real rsyslogd of their own (Debian's package).
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|path| Path::new(path).exists());
+    if rsyslogd.is_none() {
+        eprintln!("rsyslogd is not installed, installing Debian's rsyslog package");
+        cmd!(sh, "apt-get install -y --no-install-recommends rsyslog")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .run()
+            .context(
+                "installing rsyslog (the ingest tests forward through it): apt-get install rsyslog",
+            )?;
+    }
     eprintln!(
-        "PostgreSQL and NATS are up; nats-server for isolated tests: {}",
+        "PostgreSQL and NATS are up; nats-server for isolated tests: {}; rsyslogd installed",
         nats_server.display()
     );
     Ok(())

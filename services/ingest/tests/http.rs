@@ -1363,3 +1363,128 @@ async fn limits_per_tenant_and_per_event_refuse_whole_requests_with_reasons() {
         "nothing refused was published"
     );
 }
+
+/// rsyslogd, the Debian package (`apt-get install rsyslog`); the test fails without it.
+fn rsyslogd() -> std::path::PathBuf {
+    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|path| path.exists())
+        .expect("rsyslogd is not installed: apt-get install rsyslog (cargo xtask ci installs it)")
+}
+
+/// An rsyslogd of the test's own: UDP in, forwarding to the TCP listener in both framings.
+struct Rsyslog {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn rsyslog_forwards_to_the_tcp_listener_in_both_framings() {
+    let tcp = vigil_e2e::free_port().unwrap();
+    let syslog = vigil_ingest::syslog::SyslogConfig {
+        udp_listen: None,
+        tcp_listen: Some(([127, 0, 0, 1], tcp).into()),
+        tenant: Some(tenant("acme")),
+        flush_millis: 20,
+        ..Default::default()
+    };
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        syslog,
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let udp = vigil_e2e::free_port().unwrap();
+    let config = dir.path().join("rsyslog.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"global(workDirectory="{work}")
+module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="{udp}")
+action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp"
+       TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")
+action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp"
+       template="RSYSLOG_ForwardFormat")
+"#,
+            work = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(rsyslogd())
+        .arg("-n")
+        .arg("-f")
+        .arg(&config)
+        .arg("-i")
+        .arg(dir.path().join("rsyslogd.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _rsyslog = Rsyslog { child, _dir: dir };
+    // rsyslogd is up once its UDP input is bound.
+    for _ in 0..100 {
+        if std::net::UdpSocket::bind(("127.0.0.1", udp)).is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = "Accepted publickey for deploy from 198.51.100.4 port 50022 ssh2";
+    logger(
+        &[
+            "--udp",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &udp.to_string(),
+            "--rfc3164",
+            "--tag",
+            "sshd",
+        ],
+        message,
+    );
+    // One copy per forwarding action: RFC 5424 octet-counted, and RFC 3164 newline-framed.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = next_batch(&mut acme).await;
+        assert_eq!(batch.tenant.as_str(), "acme");
+        seen.extend(batch.events);
+    }
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let mut texts: Vec<&str> = seen
+        .iter()
+        .map(|event| event.raw.as_ref().unwrap().text.as_str())
+        .collect();
+    texts.sort();
+    for event in &seen {
+        assert!(
+            event.raw.as_ref().unwrap().text.contains(message),
+            "{event:?}"
+        );
+        assert_eq!(
+            event.logsource.service.as_deref(),
+            Some("sshd"),
+            "{event:?}"
+        );
+        assert!(event.entities.host.is_some(), "{event:?}");
+    }
+    // The RFC 5424 copy starts with its version after the priority.
+    assert!(
+        texts.iter().any(|text| text.starts_with("<13>1 ")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|text| !text.starts_with("<13>1 ")),
+        "{texts:?}"
+    );
+}
