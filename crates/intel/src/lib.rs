@@ -651,10 +651,21 @@ fn infer(value: &str) -> Option<IndicatorKind> {
 }
 
 fn parse_net(value: &str) -> Option<IpNet> {
-    if let Ok(net) = value.parse::<IpNet>() {
-        return Some(net.trunc());
+    let net = match value.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => IpNet::from(value.parse::<IpAddr>().ok()?),
+    };
+    // An IPv4-mapped IPv6 indicator (`::ffff:192.0.2.1/128`) is the IPv4 one: lookups map such
+    // addresses to IPv4.
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .ok()
+            .map(IpNet::V4);
     }
-    value.parse::<IpAddr>().ok().map(IpNet::from)
+    Some(net)
 }
 
 fn normalize_hash(value: &str) -> Option<String> {
@@ -879,16 +890,18 @@ impl IntelSet {
 
     /// The most specific network holding `address`, if any is still valid at `now`.
     pub fn lookup_ip(&self, address: IpAddr, now: i64) -> Option<IndicatorMeta> {
-        let found = match address {
+        match address {
             IpAddr::V4(address) => {
                 let bits = u32::from(address);
+                // Longest prefix first, skipping expired entries: an expired /32 does not hide
+                // a valid /8.
                 self.v4_lengths.iter().find_map(|&length| {
                     let mask = if length == 0 {
                         0
                     } else {
                         u32::MAX << (32 - length)
                     };
-                    self.v4.get(&(length, bits & mask))
+                    self.valid(self.v4.get(&(length, bits & mask)), now)
                 })
             }
             IpAddr::V6(address) => {
@@ -902,11 +915,10 @@ impl IntelSet {
                     } else {
                         u128::MAX << (128 - length)
                     };
-                    self.v6.get(&(length, bits & mask))
+                    self.valid(self.v6.get(&(length, bits & mask)), now)
                 })
             }
-        };
-        self.valid(found, now)
+        }
     }
 
     /// The indicator for `domain` or its nearest parent domain.
@@ -1024,6 +1036,27 @@ mod tests {
         assert!(set.lookup_url("https://bad.example/x", NOW).is_none());
         assert!(
             set.lookup_hash("d41d8cd98f00b204e9800998ecf8427e", NOW)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_expired_address_does_not_hide_a_valid_network_and_mapped_addresses_are_ipv4() {
+        let (set, report) = set(
+            "csv",
+            "indicator,valid_until\n10.0.0.0/8,\n10.1.2.3,2057-01-01T00:00:00Z\n::ffff:192.0.2.9,\n",
+        );
+        assert_eq!(report.loaded, 3, "{report:?}");
+        let address = "10.1.2.3".parse().unwrap();
+        assert_eq!(&*set.lookup_ip(address, NOW).unwrap().indicator, "10.1.2.3");
+        let later = 2_900_000_000;
+        assert_eq!(
+            &*set.lookup_ip(address, later).unwrap().indicator,
+            "10.0.0.0/8"
+        );
+        assert!(set.lookup_ip("192.0.2.9".parse().unwrap(), NOW).is_some());
+        assert!(
+            set.lookup_ip("::ffff:192.0.2.9".parse().unwrap(), NOW)
                 .is_some()
         );
     }

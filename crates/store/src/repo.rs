@@ -427,7 +427,9 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .await
             .map_err(query_error)?;
         for (owner, count, latest) in rows {
-            versions.entry(owner)?.rules = (count, latest.unwrap_or(0));
+            if let Some(entry) = versions.entry(owner) {
+                entry.rules = (count, latest.unwrap_or(0));
+            }
         }
         let rows: Vec<(String, i64, Option<i64>)> = rule_override::Entity::find()
             .select_only()
@@ -440,7 +442,9 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .await
             .map_err(query_error)?;
         for (owner, count, latest) in rows {
-            versions.entry(owner)?.overrides = (count, latest.unwrap_or(0));
+            if let Some(entry) = versions.entry(owner) {
+                entry.overrides = (count, latest.unwrap_or(0));
+            }
         }
         let rows: Vec<(String, i64, Option<i64>)> = intel_feed::Entity::find()
             .select_only()
@@ -453,7 +457,9 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .await
             .map_err(query_error)?;
         for (owner, count, latest) in rows {
-            versions.entry(owner)?.feeds = (count, latest.unwrap_or(0));
+            if let Some(entry) = versions.entry(owner) {
+                entry.feeds = (count, latest.unwrap_or(0));
+            }
         }
         Ok(versions)
     }
@@ -1112,13 +1118,19 @@ pub struct ContentVersions {
 }
 
 impl ContentVersions {
-    fn entry(&mut self, owner: String) -> Result<&mut OwnerVersion> {
+    /// The owner's entry; `None` (and a warning) for an owner that is not a valid tenant id,
+    /// so one bad row never stops every tenant's reloads.
+    fn entry(&mut self, owner: String) -> Option<&mut OwnerVersion> {
         if owner == GLOBAL {
-            return Ok(&mut self.global);
+            return Some(&mut self.global);
         }
-        let tenant = TenantId::new(&owner)
-            .map_err(|err| StoreError::Query(format!("stored owner {owner:?}: {err}")))?;
-        Ok(self.tenants.entry(tenant).or_default())
+        match TenantId::new(&owner) {
+            Ok(tenant) => Some(self.tenants.entry(tenant).or_default()),
+            Err(err) => {
+                tracing::warn!(owner = %owner, error = %err, "stored content of an invalid owner skipped");
+                None
+            }
+        }
     }
 }
 

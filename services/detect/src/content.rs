@@ -199,6 +199,9 @@ pub fn build_global(
     let mut by_id = FxHashMap::default();
     for rule in stored_rules.into_iter().filter(|rule| rule.enabled) {
         let path = PathBuf::from(format!("store/global/{}.yml", rule.rule_id));
+        for name in rule_names_of(&rule.yaml) {
+            by_id.insert(name, (path.clone(), rule.yaml.clone()));
+        }
         by_id.insert(rule.rule_id.clone(), (path.clone(), rule.yaml.clone()));
         texts.push((path, rule.yaml));
     }
@@ -251,9 +254,9 @@ pub fn build_global(
         .cloned()
         .collect();
     for text in texts {
-        // Ids of directory rules, for tenant correlations that name them.
-        if let Some(id) = rule_id_of(&text.1) {
-            by_id.entry(id).or_insert(text);
+        // Ids and names of directory rules, for tenant correlations that name them.
+        for id in rule_names_of(&text.1) {
+            by_id.entry(id).or_insert_with(|| text.clone());
         }
     }
     let mut intel = IntelBuilder::new();
@@ -293,16 +296,19 @@ pub fn build_tenant(
         for rule in &enabled {
             included.insert(rule.rule_id.clone());
         }
+        let mut included_files: FxHashSet<PathBuf> = FxHashSet::default();
         for rule in &enabled {
             texts.push((
                 PathBuf::from(format!("store/tenant/{}.yml", rule.rule_id)),
                 rule.yaml.clone(),
             ));
             if rule.kind == "correlation" {
-                // The global rules it names, so the tenant's correlation sees their hits.
+                // The global rules it names (by id or name), so the tenant's correlation sees
+                // their hits; each file once.
                 for name in correlation_names(&rule.yaml) {
                     if let Some((path, text)) = global.texts.get(&name)
                         && included.insert(name)
+                        && included_files.insert(path.clone())
                     {
                         texts.push((path.clone(), text.clone()));
                     }
@@ -413,13 +419,17 @@ fn feed_format(path: &Path, content: &[u8]) -> &'static str {
     }
 }
 
-/// The `id` of a Sigma rule text, read without parsing the whole rule.
-fn rule_id_of(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        line.strip_prefix("id:")
-            .map(|id| id.trim().trim_matches(['\'', '"']).to_owned())
-            .filter(|id| !id.is_empty())
-    })
+/// Every top-level `id` and `name` of a rule file's documents, read without parsing the
+/// rules: what a correlation may name them by.
+fn rule_names_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            line.strip_prefix("id:")
+                .or_else(|| line.strip_prefix("name:"))
+        })
+        .map(|value| value.trim().trim_matches(['\'', '"']).to_owned())
+        .filter(|value| !value.is_empty())
+        .collect()
 }
 
 /// The rule names a correlation rule's text lists under `correlation.rules`.
@@ -534,10 +544,10 @@ mod tests {
     #[test]
     fn rule_ids_and_correlation_names_are_read_from_texts() {
         assert_eq!(
-            rule_id_of("title: x\nid: 'abc-1'\n").as_deref(),
-            Some("abc-1")
+            rule_names_of("title: x\nid: 'abc-1'\nname: whoami_run\n---\nid: def-2\n"),
+            ["abc-1", "whoami_run", "def-2"]
         );
-        assert_eq!(rule_id_of("title: x\n"), None);
+        assert!(rule_names_of("title: x\n").is_empty());
         let names = correlation_names(
             "title: c\ncorrelation:\n  type: event_count\n  rules:\n    - a\n    - b\n",
         );

@@ -20,6 +20,10 @@ use vigil_intel::{IndicatorKind, IndicatorMeta, IntelSet};
 /// state was saved is not counted twice.
 const APPLIED_BATCHES: usize = 256;
 
+/// How far ahead of this process's clock an event's time may be and still count in correlation
+/// windows.
+const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
 /// The schema's fields as the Sigma engine reads them, without copying.
 struct EventFields<'a>(&'a Fields);
 
@@ -233,8 +237,12 @@ pub fn evaluate_batch(
 
         let mut correlations: Vec<CorrelationHit> = Vec::new();
         if correlates {
-            let late =
-                state.watermark != i64::MIN && event_time < state.watermark - allowed_lateness;
+            // An event from the future (a sender's wrong clock) is not fed: it would move the
+            // watermark ahead and make every real event late.
+            let future = event_time > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS);
+            let late = future
+                || (state.watermark != i64::MIN
+                    && event_time < state.watermark.saturating_sub(allowed_lateness));
             if late {
                 if global.iter().chain(&own).any(|d| {
                     state.global.is_fed_by(&d.rule.id)
@@ -428,7 +436,10 @@ fn intel_hits(sets: &[&IntelSet], event: &Event, now: i64) -> Vec<IntelHit> {
             continue;
         };
         // `url.domain` and `url.full` (ECS) vs a bare `domain` or `full` elsewhere.
-        let kind = if kind == IndicatorKind::Url && last != "url" && !key.contains("url.") {
+        let kind = if kind == IndicatorKind::Url
+            && !last.eq_ignore_ascii_case("url")
+            && !key.to_ascii_lowercase().contains("url.")
+        {
             continue;
         } else {
             kind

@@ -58,6 +58,10 @@ pub struct Config {
     pub allowed_lateness_secs: u64,
     /// Event batches delivered and not yet acknowledged.
     pub max_in_flight: usize,
+    /// Deliveries of one batch before it goes to the dead-letter subject. Batches are
+    /// redelivered for passing reasons (a store hiccup, another process saving correlation
+    /// state first), so this is high.
+    pub max_deliveries: u32,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             reload_secs: 2,
             allowed_lateness_secs: 300,
             max_in_flight: 16,
+            max_deliveries: 100,
         }
     }
 }
@@ -82,6 +87,9 @@ impl Config {
         }
         if self.max_in_flight == 0 {
             return Err("detect.max_in_flight must be at least 1".into());
+        }
+        if self.max_deliveries < 2 {
+            return Err("detect.max_deliveries must be at least 2".into());
         }
         for path in self.rules.iter().chain(&self.intel) {
             if !path.exists() {
@@ -103,6 +111,7 @@ impl Config {
     pub fn consumer(&self) -> ConsumerSpec {
         let mut spec = ConsumerSpec::new(CONSUMER, Stage::Events, self.tenant.clone());
         spec.max_in_flight = self.max_in_flight;
+        spec.max_deliveries = self.max_deliveries;
         spec.ack_wait = Duration::from_secs(60);
         spec
     }
@@ -179,6 +188,13 @@ fn report(content: &Content) {
     metrics::gauge!(metric_names::INDICATORS).set(indicators as f64);
     for rejected in &check.rejected {
         tracing::debug!(path = %rejected.path.display(), reason = %rejected.reason, "rule rejected");
+    }
+    for (tenant, tenant_content) in &content.tenants {
+        if let Some(rules) = &tenant_content.rules {
+            for rejected in &rules.check().rejected {
+                tracing::warn!(%tenant, path = %rejected.path.display(), reason = %rejected.reason, "tenant rule rejected");
+            }
+        }
     }
     for (feed, report) in &content.global.intel.reports {
         if report.skipped > 0 || report.loaded == 0 {
@@ -279,6 +295,13 @@ struct Progress {
 }
 
 type SharedProgress = Arc<std::sync::Mutex<Progress>>;
+
+/// How long a batch redelivered for a passing reason waits: 250 ms, doubling with each
+/// delivery, at most 10 s.
+fn retry_delay(delivery: &Delivery) -> Duration {
+    let doublings = delivery.deliveries.saturating_sub(1).min(6);
+    Duration::from_millis(250 << doublings).min(Duration::from_secs(10))
+}
 
 fn lock(progress: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
     progress
@@ -385,11 +408,15 @@ async fn evaluate(
     // this process's own saves are still under way, which would fail if it had).
     if state.correlates()
         && (pending_saves == 0 || !state.synced)
-        && let Err(err) = sync_state(context, &tenant, &mut state).await
+        && let Err(err) = sync_state(context, &tenant, &mut state, || {
+            TenantState::new(content, tenant_content.as_deref())
+        })
+        .await
     {
         tracing::warn!(%tenant, error = %err, "cannot read correlation state, retrying");
         states.insert(tenant, state);
-        let _ = delivery.nak(Some(Duration::from_millis(500))).await;
+        let delay = retry_delay(&delivery);
+        let _ = delivery.nak(Some(delay)).await;
         return None;
     }
     let content = Arc::clone(content);
@@ -512,14 +539,15 @@ async fn settle_stage(
             Ok(acks) => await_acks(&item.tenant, acks).await,
             Err(()) => Err(()),
         };
+        // A batch evaluated on top of one that failed since is redone, saved or not (its
+        // watermark and correlation decisions came from the failed one).
+        if outcome.is_ok() && is_stale(&progress, &item) {
+            outcome = Err(());
+        }
         if outcome.is_ok()
             && let Some(save) = &item.save
         {
-            outcome = if is_stale(&progress, &item) {
-                Err(())
-            } else {
-                save_state(&context, &item.tenant, save).await
-            };
+            outcome = save_state(&context, &item.tenant, save).await;
         }
         let Evaluated {
             delivery,
@@ -545,7 +573,10 @@ async fn settle_stage(
                 metrics::counter!(metric_names::ALERTS).increment(alerts.len() as u64);
                 delivery.ack().await
             }
-            Err(()) => delivery.nak(Some(Duration::from_millis(500))).await,
+            Err(()) => {
+                let delay = retry_delay(&delivery);
+                delivery.nak(Some(delay)).await
+            }
         };
         if let Err(err) = settled {
             tracing::debug!(error = %err, "settling an event batch failed");
@@ -584,18 +615,25 @@ async fn sync_state(
     context: &ServiceContext,
     tenant: &TenantId,
     state: &mut TenantState,
+    fresh: impl Fn() -> TenantState,
 ) -> Result<(), vigil_store::StoreError> {
     let scope = context.store.tenant(tenant);
     let stored = scope.detect_state_version(STATE).await?;
     if state.synced && stored == state.stored_version {
         return Ok(());
     }
+    // Always from a fresh state: windows in memory may hold batches redelivered since.
+    let epoch = state.epoch;
+    *state = fresh();
+    state.epoch = epoch;
     match scope.detect_state(STATE).await? {
         Some((version, body)) => {
             if let Err(reason) = state.restore(&body) {
                 // An unreadable state (a correlation rule changed shape): start its windows
                 // again rather than stop the tenant's detection.
-                tracing::warn!(%tenant, %reason, "correlation state not restored");
+                tracing::warn!(%tenant, %reason, "correlation state not restored, windows start again");
+                *state = fresh();
+                state.epoch = epoch;
             }
             state.stored_version = Some(version);
         }

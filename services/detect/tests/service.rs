@@ -369,10 +369,18 @@ async fn correlation_windows_survive_a_restart() {
     let whoami = || process("C:\\Windows\\System32\\whoami.exe", "pc1");
 
     let (shutdown, task) = harness.start(config(60)).await;
+    // A hit stamped a year ahead (a sender's wrong clock) counts in no window and does not
+    // move the watermark: the real events after it still count.
+    let mut future = event("acme", 9, whoami());
+    future.event_time += time::Duration::days(365);
     harness
         .send(
             "acme",
-            vec![event("acme", 1, whoami()), event("acme", 2, whoami())],
+            vec![
+                event("acme", 1, whoami()),
+                future,
+                event("acme", 2, whoami()),
+            ],
         )
         .await;
     // The hits only feed the correlation (`generate` is false): no alert yet.
