@@ -175,6 +175,37 @@ impl TestDatabase {
     }
 }
 
+/// The raw baseline of the ingest benchmarks: `payloads` published by async-nats to `subject`
+/// (a subject of a stage stream), one JetStream message each, 4,096 acknowledgements in flight.
+/// Returns messages per second.
+pub async fn raw_jetstream_rate(
+    nats_url: &str,
+    subject: &str,
+    payloads: impl ExactSizeIterator<Item = Vec<u8>>,
+) -> anyhow::Result<f64> {
+    let client = async_nats::connect(nats_url).await?;
+    let jetstream = async_nats::jetstream::new(client);
+    let total = payloads.len();
+    let began = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for payload in payloads {
+        acks.push_back(
+            jetstream
+                .publish(subject.to_owned(), payload.into())
+                .await?,
+        );
+        if acks.len() >= 4096
+            && let Some(ack) = acks.pop_front()
+        {
+            ack.await?;
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(total as f64 / began.elapsed().as_secs_f64())
+}
+
 /// A numeric `--name VALUE` argument of a benchmark binary (underscores allowed: `1_000_000`),
 /// or `default`.
 pub fn bench_arg(name: &str, default: usize) -> usize {

@@ -1,35 +1,14 @@
 //! The detection engine on Vigil's own normalized event: `vigil_schema::Fields` (flat dotted
-//! keys) adapted to `vigil_sigma::FlatRecord` without copying, giving the same detections as
-//! the source JSON. This is the adapter the detect service uses.
+//! keys) adapted to `vigil_sigma::FlatRecord` without copying by the detect service's
+//! `EventFields`, giving the same detections as the source JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use serde_json::json;
-use vigil_schema::{FieldValue, Fields};
-use vigil_sigma::{FlatRecord, FlatValue, LoadOptions, Mappings, RuleSet};
-
-/// The schema's fields as the engine reads them.
-struct EventFields<'a>(&'a Fields);
-
-fn flat(value: &FieldValue) -> FlatValue<'_> {
-    match value {
-        FieldValue::Null | FieldValue::Object(_) => FlatValue::Null,
-        FieldValue::Bool(b) => FlatValue::Bool(*b),
-        FieldValue::Int(i) => FlatValue::Int(*i),
-        FieldValue::Float(f) => FlatValue::Float(*f),
-        FieldValue::Str(s) => FlatValue::Str(s),
-        FieldValue::Array(items) => FlatValue::List(items.iter().map(flat).collect()),
-    }
-}
-
-impl FlatRecord for EventFields<'_> {
-    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
-        for (key, value) in self.0.iter() {
-            visit(key, flat(value));
-        }
-    }
-}
+use vigil_detect::evaluate::EventFields;
+use vigil_schema::Fields;
+use vigil_sigma::{LoadOptions, Mappings, RuleSet};
 
 #[test]
 fn schema_events_meet_the_rules_of_their_logsource() {

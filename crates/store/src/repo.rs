@@ -416,47 +416,38 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
     /// change time of each table. A changed, added or deleted row changes its owner's entry.
     pub async fn content_versions(&self) -> Result<ContentVersions> {
         let mut versions = ContentVersions::default();
-        let rows: Vec<(String, i64, Option<i64>)> = rule::Entity::find()
-            .select_only()
-            .column(rule::Column::Tenant)
-            .column_as(rule::Column::RuleId.count(), "n")
-            .column_as(rule::Column::UpdatedAt.max(), "latest")
-            .group_by(rule::Column::Tenant)
-            .into_tuple()
-            .all(self.db)
-            .await
-            .map_err(query_error)?;
-        for (owner, count, latest) in rows {
+        let rules = owner_versions::<rule::Entity, _>(
+            self.db,
+            rule::Column::Tenant,
+            rule::Column::RuleId,
+            rule::Column::UpdatedAt,
+        )
+        .await?;
+        for (owner, count, latest) in rules {
             if let Some(entry) = versions.entry(owner) {
                 entry.rules = (count, latest.unwrap_or(0));
             }
         }
-        let rows: Vec<(String, i64, Option<i64>)> = rule_override::Entity::find()
-            .select_only()
-            .column(rule_override::Column::Tenant)
-            .column_as(rule_override::Column::RuleId.count(), "n")
-            .column_as(rule_override::Column::UpdatedAt.max(), "latest")
-            .group_by(rule_override::Column::Tenant)
-            .into_tuple()
-            .all(self.db)
-            .await
-            .map_err(query_error)?;
-        for (owner, count, latest) in rows {
+        let overrides = owner_versions::<rule_override::Entity, _>(
+            self.db,
+            rule_override::Column::Tenant,
+            rule_override::Column::RuleId,
+            rule_override::Column::UpdatedAt,
+        )
+        .await?;
+        for (owner, count, latest) in overrides {
             if let Some(entry) = versions.entry(owner) {
                 entry.overrides = (count, latest.unwrap_or(0));
             }
         }
-        let rows: Vec<(String, i64, Option<i64>)> = intel_feed::Entity::find()
-            .select_only()
-            .column(intel_feed::Column::Tenant)
-            .column_as(intel_feed::Column::Name.count(), "n")
-            .column_as(intel_feed::Column::UpdatedAt.max(), "latest")
-            .group_by(intel_feed::Column::Tenant)
-            .into_tuple()
-            .all(self.db)
-            .await
-            .map_err(query_error)?;
-        for (owner, count, latest) in rows {
+        let feeds = owner_versions::<intel_feed::Entity, _>(
+            self.db,
+            intel_feed::Column::Tenant,
+            intel_feed::Column::Name,
+            intel_feed::Column::UpdatedAt,
+        )
+        .await?;
+        for (owner, count, latest) in feeds {
             if let Some(entry) = versions.entry(owner) {
                 entry.feeds = (count, latest.unwrap_or(0));
             }
@@ -832,6 +823,29 @@ impl<'a, C: ConnectionTrait> TenantScope<'a, C> {
         let query = audit::Entity::find().filter(audit::Column::Tenant.eq(self.tenant.as_str()));
         read_audit(self.db, query, page).await
     }
+}
+
+/// Per owner of one table: row count and latest `updated_at`.
+async fn owner_versions<E, C>(
+    db: &C,
+    owner: E::Column,
+    key: E::Column,
+    updated: E::Column,
+) -> Result<Vec<(String, i64, Option<i64>)>>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    E::find()
+        .select_only()
+        .column(owner)
+        .column_as(key.count(), "n")
+        .column_as(updated.max(), "latest")
+        .group_by(owner)
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(query_error)
 }
 
 async fn revoke<C: ConnectionTrait>(

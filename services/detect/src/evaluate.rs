@@ -25,7 +25,8 @@ const APPLIED_BATCHES: usize = 256;
 const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// The schema's fields as the Sigma engine reads them, without copying.
-struct EventFields<'a>(&'a Fields);
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a>(pub &'a Fields);
 
 fn flat(value: &FieldValue) -> FlatValue<'_> {
     match value {

@@ -158,24 +158,13 @@ fn main() {
         );
 
         // Raw async-nats: one JetStream message per event, pipelined.
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let jetstream = async_nats::jetstream::new(client);
-        let began = Instant::now();
-        let mut acks = std::collections::VecDeque::new();
-        for event in &events {
-            let ack = jetstream
-                .publish("vigil.raw.events", event.clone().into())
-                .await
-                .unwrap();
-            acks.push_back(ack);
-            if acks.len() >= 4096 {
-                acks.pop_front().unwrap().await.ok();
-            }
-        }
-        for ack in acks {
-            ack.await.ok();
-        }
-        let raw_rate = total as f64 / began.elapsed().as_secs_f64();
+        let raw_rate = vigil_e2e::raw_jetstream_rate(
+            &nats.url(),
+            "vigil.raw.events",
+            events.iter().map(|event| event.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
         println!("raw async-nats: one JetStream message per event, pipelined: {raw_rate:.0} events/s");
 
         // Acknowledgement latency at 20,000 events/s offered (200 requests/s of 100 events).

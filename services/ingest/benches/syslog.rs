@@ -117,24 +117,13 @@ fn main() {
         println!("ingest: syslog over TCP, newline framing, to JetStream-acknowledged events: {ingest_rate:.0} lines/s");
 
         // Raw async-nats: one JetStream message per line, pipelined.
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let jetstream = async_nats::jetstream::new(client);
-        let began = Instant::now();
-        let mut acks = std::collections::VecDeque::new();
-        for line in &lines {
-            let ack = jetstream
-                .publish("vigil.raw.events", line.to_string().into())
-                .await
-                .unwrap();
-            acks.push_back(ack);
-            if acks.len() >= 4096 {
-                acks.pop_front().unwrap().await.ok();
-            }
-        }
-        for ack in acks {
-            ack.await.ok();
-        }
-        let raw_rate = total as f64 / began.elapsed().as_secs_f64();
+        let raw_rate = vigil_e2e::raw_jetstream_rate(
+            &nats.url(),
+            "vigil.raw.events",
+            lines.iter().map(|line| line.as_bytes().to_vec()),
+        )
+        .await
+        .unwrap();
         println!("raw async-nats: one JetStream message per line, pipelined: {raw_rate:.0} lines/s");
         shutdown.cancel();
     });
