@@ -441,3 +441,114 @@ async fn transactions_roll_back_and_purge_touches_one_tenant() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn detect_state_is_per_tenant_and_written_by_compare_and_swap() {
+    on_both("detect_state", |store| async move {
+        let acme = store.tenant(&tenant("acme"));
+        let globex = store.tenant(&tenant("globex"));
+        assert_eq!(acme.detect_state("correlation").await.unwrap(), None);
+        // The first write expects nothing stored; a second first write loses.
+        assert_eq!(
+            acme.put_detect_state("correlation", None, b"one".to_vec(), 1)
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            acme.put_detect_state("correlation", None, b"racer".to_vec(), 2)
+                .await
+                .unwrap(),
+            None
+        );
+        // Later writes expect the version they read.
+        assert_eq!(
+            acme.put_detect_state("correlation", Some(1), b"two".to_vec(), 3)
+                .await
+                .unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            acme.put_detect_state("correlation", Some(1), b"stale".to_vec(), 4)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            acme.detect_state("correlation").await.unwrap(),
+            Some((2, b"two".to_vec()))
+        );
+        assert_eq!(
+            acme.detect_state_version("correlation").await.unwrap(),
+            Some(2)
+        );
+        // Another tenant sees nothing of it and writes its own.
+        assert_eq!(globex.detect_state("correlation").await.unwrap(), None);
+        assert_eq!(
+            globex.detect_state_version("correlation").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            globex
+                .put_detect_state("correlation", Some(2), b"x".to_vec(), 5)
+                .await
+                .unwrap(),
+            None,
+            "acme's version does not let globex write"
+        );
+        // Purging acme removes its state only.
+        globex
+            .put_detect_state("correlation", None, b"g".to_vec(), 6)
+            .await
+            .unwrap();
+        store
+            .platform()
+            .purge_tenant(&tenant("acme"))
+            .await
+            .unwrap();
+        assert_eq!(acme.detect_state("correlation").await.unwrap(), None);
+        assert_eq!(
+            globex.detect_state("correlation").await.unwrap(),
+            Some((1, b"g".to_vec()))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn content_versions_change_with_every_owner_change() {
+    on_both("content_versions", |store| async move {
+        let acme = tenant("acme");
+        let before = store.platform().content_versions().await.unwrap();
+        assert!(before.tenants.is_empty());
+        let rule = NewRule {
+            rule_id: "r1".into(),
+            title: "R1".into(),
+            level: "low".into(),
+            kind: "detection".into(),
+            yaml: "title: R1\nid: r1\n".into(),
+        };
+        store
+            .platform()
+            .global_rules()
+            .upsert(rule.clone(), "admin", 10)
+            .await
+            .unwrap();
+        let global = store.platform().content_versions().await.unwrap();
+        assert_ne!(global.global, before.global);
+        assert!(global.tenants.is_empty(), "a global rule is no tenant's");
+        store
+            .tenant(&acme)
+            .feeds()
+            .upsert("f", "list", b"1.2.3.4\n".to_vec(), 1, "admin", 11)
+            .await
+            .unwrap();
+        let with_feed = store.platform().content_versions().await.unwrap();
+        assert_eq!(with_feed.global, global.global);
+        assert_eq!(with_feed.tenants[&acme].feeds, (1, 11));
+        store.tenant(&acme).feeds().delete("f").await.unwrap();
+        let after = store.platform().content_versions().await.unwrap();
+        assert!(!after.tenants.contains_key(&acme), "{after:?}");
+    })
+    .await;
+}
