@@ -330,6 +330,10 @@ fn config_check_rejects_bad_files_with_the_reason() {
             "detect.reload_secs must be at least 1",
         ),
         (
+            "tenant-limit-above-listener.toml",
+            "ingest.tenant_limits.acme.max_body_bytes: 2000 is above ingest.max_body_bytes (1000)",
+        ),
+        (
             "unknown-service.toml",
             "services.1: unknown variant: found `sigma`, expected `one of `ingest`, `baseline`, `detect`, `triage`, `response`, `reporting`, `control`, `operator``",
         ),

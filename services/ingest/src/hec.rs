@@ -370,7 +370,10 @@ async fn accept(
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
-    let config = Arc::clone(&state.config);
+    let config = state.config_for(&tenant);
+    if let Err(refusal) = crate::http::check_body_size(&config, &body) {
+        return answer(StatusCode::PAYLOAD_TOO_LARGE, 6, &refusal.message, None);
+    }
     let normalizer = state.normalizer.clone();
     let received = time::OffsetDateTime::now_utc();
     let request_key = uuid::Uuid::now_v7().to_string();

@@ -35,6 +35,29 @@ pub struct IngestState {
     pub channels: crate::hec::Channels,
     /// Per-tenant rate limits.
     pub rates: Arc<crate::limits::TenantRates>,
+    /// The configuration of tenants with limits of their own.
+    pub tenant_configs: Arc<std::collections::HashMap<TenantId, Arc<Config>>>,
+}
+
+impl IngestState {
+    /// The configuration as it applies to `tenant`'s requests.
+    pub fn config_for(&self, tenant: &TenantId) -> Arc<Config> {
+        self.tenant_configs
+            .get(tenant)
+            .map_or_else(|| Arc::clone(&self.config), Arc::clone)
+    }
+}
+
+/// Refuses a body over the tenant's own bound (the listener reads up to the ingest-wide one).
+pub(crate) fn check_body_size(config: &Config, body: &[u8]) -> Result<(), Refusal> {
+    if body.len() > config.max_body_bytes {
+        return Err(refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body exceeds {} bytes", config.max_body_bytes),
+        ));
+    }
+    Ok(())
 }
 
 /// The ingest HTTP router.
@@ -206,7 +229,8 @@ async fn events(
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)"));
-    let config = Arc::clone(&state.config);
+    let config = state.config_for(&tenant);
+    check_body_size(&config, &body)?;
     let normalizer = state.normalizer.clone();
     let request_key = headers
         .get("idempotency-key")
@@ -295,7 +319,7 @@ pub(crate) async fn publish(
     tenant: &TenantId,
     events: Vec<vigil_schema::Event>,
 ) -> Result<(), Refusal> {
-    check_events(&state.config, &events)?;
+    check_events(&state.config_for(tenant), &events)?;
     admit(state, tenant, events.len())?;
     publish_admitted(state, tenant, events).await
 }

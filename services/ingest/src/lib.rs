@@ -53,10 +53,10 @@ pub struct Config {
     pub tls: Option<syslog::TlsFiles>,
     /// Syslog over UDP and TCP.
     pub syslog: syslog::SyslogConfig,
-    /// Every tenant's rate, unless `tenant_rates` names it.
+    /// Every tenant's rate, unless `tenant_limits` gives it another.
     pub rate: limits::Rate,
-    /// Rates of particular tenants.
-    pub tenant_rates: std::collections::BTreeMap<vigil_schema::TenantId, limits::Rate>,
+    /// Limits of particular tenants, each overriding the ones above.
+    pub tenant_limits: std::collections::BTreeMap<vigil_schema::TenantId, limits::TenantLimits>,
 }
 
 impl Config {
@@ -68,10 +68,19 @@ impl Config {
             );
         }
         self.rate.validate("ingest.rate")?;
-        for (tenant, rate) in &self.tenant_rates {
-            rate.validate(&format!("ingest.tenant_rates.{tenant}"))?;
+        for (tenant, limits) in &self.tenant_limits {
+            limits.validate(&format!("ingest.tenant_limits.{tenant}"), self)?;
         }
         Ok(())
+    }
+
+    /// The configuration as it applies to `tenant`'s requests.
+    pub fn for_tenant(&self, tenant: &vigil_schema::TenantId) -> Self {
+        let mut config = self.clone();
+        if let Some(limits) = self.tenant_limits.get(tenant) {
+            limits.apply(&mut config);
+        }
+        config
     }
 }
 
@@ -90,7 +99,7 @@ impl Default for Config {
             tls: None,
             syslog: syslog::SyslogConfig::default(),
             rate: limits::Rate::default(),
-            tenant_rates: std::collections::BTreeMap::new(),
+            tenant_limits: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -173,8 +182,19 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
         channels: hec::Channels::default(),
         rates: Arc::new(limits::TenantRates::new(
             config.rate,
-            config.tenant_rates.clone(),
+            config
+                .tenant_limits
+                .iter()
+                .filter_map(|(tenant, limits)| limits.rate.map(|rate| (tenant.clone(), rate)))
+                .collect(),
         )),
+        tenant_configs: Arc::new(
+            config
+                .tenant_limits
+                .keys()
+                .map(|tenant| (tenant.clone(), Arc::new(config.for_tenant(tenant))))
+                .collect(),
+        ),
     };
     tracing::info!(listen = %config.http_listen, "HTTP ingest listening");
     let mut listeners = tokio::task::JoinSet::new();

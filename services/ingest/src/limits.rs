@@ -50,6 +50,74 @@ impl Rate {
     }
 }
 
+/// One tenant's limits; each one given replaces the ingest-wide value for that tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Events per second and burst.
+    pub rate: Option<Rate>,
+    /// Largest request body as sent (at most the ingest-wide `max_body_bytes`, which bounds
+    /// what the listener reads).
+    pub max_body_bytes: Option<usize>,
+    /// Largest body after gzip or zstd decoding.
+    pub max_decoded_bytes: Option<usize>,
+    /// Most events in one request.
+    pub max_events_per_request: Option<usize>,
+    /// Largest single event.
+    pub max_event_bytes: Option<usize>,
+    /// Most fields in one event.
+    pub max_fields: Option<usize>,
+}
+
+impl TenantLimits {
+    /// Checks the values against zero and the listener's bound.
+    pub fn validate(&self, key: &str, ingest: &crate::Config) -> Result<(), String> {
+        if let Some(rate) = &self.rate {
+            rate.validate(&format!("{key}.rate"))?;
+        }
+        for (name, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_decoded_bytes", self.max_decoded_bytes),
+            ("max_events_per_request", self.max_events_per_request),
+            ("max_event_bytes", self.max_event_bytes),
+            ("max_fields", self.max_fields),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{key}.{name} must be greater than zero"));
+            }
+        }
+        if let Some(body) = self.max_body_bytes
+            && body > ingest.max_body_bytes
+        {
+            return Err(format!(
+                "{key}.max_body_bytes: {body} is above ingest.max_body_bytes ({}), the most the listener reads",
+                ingest.max_body_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces the ingest-wide values this tenant has its own of.
+    pub fn apply(&self, config: &mut crate::Config) {
+        if let Some(rate) = self.rate {
+            config.rate = rate;
+        }
+        let set = |target: &mut usize, value: Option<usize>| {
+            if let Some(value) = value {
+                *target = value;
+            }
+        };
+        set(&mut config.max_body_bytes, self.max_body_bytes);
+        set(&mut config.max_decoded_bytes, self.max_decoded_bytes);
+        set(
+            &mut config.max_events_per_request,
+            self.max_events_per_request,
+        );
+        set(&mut config.max_event_bytes, self.max_event_bytes);
+        set(&mut config.max_fields, self.max_fields);
+    }
+}
+
 /// Why events were not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Limited {

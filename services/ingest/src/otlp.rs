@@ -4,8 +4,6 @@
 //! body as `message` (a string) or merged fields (a map), severity, trace context, and the
 //! resource's attributes under `resource` and the scope under `scope`.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -90,7 +88,10 @@ async fn logs(
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
-    let config = Arc::clone(&state.config);
+    let config = state.config_for(&tenant);
+    if let Err(refusal) = crate::http::check_body_size(&config, &body) {
+        return refusal.into_response();
+    }
     let normalizer = state.normalizer.clone();
     let worker_tenant = tenant.clone();
     let received = time::OffsetDateTime::now_utc();

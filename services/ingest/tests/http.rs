@@ -1265,11 +1265,21 @@ async fn limits_per_tenant_and_per_event_refuse_whole_requests_with_reasons() {
     let bus: Arc<dyn Bus> = Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default()));
     let ingest = Ingest::start_tuned(bus, |config| {
         config.max_event_bytes = 16_384;
-        config.tenant_rates.insert(
+        config.tenant_limits.insert(
             tenant("acme"),
-            vigil_ingest::limits::Rate {
-                events_per_sec: 1,
-                burst: 10,
+            vigil_ingest::limits::TenantLimits {
+                rate: Some(vigil_ingest::limits::Rate {
+                    events_per_sec: 1,
+                    burst: 10,
+                }),
+                ..Default::default()
+            },
+        );
+        config.tenant_limits.insert(
+            tenant("globex"),
+            vigil_ingest::limits::TenantLimits {
+                max_body_bytes: Some(64 * 1024),
+                ..Default::default()
             },
         );
     })
@@ -1340,6 +1350,10 @@ async fn limits_per_tenant_and_per_event_refuse_whole_requests_with_reasons() {
         body["error"],
         "record 0 is 20015 bytes; at most 16384 per event"
     );
+    // globex's own body bound (64 KiB, below the listener's 1 MiB); acme keeps the wide one.
+    let (status, body) = ingest.post(Some(&ingest.globex), &[], records(3000)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "the body exceeds 65536 bytes");
     // HEC senders get HEC's busy answer, which they retry.
     let (status, answer) = ingest
         .hec(
