@@ -303,9 +303,7 @@ impl Config {
                 format!("telemetry.log_filter: {err}"),
             ));
         }
-        if let Err(message) = self.ingest.validate() {
-            return Err(("ingest", message));
-        }
+        self.ingest.validate()?;
         if let Err(message) = self.detect.validate() {
             return Err(("detect", message));
         }

@@ -60,16 +60,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks values that deserialize but cannot work; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks values that deserialize but cannot work: the key that is wrong and a message
+    /// naming it in full.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_event_bytes == 0 || self.max_fields == 0 {
-            return Err(
+            return Err((
+                "ingest.max_event_bytes",
                 "ingest.max_event_bytes and ingest.max_fields must be greater than zero".into(),
-            );
+            ));
         }
-        self.rate.validate("ingest.rate")?;
+        self.rate
+            .validate("ingest.rate")
+            .map_err(|message| ("ingest.rate", message))?;
         for (tenant, limits) in &self.tenant_limits {
-            limits.validate(&format!("ingest.tenant_limits.{tenant}"), self)?;
+            limits
+                .validate(&format!("ingest.tenant_limits.{tenant}"), self)
+                .map_err(|message| ("ingest.tenant_limits", message))?;
         }
         Ok(())
     }
