@@ -214,6 +214,22 @@ impl Parsed<'_> {
         }
     }
 
+    /// `valid_until` as Unix seconds (`None` when absent); a value that is not RFC 3339 skips
+    /// the indicator with the reason (`Err`).
+    fn valid_until(
+        &mut self,
+        text: Option<&str>,
+        at: &dyn Fn() -> String,
+    ) -> Result<Option<i64>, ()> {
+        match text.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => rfc3339(text).map(Some).ok_or_else(|| {
+                self.report
+                    .skip(|| format!("{}: valid_until {text:?} is not RFC 3339", at()));
+            }),
+        }
+    }
+
     fn stix(&mut self, bundle: &Value) -> Result<(), String> {
         if bundle.get("type").and_then(Value::as_str) != Some("bundle") {
             return Err("a STIX 2.1 feed must be a bundle (\"type\": \"bundle\")".into());
@@ -243,16 +259,10 @@ impl Parsed<'_> {
                 self.report.skip(|| format!("{}: no pattern", at()));
                 continue;
             };
-            let valid_until = match object.get("valid_until").and_then(Value::as_str) {
-                None => None,
-                Some(text) => match rfc3339(text) {
-                    Some(until) => Some(until),
-                    None => {
-                        self.report
-                            .skip(|| format!("{}: valid_until {text:?} is not RFC 3339", at()));
-                        continue;
-                    }
-                },
+            let Ok(valid_until) =
+                self.valid_until(object.get("valid_until").and_then(Value::as_str), &at)
+            else {
+                continue;
             };
             let confidence = object
                 .get("confidence")
@@ -415,16 +425,9 @@ impl Parsed<'_> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let valid_until = match until_column.and_then(|c| record.get(c)).map(str::trim) {
-                None | Some("") => None,
-                Some(text) => match rfc3339(text) {
-                    Some(until) => Some(until),
-                    None => {
-                        self.report
-                            .skip(|| format!("{}: valid_until {text:?} is not RFC 3339", at()));
-                        continue;
-                    }
-                },
+            let Ok(valid_until) = self.valid_until(until_column.and_then(|c| record.get(c)), &at)
+            else {
+                continue;
             };
             self.push(hint, value, confidence, &labels, valid_until, &at);
         }
