@@ -101,6 +101,13 @@ impl Normalizer {
         if entities.host.is_none() {
             entities.host = find_text(&fields, HOST);
         }
+        if fields.get_str("program") == Some("sshd")
+            && let Some(message) = fields.get_str("message")
+        {
+            let (user, address) = sshd_entities(message);
+            entities.user = entities.user.take().or(user);
+            entities.src_ip = entities.src_ip.or(address);
+        }
         Event {
             id: EventId::derive(&[
                 origin.tenant.as_str().as_bytes(),
@@ -217,6 +224,58 @@ fn find_text(fields: &Fields, names_in_order: &[&str]) -> Option<String> {
     })
 }
 
+/// The user and client address in OpenSSH's own messages (`Failed password for invalid user
+/// admin from 203.0.113.9 port 5022 ssh2`, `Accepted publickey for deploy from …`, `Invalid user
+/// x from …`, `Connection closed by …`, `Received disconnect from …`, PAM's `rhost=… user=…`,
+/// `reverse mapping checking getaddrinfo for … [addr]`), so sshd lines from syslog carry the
+/// entities that baselines, triage and threat intelligence match on.
+fn sshd_entities(message: &str) -> (Option<String>, Option<IpAddr>) {
+    let words: Vec<&str> = message.split_whitespace().collect();
+    let address = |word: &str| -> Option<IpAddr> {
+        word.trim_matches(|c| matches!(c, '[' | ']' | ':' | ',' | ';'))
+            .parse()
+            .ok()
+    };
+    let mut user = None;
+    let mut ip = None;
+    for (index, word) in words.iter().enumerate() {
+        let next = words.get(index + 1).copied();
+        match *word {
+            "from" | "by" if ip.is_none() => {
+                // `Connection closed by invalid user x 203.0.113.9 port 22`.
+                ip = words[index + 1..].iter().take(4).find_map(|w| address(w));
+            }
+            // `user unknown` (PAM) says there is no such user; it names none.
+            "user" if user.is_none() && next.is_some_and(|n| n != "from" && n != "unknown") => {
+                user = next.map(str::to_owned);
+            }
+            "for" if user.is_none() => {
+                // `for invalid user x from` is handled by `user`; `for x from` names x.
+                if let (Some(name), Some("from")) = (next, words.get(index + 2).copied())
+                    && name != "invalid"
+                {
+                    user = Some(name.to_owned());
+                }
+            }
+            _ => {
+                if let Some(host) = word.strip_prefix("rhost=")
+                    && ip.is_none()
+                {
+                    ip = address(host);
+                } else if let Some(name) = word.strip_prefix("user=")
+                    && user.is_none()
+                    && !name.is_empty()
+                {
+                    user = Some(name.to_owned());
+                } else if ip.is_none() && word.starts_with('[') && word.ends_with(']') {
+                    ip = address(word);
+                }
+            }
+        }
+    }
+    (user, ip)
+}
+
 fn find_ip(fields: &Fields, names_in_order: &[&str]) -> Option<IpAddr> {
     find(fields, names_in_order, |value| {
         value
@@ -228,6 +287,53 @@ fn find_ip(fields: &Fields, names_in_order: &[&str]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sshd_messages_name_their_user_and_client() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let user = |s: &str| Some(s.to_owned());
+        for (message, expected) in [
+            (
+                "Failed password for invalid user webmaster from 173.234.31.186 port 38926 ssh2",
+                (user("webmaster"), ip("173.234.31.186")),
+            ),
+            (
+                "Failed password for root from 5.36.59.76 port 42393 ssh2",
+                (user("root"), ip("5.36.59.76")),
+            ),
+            (
+                "Accepted password for fztu from 119.137.62.142 port 49116 ssh2",
+                (user("fztu"), ip("119.137.62.142")),
+            ),
+            (
+                "Invalid user test9 from 52.80.34.196",
+                (user("test9"), ip("52.80.34.196")),
+            ),
+            (
+                "Received disconnect from 52.80.34.196: 11: Bye Bye [preauth]",
+                (None, ip("52.80.34.196")),
+            ),
+            (
+                "Connection closed by 173.234.31.186 [preauth]",
+                (None, ip("173.234.31.186")),
+            ),
+            (
+                "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=112.95.230.3  user=root",
+                (user("root"), ip("112.95.230.3")),
+            ),
+            (
+                "reverse mapping checking getaddrinfo for ns.example.com [173.234.31.186] failed - POSSIBLE BREAK-IN ATTEMPT!",
+                (None, ip("173.234.31.186")),
+            ),
+            (
+                "pam_unix(sshd:auth): check pass; user unknown",
+                (None, None),
+            ),
+            ("Server listening on 0.0.0.0 port 22.", (None, None)),
+        ] {
+            assert_eq!(sshd_entities(message), expected, "{message}");
+        }
+    }
 
     fn origin(tenant: &TenantId) -> Origin<'_> {
         Origin {

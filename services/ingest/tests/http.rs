@@ -1053,7 +1053,31 @@ async fn loghub_openssh_and_linux_logs_replayed_over_syslog() {
         assert_eq!(event.logsource.service.as_deref(), Some("sshd"), "{line}");
         assert_eq!(event.entities.host.as_deref(), Some("LabSZ"), "{line}");
         assert_eq!(event.source.transport, "syslog");
+        // Failed and accepted logins name the account and the client address.
+        if line.contains("Failed password for") || line.contains("Accepted password for") {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let from = words.iter().position(|w| *w == "from").unwrap();
+            assert_eq!(
+                event.entities.src_ip.map(|ip| ip.to_string()).as_deref(),
+                Some(words[from + 1]),
+                "{line}"
+            );
+            assert_eq!(
+                event.entities.user.as_deref(),
+                Some(words[from - 1]),
+                "{line}"
+            );
+        }
     }
+    let addressed = events
+        .iter()
+        .filter(|e| e.entities.src_ip.is_some())
+        .count();
+    assert!(
+        addressed * 10 >= events.len() * 8,
+        "{addressed} of {} with an address",
+        events.len()
+    );
 
     let (lines, events) = replay(&ingest, tcp, "Linux_2k.log", &mut acme).await;
     assert_eq!(events.len(), lines.len());
@@ -1491,6 +1515,8 @@ action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp"
             "{event:?}"
         );
         assert!(event.entities.host.is_some(), "{event:?}");
+        assert_eq!(event.entities.src_ip, Some("198.51.100.4".parse().unwrap()));
+        assert_eq!(event.entities.user.as_deref(), Some("deploy"));
     }
     // The RFC 5424 copy starts with its version after the priority.
     assert!(
