@@ -155,6 +155,10 @@ fn ensure_services(sh: &Shell) -> anyhow::Result<()> {
         .find(|path| Path::new(path).exists());
     if rsyslogd.is_none() {
         eprintln!("rsyslogd is not installed, installing Debian's rsyslog package");
+        // A fresh machine may have no package lists yet.
+        cmd!(sh, "apt-get update -qq")
+            .run()
+            .context("apt-get update (to install rsyslog)")?;
         cmd!(sh, "apt-get install -y --no-install-recommends rsyslog")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .run()

@@ -869,18 +869,6 @@ pub struct IntelSet {
 }
 
 impl IntelSet {
-    /// Builds the lookups from indicators already collected.
-    pub fn build(indicators: Vec<Indicator>, reports: BTreeMap<String, FeedReport>) -> Self {
-        let mut builder = IntelBuilder::new();
-        for indicator in indicators {
-            builder.add(indicator);
-        }
-        for (feed, report) in reports {
-            builder.report(feed, report);
-        }
-        builder.build()
-    }
-
     /// Number of indicators.
     pub fn len(&self) -> usize {
         self.entries.len()

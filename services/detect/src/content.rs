@@ -37,11 +37,11 @@ pub struct Global {
     pub rules: Arc<RuleSet>,
     /// The global feeds' indicators.
     pub intel: Arc<IntelSet>,
-    /// Rule texts by id, so tenant rule sets can include the global rules their correlations
-    /// name.
-    texts: FxHashMap<String, (PathBuf, String)>,
-    /// The text of every file whose rules loaded, so a later edit that breaks a file keeps
-    /// the version that worked.
+    /// The file of each rule id and name, so tenant rule sets can include the global rules
+    /// their correlations name.
+    names: FxHashMap<String, PathBuf>,
+    /// The text of every file whose rules loaded: what tenant rule sets include, and what a
+    /// later edit that breaks the file falls back to.
     good: FxHashMap<PathBuf, String>,
 }
 
@@ -196,13 +196,8 @@ pub fn build_global(
     now: i64,
 ) -> Result<Global, DetectError> {
     let mut texts: Vec<(PathBuf, String)> = Vec::new();
-    let mut by_id = FxHashMap::default();
     for rule in stored_rules.into_iter().filter(|rule| rule.enabled) {
         let path = PathBuf::from(format!("store/global/{}.yml", rule.rule_id));
-        for name in rule_names_of(&rule.yaml) {
-            by_id.insert(name, (path.clone(), rule.yaml.clone()));
-        }
-        by_id.insert(rule.rule_id.clone(), (path.clone(), rule.yaml.clone()));
         texts.push((path, rule.yaml));
     }
     for file in rule_files(&sources.rule_dirs)? {
@@ -248,17 +243,17 @@ pub fn build_global(
         .iter()
         .map(|rejected| rejected.path.clone())
         .collect();
-    let good = texts
-        .iter()
-        .filter(|(path, _)| !broken.contains(path))
-        .cloned()
-        .collect();
-    for text in texts {
-        // Ids and names of directory rules, for tenant correlations that name them.
-        for id in rule_names_of(&text.1) {
-            by_id.entry(id).or_insert_with(|| text.clone());
+    // Ids and names, store rules first so they win over a file naming the same.
+    let mut names = FxHashMap::default();
+    for (path, text) in &texts {
+        for name in rule_names_of(text) {
+            names.entry(name).or_insert_with(|| path.clone());
         }
     }
+    let good = texts
+        .into_iter()
+        .filter(|(path, _)| !broken.contains(path))
+        .collect();
     let mut intel = IntelBuilder::new();
     load_feeds(stored_feeds, now, &mut intel);
     for path in &sources.intel_paths {
@@ -267,7 +262,7 @@ pub fn build_global(
     Ok(Global {
         rules: Arc::new(rules),
         intel: Arc::new(intel.build()),
-        texts: by_id,
+        names,
         good,
     })
 }
@@ -306,7 +301,8 @@ pub fn build_tenant(
                 // The global rules it names (by id or name), so the tenant's correlation sees
                 // their hits; each file once.
                 for name in correlation_names(&rule.yaml) {
-                    if let Some((path, text)) = global.texts.get(&name)
+                    if let Some(path) = global.names.get(&name)
+                        && let Some(text) = global.good.get(path)
                         && included.insert(name)
                         && included_files.insert(path.clone())
                     {

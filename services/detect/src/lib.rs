@@ -26,7 +26,6 @@ use tokio::sync::watch;
 use vigil_bus::{ConsumerSpec, Delivery, OutgoingMessage};
 use vigil_runtime::ServiceContext;
 use vigil_schema::{Alert, EventBatch, Stage, TenantId};
-
 use vigil_sigma::Mappings;
 
 use content::{Content, Sources};
