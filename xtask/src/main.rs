@@ -5,6 +5,11 @@
 //! - `cargo xtask test [ARGS]`: services up, then `cargo test --workspace [ARGS]`.
 //! - `cargo xtask bench bus [ARGS]`: the bus benchmark (release build), see docs/BENCHMARKS.md.
 //! - `cargo xtask services`: start PostgreSQL and NATS if they are not running.
+//! - `cargo xtask crds [--check]`: write the `Tenant` CRD generated from the Rust type to
+//!   `k8s/crds/` and `helm/vigil/crds/`; with `--check`, fail when the committed files differ.
+//! - `cargo xtask helm`: lint and render both charts with a real `helm`, validate every rendered
+//!   manifest with `kubernetes-validate --strict` for Kubernetes 1.33, and validate Tenant
+//!   objects against the generated CRD schema.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
+
+mod helm;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,8 +32,12 @@ fn main() -> anyhow::Result<()> {
         }
         Some("bench") => bench(&sh, &args[1..]),
         Some("services") => ensure_services(&sh),
+        Some("crds") => crds(&sh, args.get(1).map(String::as_str) == Some("--check")),
+        Some("helm") => helm::helm(&sh),
         _ => {
-            bail!("usage: cargo xtask <ci | test [cargo test args] | bench bus [args] | services>")
+            bail!(
+                "usage: cargo xtask <ci | test [cargo test args] | bench bus [args] | services | crds [--check] | helm>"
+            )
         }
     }
 }
@@ -47,6 +58,8 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     step("cargo clippy");
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+    crds(sh, true)?;
+    helm::helm(sh)?;
     test(sh, &[])?;
     eprintln!("xtask ci: passed in {:.0?}", started.elapsed());
     Ok(())
@@ -101,6 +114,34 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N] | cargo xtask bench ingest [--events N] [--batch N] [--concurrency N] [--seconds N] | cargo xtask bench syslog [--lines N] [--connections N] | cargo xtask bench detect [--events N] [--indicators N] [--windows-percent P]"
         ),
     }
+}
+
+/// Where the generated CRD is committed.
+const CRD_FILES: [&str; 2] = [
+    "k8s/crds/tenants.vigil.io.yaml",
+    "helm/vigil/crds/tenants.vigil.io.yaml",
+];
+
+/// Writes (or, with `check`, compares) the `Tenant` CRD that `vigil operator crd` prints from
+/// the Rust type.
+fn crds(sh: &Shell, check: bool) -> anyhow::Result<()> {
+    step(if check { "crds --check" } else { "crds" });
+    let mut yaml = cmd!(sh, "cargo run -q -p vigil -- operator crd").read()?;
+    yaml.push('\n');
+    for path in CRD_FILES {
+        if check {
+            let committed = sh.read_file(path).unwrap_or_default();
+            if committed != yaml {
+                bail!(
+                    "{path} is stale: the Tenant type changed; run `cargo xtask crds` and commit"
+                );
+            }
+        } else {
+            sh.write_file(path, &yaml)?;
+            eprintln!("wrote {path}");
+        }
+    }
+    Ok(())
 }
 
 fn step(name: &str) {

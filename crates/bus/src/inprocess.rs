@@ -210,6 +210,17 @@ impl Bus for InProcessBus {
         Ok(())
     }
 
+    async fn remove_consumer(&self, spec: &ConsumerSpec) -> Result<bool> {
+        spec.validate()?;
+        let stream = self.stream(spec.stage);
+        let mut state = stream.lock();
+        let removed = state.consumers.remove(&spec.durable_name()).is_some();
+        state.trim();
+        drop(state);
+        stream.changed();
+        Ok(removed)
+    }
+
     async fn check(&self) -> Result<()> {
         Ok(())
     }

@@ -37,6 +37,9 @@ pub struct JetStreamConfig {
     pub client_name: String,
     /// NATS credentials file (JWT and nkey seed), for deployments with per-tenant users.
     pub credentials_file: Option<std::path::PathBuf>,
+    /// Prefix of reply subjects (`_INBOX` when unset). A per-tenant user may subscribe only to
+    /// its own prefix (`_INBOX_<tenant>`), so it never sees another tenant's replies.
+    pub inbox_prefix: Option<String>,
     /// Stream replicas: 1 for a single server, 3 in production.
     pub replicas: usize,
     /// Window in which a repeated `Nats-Msg-Id` is dropped.
@@ -70,6 +73,7 @@ impl JetStreamConfig {
             url: url.into(),
             client_name: "vigil".into(),
             credentials_file: None,
+            inbox_prefix: None,
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::from_secs(7 * 24 * 3600),
@@ -217,6 +221,9 @@ impl JetStreamBus {
             options = options.credentials_file(path).await.map_err(|err| {
                 connect_error(format!("credentials file {}: {err}", path.display()))
             })?;
+        }
+        if let Some(prefix) = &config.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix.as_str());
         }
         let servers: Vec<&str> = config.url.split(',').map(str::trim).collect();
         let client = tokio::time::timeout(
@@ -492,6 +499,32 @@ impl Bus for JetStreamBus {
 
     async fn ensure_consumer(&self, spec: &ConsumerSpec) -> Result<()> {
         self.consumer(spec).await.map(drop)
+    }
+
+    async fn remove_consumer(&self, spec: &ConsumerSpec) -> Result<bool> {
+        spec.validate()?;
+        let durable = spec.durable_name();
+        let consumer_error = |reason: String| BusError::Consumer {
+            name: durable.clone(),
+            reason,
+        };
+        let stream = self
+            .inner
+            .context
+            .get_stream(stream_name(spec.stage))
+            .await
+            .map_err(|err| consumer_error(err.to_string()))?;
+        match stream.delete_consumer(&durable).await {
+            Ok(_) => Ok(true),
+            Err(err) => match err.kind() {
+                stream::ConsumerErrorKind::JetStream(inner)
+                    if inner.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+                {
+                    Ok(false)
+                }
+                _ => Err(consumer_error(err.to_string())),
+            },
+        }
     }
 
     async fn check(&self) -> Result<()> {

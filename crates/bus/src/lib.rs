@@ -68,6 +68,10 @@ pub trait Bus: Send + Sync + Debug {
     /// messages published before its service starts are kept for it.
     async fn ensure_consumer(&self, spec: &ConsumerSpec) -> Result<()>;
 
+    /// Deletes the durable consumer, so the stream stops keeping messages for it; `false` when
+    /// there was none. Used when a tenant's own service goes away (offboarding).
+    async fn remove_consumer(&self, spec: &ConsumerSpec) -> Result<bool>;
+
     /// Checks that the bus is reachable and its streams exist; used by `/readyz`.
     async fn check(&self) -> Result<()>;
 

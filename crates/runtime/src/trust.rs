@@ -124,3 +124,41 @@ impl OnDemandVerifier {
         }
     }
 }
+
+/// The store's record of a new signing key: its public key and its private key sealed with
+/// `master`. The control plane and the operator both create tenant keys this way.
+pub fn key_record(
+    key: &vigil_auth::SigningKey,
+    master: &vigil_auth::MasterKey,
+    now: i64,
+) -> vigil_auth::Result<vigil_store::KeyRecord> {
+    Ok(vigil_store::KeyRecord {
+        kid: key.kid().to_owned(),
+        tenant: key.tenant().map(|t| t.to_string()),
+        public_key: key.public_key().to_vec(),
+        sealed_private_key: key.seal(master)?,
+        created_at: now,
+        not_after: None,
+    })
+}
+
+/// The store's record of an issued token: its metadata, never the token itself.
+pub fn token_record(issued: &vigil_auth::IssuedToken) -> vigil_store::TokenRecord {
+    let claims = &issued.claims;
+    let tenant = match claims.tenants.as_slice() {
+        [one] if one != "*" => Some(one.clone()),
+        _ => None,
+    };
+    vigil_store::TokenRecord {
+        jti: claims.jti.clone(),
+        tenant,
+        tenants: serde_json::to_string(&claims.tenants).unwrap_or_default(),
+        subject: claims.sub.clone(),
+        role: claims.role.to_string(),
+        kid: issued.kid.clone(),
+        issued_at: claims.iat.saturating_mul(1_000_000),
+        expires_at: claims.exp.saturating_mul(1_000_000),
+        revoked_at: None,
+        revoked_by: None,
+    }
+}

@@ -9,7 +9,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(ControlPlane), Box::new(DetectState)]
+        vec![
+            Box::new(ControlPlane),
+            Box::new(DetectState),
+            Box::new(TenantManager),
+        ]
     }
 }
 
@@ -326,6 +330,42 @@ impl MigrationTrait for DetectState {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Alias::new("detect_state")).to_owned())
+            .await
+    }
+}
+
+/// Which Kubernetes `Tenant` resource manages a tenant (`kubernetes:<namespace>/<name>`), so
+/// that a second resource claiming the same id, or a tenant made by hand, is never taken over.
+#[derive(Debug)]
+struct TenantManager;
+
+impl MigrationName for TenantManager {
+    fn name(&self) -> &str {
+        "m20261127_000003_tenant_managed_by"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TenantManager {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("tenants"))
+                    .add_column(nullable_text("managed_by"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("tenants"))
+                    .drop_column(Alias::new("managed_by"))
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -120,6 +120,8 @@ pub struct TenantRecord {
     pub created_at: i64,
     /// Last change, µs since the epoch.
     pub updated_at: i64,
+    /// The Kubernetes resource that manages it (`kubernetes:<namespace>/<name>`), if any.
+    pub managed_by: Option<String>,
 }
 
 impl TryFrom<tenant::Model> for TenantRecord {
@@ -133,6 +135,7 @@ impl TryFrom<tenant::Model> for TenantRecord {
             state: TenantState::parse(&model.state)?,
             created_at: model.created_at,
             updated_at: model.updated_at,
+            managed_by: model.managed_by,
         })
     }
 }
@@ -175,6 +178,7 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             state: Set(TenantState::Active.as_str().to_owned()),
             created_at: Set(now),
             updated_at: Set(now),
+            managed_by: Set(None),
         };
         tenant::Entity::insert(model)
             .exec_without_returning(self.db)
@@ -234,6 +238,29 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
         self.get_tenant(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("tenant {id}")))
+    }
+
+    /// Sets who manages a tenant (`None`: the API) and its display name; `NotFound` when there
+    /// is no such tenant.
+    pub async fn set_tenant_manager(
+        &self,
+        id: &TenantId,
+        managed_by: Option<&str>,
+        display_name: &str,
+        now: i64,
+    ) -> Result<TenantRecord> {
+        let result = tenant::Entity::update_many()
+            .col_expr(tenant::Column::ManagedBy, Expr::value(managed_by))
+            .col_expr(tenant::Column::DisplayName, Expr::value(display_name))
+            .col_expr(tenant::Column::UpdatedAt, Expr::value(now))
+            .filter(tenant::Column::Id.eq(id.as_str()))
+            .exec(self.db)
+            .await
+            .map_err(query_error)?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound(format!("tenant {id}")));
+        }
+        self.require_tenant(id).await
     }
 
     /// Deletes a tenant and every row of its data (alerts, incidents, rules, overrides, feeds,

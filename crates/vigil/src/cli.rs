@@ -77,6 +77,9 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Kubernetes operator resources.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -226,6 +229,13 @@ impl RunArgs {
             store_url: self.store.clone(),
         }
     }
+}
+
+/// `vigil operator` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Print the `Tenant` CustomResourceDefinition (YAML), for `kubectl apply -f -`.
+    Crd,
 }
 
 /// `vigil config` subcommands.

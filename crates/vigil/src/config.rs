@@ -31,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "control",
     "ingest",
     "detect",
+    "operator",
 ];
 
 /// Everything `vigil run` is configured with.
@@ -57,6 +58,8 @@ pub struct Config {
     pub ingest: vigil_ingest::Config,
     /// Detection.
     pub detect: vigil_detect::Config,
+    /// The Kubernetes operator.
+    pub operator: vigil_operator::Config,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             control: vigil_control::Config::default(),
             ingest: vigil_ingest::Config::default(),
             detect: vigil_detect::Config::default(),
+            operator: vigil_operator::Config::default(),
         }
     }
 }
@@ -84,6 +88,9 @@ pub struct BusConfig {
     pub url: String,
     /// NATS credentials file, for per-tenant users limited to `vigil.<tenant>.>`.
     pub credentials_file: Option<PathBuf>,
+    /// Reply-subject prefix; a per-tenant NATS user needs its own (`_INBOX_<tenant>`, written
+    /// by the operator to the tenant's Secret as `nats-inbox-prefix`).
+    pub inbox_prefix: Option<String>,
     /// JetStream stream replicas: 1 on one server, 3 in production.
     pub replicas: usize,
     /// Window in which a repeated message id is dropped, in seconds.
@@ -110,6 +117,7 @@ impl Default for BusConfig {
         Self {
             url: "in-process".into(),
             credentials_file: None,
+            inbox_prefix: None,
             replicas: jetstream.replicas,
             duplicate_window_secs: jetstream.duplicate_window.as_secs(),
             max_age_hours: jetstream.max_age.as_secs() / 3600,
@@ -133,6 +141,7 @@ impl BusConfig {
     pub fn jetstream(&self) -> JetStreamConfig {
         let mut config = JetStreamConfig::new(self.url.clone());
         config.credentials_file = self.credentials_file.clone();
+        config.inbox_prefix = self.inbox_prefix.clone();
         config.replicas = self.replicas;
         config.duplicate_window = Duration::from_secs(self.duplicate_window_secs);
         config.max_age = Duration::from_secs(self.max_age_hours * 3600);
@@ -306,6 +315,9 @@ impl Config {
         self.ingest.validate()?;
         if let Err(message) = self.detect.validate() {
             return Err(("detect", message));
+        }
+        if let Err(message) = self.operator.validate() {
+            return Err(("operator", message));
         }
         if let Some(service) = self.services.iter().find(|s| !s.is_available()) {
             return Err((

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-pub use cli::{Cli, Command, ConfigCommand, HuntArgs, OutputFormat, RulesCommand, RunArgs};
+pub use cli::{
+    Cli, Command, ConfigCommand, HuntArgs, OperatorCommand, OutputFormat, RulesCommand, RunArgs,
+};
 
 /// Parses the command line and runs the command; errors are printed as one line on stderr.
 pub fn main() -> ExitCode {
@@ -123,6 +125,14 @@ pub fn main() -> ExitCode {
                 Err(err) => fail(2, &err),
             }
         }
+        Command::Operator(OperatorCommand::Crd) => match vigil_operator::crd::crd_yaml() {
+            Ok(yaml) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(yaml.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(2, &err),
+        },
         Command::Config(ConfigCommand::Check { file }) => {
             match config::Config::load(Some(&file), &config::Overrides::default()) {
                 Ok(_) => {

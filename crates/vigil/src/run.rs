@@ -215,6 +215,17 @@ fn start_service(
                 (service, result)
             });
         }
+        ServiceName::Operator => {
+            let operator = config.operator.clone();
+            let tokens = config.control.tokens.clone();
+            let data_dir = config.data_dir.clone();
+            tasks.spawn(async move {
+                let result = vigil_operator::run(context, operator, tokens, data_dir)
+                    .await
+                    .map_err(|err| err.to_string());
+                (service, result)
+            });
+        }
         // Configuration validation refuses services this build does not contain.
         other => tracing::error!(service = %other, "service is not available in this build"),
     }

@@ -72,6 +72,7 @@ pub const AVAILABLE: &[ServiceName] = &[
     ServiceName::Ingest,
     ServiceName::Detect,
     ServiceName::Control,
+    ServiceName::Operator,
 ];
 
 impl fmt::Display for ServiceName {

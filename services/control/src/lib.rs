@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vigil_auth::{MasterKey, Role, Scope, SigningKey, TokenRequest, TokenSettings, Verifier};
 use vigil_runtime::ServiceContext;
-use vigil_store::{KeyRecord, Store, TokenRecord};
+use vigil_store::{KeyRecord, Store};
 
 pub use api::{ControlApi, serve};
 pub use persist::{CONSUMER as ALERTS_CONSUMER, persist_alerts};
@@ -173,35 +173,10 @@ pub(crate) async fn create_key(
 }
 
 pub(crate) fn key_record(key: &SigningKey, master: &MasterKey) -> Result<KeyRecord, ControlError> {
-    Ok(KeyRecord {
-        kid: key.kid().to_owned(),
-        tenant: key.tenant().map(|t| t.to_string()),
-        public_key: key.public_key().to_vec(),
-        sealed_private_key: key.seal(master)?,
-        created_at: now_micros(),
-        not_after: None,
-    })
+    Ok(vigil_runtime::trust::key_record(key, master, now_micros())?)
 }
 
-pub(crate) fn token_record(issued: &vigil_auth::IssuedToken) -> TokenRecord {
-    let claims = &issued.claims;
-    let tenant = match claims.tenants.as_slice() {
-        [one] if one != "*" => Some(one.clone()),
-        _ => None,
-    };
-    TokenRecord {
-        jti: claims.jti.clone(),
-        tenant,
-        tenants: serde_json::to_string(&claims.tenants).unwrap_or_default(),
-        subject: claims.sub.clone(),
-        role: claims.role.to_string(),
-        kid: issued.kid.clone(),
-        issued_at: claims.iat.saturating_mul(1_000_000),
-        expires_at: claims.exp.saturating_mul(1_000_000),
-        revoked_at: None,
-        revoked_by: None,
-    }
-}
+pub(crate) use vigil_runtime::trust::token_record;
 
 /// Writes an mssp-admin token to `DATA_DIR/admin.token` (0600) when the file does not exist.
 pub async fn write_first_admin_token(

@@ -17,6 +17,9 @@ pub struct Model {
     pub created_at: i64,
     /// Last change, microseconds since the epoch.
     pub updated_at: i64,
+    /// The Kubernetes resource that manages the tenant, `kubernetes:<namespace>/<name>`; none
+    /// for tenants made through the API.
+    pub managed_by: Option<String>,
 }
 
 /// No relations are navigated through the ORM; repositories join explicitly.
