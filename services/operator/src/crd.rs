@@ -102,7 +102,7 @@ impl PipelineService {
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSpec {
     /// The Secret, in the resource's namespace, that receives the ingest token
-    /// (`ingest-token`), the tenant id (`tenant-id`) and, when the operator manages NATS users,
+    /// (`ingest-token`, its id in `ingest-token-id`), the tenant id (`tenant-id`) and, when the operator manages NATS users,
     /// the NATS credentials (`nats.creds`) and inbox prefix (`nats-inbox-prefix`). Defaults to
     /// `<resource name>-vigil-credentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -392,6 +392,21 @@ impl Provisioner {
         }))
     }
 
+    /// When a token expires, seconds since the epoch.
+    pub async fn token_expiry(&self, token_id: &str) -> Result<i64, Failure> {
+        let token = self
+            .store
+            .platform()
+            .get_token(token_id)
+            .await
+            .map_err(store_failure)?;
+        token
+            .map(|token| token.expires_at / 1_000_000)
+            .ok_or_else(|| {
+                Failure::transient("StoreUnavailable", format!("token {token_id} vanished"))
+            })
+    }
+
     /// Offboards a tenant this resource manages: its consumers go, and its data is kept (the
     /// tenant marked deleted, so every credential is refused) or purged. A tenant managed by
     /// someone else, or gone already, is left as it is.

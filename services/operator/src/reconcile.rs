@@ -437,10 +437,13 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Provisioned, Failur
     let status = tenant.status.clone().unwrap_or_default();
     let days = spec.credentials.ingest_token_days;
     let renew_after = now_secs() + i64::from(days) * 86_400 / 3;
-    let current_token = match (&status.ingest_token_id, &existing) {
+    // The Secret says which token it holds: the status may not have been written last time.
+    let held_token = existing
+        .as_ref()
+        .and_then(|secret| secret_value(secret, "ingest-token-id"));
+    let current_token = match (&held_token, &existing) {
         (Some(token_id), Some(secret))
-            if status.secret_name.as_deref() == Some(secret_name.as_str())
-                && secret_value(secret, "tenant-id").as_deref() == Some(id.as_str())
+            if secret_value(secret, "tenant-id").as_deref() == Some(id.as_str())
                 && secret_value(secret, "ingest-token").is_some()
                 && secret_value(secret, "nats.creds").is_some() == spec.credentials.nats
                 && ctx
@@ -453,11 +456,17 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Provisioned, Failur
         _ => None,
     };
     if let Some(token_id) = current_token {
-        let expires = status
-            .ingest_token_expires
-            .as_deref()
-            .and_then(parse_rfc3339)
-            .unwrap_or(renew_after);
+        let expires = match status.ingest_token_id.as_deref() {
+            Some(known) if known == token_id => status
+                .ingest_token_expires
+                .as_deref()
+                .and_then(parse_rfc3339),
+            _ => None,
+        };
+        let expires = match expires {
+            Some(expires) => expires,
+            None => ctx.provisioner.token_expiry(&token_id).await?,
+        };
         return Ok(Provisioned {
             tenant: id,
             suspended: spec.suspended,
@@ -479,6 +488,10 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Provisioned, Failur
     data.insert(
         "ingest-token".to_owned(),
         ByteString(credentials.ingest_token.clone().into_bytes()),
+    );
+    data.insert(
+        "ingest-token-id".to_owned(),
+        ByteString(credentials.token_id.clone().into_bytes()),
     );
     if let Some(user) = &credentials.nats {
         data.insert(
@@ -526,10 +539,14 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Provisioned, Failur
             format!("writing Secret {secret_name}: {err}"),
         ));
     }
-    if let Some(old) = &status.ingest_token_id
-        && *old != credentials.token_id
+    // The tokens this one replaces: the one the old Secret held and the one the status named.
+    for old in [held_token.as_ref(), status.ingest_token_id.as_ref()]
+        .into_iter()
+        .flatten()
     {
-        ctx.provisioner.revoke_token(&id, &manager, old).await?;
+        if *old != credentials.token_id {
+            ctx.provisioner.revoke_token(&id, &manager, old).await?;
+        }
     }
     if let Some(old_name) = &status.secret_name
         && *old_name != secret_name
