@@ -1,0 +1,354 @@
+//! Provisioning against the real services: PostgreSQL for the tenant, its key and its token,
+//! and a `nats-server` of the test's own in decentralized-auth (operator/JWT) mode for the
+//! consumers and the tenant's NATS user. The user the operator mints may use its own subjects
+//! and consumers, and nothing of another tenant's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use nkeys::KeyPair;
+use serde_json::json;
+use vigil_auth::{MasterKey, TokenSettings};
+use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
+use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage, Subject};
+use vigil_e2e::{TestDatabase, free_port, nats_server_binary};
+use vigil_operator::Provisioner;
+use vigil_operator::crd::PipelineService;
+use vigil_operator::nats::{NatsIssuer, creds_file, encode_jwt};
+use vigil_schema::{Stage, TenantId};
+use vigil_store::{Store, TenantState};
+
+/// A nats-server whose only account is the MSSP's, trusted through an operator JWT.
+struct JwtNats {
+    child: Child,
+    port: u16,
+    account: KeyPair,
+    _dir: tempfile::TempDir,
+}
+
+impl JwtNats {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = KeyPair::new_operator();
+        let account = KeyPair::new_account();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let operator_jwt = encode_jwt(
+            &operator,
+            json!({"iat": now, "iss": operator.public_key(), "sub": operator.public_key(),
+                   "name": "vigil-test", "nats": {"type": "operator", "version": 2}}),
+        )
+        .unwrap();
+        let account_jwt = encode_jwt(
+            &operator,
+            json!({"iat": now, "iss": operator.public_key(), "sub": account.public_key(),
+                   "name": "VIGIL", "nats": {
+                       "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1,
+                                  "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                                  "mem_storage": -1, "disk_storage": -1, "streams": -1,
+                                  "consumer": -1},
+                       "type": "account", "version": 2}}),
+        )
+        .unwrap();
+        let system = KeyPair::new_account();
+        let system_jwt = encode_jwt(
+            &operator,
+            json!({"iat": now, "iss": operator.public_key(), "sub": system.public_key(),
+                   "name": "SYS", "nats": {"type": "account", "version": 2}}),
+        )
+        .unwrap();
+        let port = free_port().unwrap();
+        let config = format!(
+            "listen: \"127.0.0.1:{port}\"\n\
+             jetstream: {{ store_dir: \"{}\" }}\n\
+             operator: {operator_jwt}\n\
+             system_account: {}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {}: {account_jwt}\n  {}: {system_jwt}\n}}\n",
+            dir.path().join("js").display(),
+            system.public_key(),
+            account.public_key(),
+            system.public_key(),
+        );
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("nats.log");
+        let child = Command::new(nats_server_binary().unwrap())
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            account,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The platform's user: no restrictions inside the account (streams, every consumer).
+    fn platform_creds(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let user = KeyPair::new_user();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let jwt = encode_jwt(
+            &self.account,
+            json!({"iat": now, "iss": self.account.public_key(), "sub": user.public_key(),
+                   "name": "vigil-platform",
+                   "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                            "type": "user", "version": 2}}),
+        )
+        .unwrap();
+        let path = dir.join("platform.creds");
+        std::fs::write(&path, creds_file(&jwt, &user.seed().unwrap())).unwrap();
+        path
+    }
+}
+
+impl Drop for JwtNats {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn id(text: &str) -> TenantId {
+    TenantId::new(text).unwrap()
+}
+
+async fn tenant_bus(url: &str, creds: &std::path::Path, tenant: &TenantId) -> JetStreamBus {
+    let mut config = JetStreamConfig::new(url);
+    config.credentials_file = Some(creds.to_owned());
+    config.inbox_prefix = Some(vigil_operator::nats::inbox_prefix(tenant));
+    config.manage_streams = false;
+    config.publish_timeout = Duration::from_secs(3);
+    JetStreamBus::connect(config).await.unwrap()
+}
+
+/// A raw client as `creds`, reporting the server's permission errors.
+async fn raw_client(
+    url: &str,
+    creds: &str,
+    inbox: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (errors, received) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_credentials(creds)
+        .unwrap()
+        .custom_inbox_prefix(inbox)
+        .event_callback(move |event| {
+            let errors = errors.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = errors.send(err.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (client, received)
+}
+
+async fn permission_error(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .expect("the server reported a permissions violation")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_users_reach_their_own_subjects_and_consumers_only() {
+    let nats = JwtNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let platform_creds = nats.platform_creds(dir.path());
+    let mut platform = JetStreamConfig::new(nats.url());
+    platform.credentials_file = Some(platform_creds.clone());
+    let platform = Arc::new(JetStreamBus::connect(platform).await.unwrap());
+
+    let database = TestDatabase::create("operator").await.unwrap();
+    let store = Store::connect(&database.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let provisioner = Provisioner {
+        store: store.clone(),
+        bus: Arc::clone(&platform) as Arc<dyn Bus>,
+        master: Arc::new(MasterKey::generate().unwrap()),
+        tokens: TokenSettings::default(),
+        nats: Some(Arc::new(
+            NatsIssuer::new(&nats.account.seed().unwrap(), None, None).unwrap(),
+        )),
+    };
+
+    // Provision two tenants, each running detect on its own consumer.
+    let mut creds = Vec::new();
+    for name in ["acme", "globex"] {
+        let tenant = id(name);
+        let manager = format!("kubernetes:tenants/{name}");
+        provisioner
+            .ensure_tenant(&tenant, name, &manager, false, false)
+            .await
+            .unwrap();
+        let consumers = provisioner
+            .ensure_consumers(&tenant, &[PipelineService::Ingest, PipelineService::Detect])
+            .await
+            .unwrap();
+        assert_eq!(consumers.len(), 1, "ingest has no consumer, detect has one");
+        let issued = provisioner
+            .issue_credentials(&tenant, &manager, 90, true, &consumers)
+            .await
+            .unwrap();
+        let path = dir.path().join(format!("{name}.creds"));
+        std::fs::write(&path, &issued.nats.as_ref().unwrap().creds).unwrap();
+        creds.push((tenant, path, issued.nats.unwrap().creds));
+    }
+    let (acme, acme_path, acme_creds) = creds[0].clone();
+    let (globex, _, _) = creds[1].clone();
+    let record = store.platform().require_tenant(&acme).await.unwrap();
+    assert_eq!(record.state, TenantState::Active);
+    assert_eq!(
+        record.managed_by.as_deref(),
+        Some("kubernetes:tenants/acme")
+    );
+
+    // acme's services, as the tenant chart runs them: publish its events and read them through
+    // its detect consumer.
+    let bus = tenant_bus(&nats.url(), &acme_path, &acme).await;
+    bus.check().await.unwrap();
+    bus.publish_durable(OutgoingMessage::new(
+        Subject::new(acme.clone(), Stage::Events),
+        "acme-1",
+        "acme's event",
+    ))
+    .await
+    .unwrap();
+    platform
+        .publish_durable(OutgoingMessage::new(
+            Subject::new(globex.clone(), Stage::Events),
+            "globex-1",
+            "globex's event",
+        ))
+        .await
+        .unwrap();
+    let mut detect = ConsumerSpec::new("detect", Stage::Events, Some(acme.clone()));
+    detect.ack_wait = Duration::from_secs(60);
+    let mut subscription = bus.subscribe(detect).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&delivery.payload[..], b"acme's event");
+    delivery.ack().await.unwrap();
+    let nothing_else = tokio::time::timeout(Duration::from_millis(500), subscription.next()).await;
+    assert!(
+        nothing_else.is_err(),
+        "only acme's event reaches acme's consumer"
+    );
+
+    // acme cannot publish to globex.
+    let refused = bus
+        .publish_durable(OutgoingMessage::new(
+            Subject::new(globex.clone(), Stage::Events),
+            "acme-as-globex",
+            "forged",
+        ))
+        .await;
+    assert!(refused.is_err(), "publishing to globex's subject must fail");
+
+    // acme cannot read through globex's consumer.
+    let globex_detect = ConsumerSpec::new("detect", Stage::Events, Some(globex.clone()));
+    let mut stolen = bus.subscribe(globex_detect).await;
+    if let Ok(subscription) = stolen.as_mut() {
+        let next = tokio::time::timeout(Duration::from_secs(3), subscription.next()).await;
+        assert!(
+            !matches!(next, Ok(Some(Ok(_)))),
+            "acme must not receive from globex's consumer"
+        );
+    }
+
+    // acme cannot re-point its own consumer at globex's subject, nor listen on globex's inbox
+    // or subjects.
+    let (client, mut errors) = raw_client(&nats.url(), &acme_creds, "_INBOX_acme").await;
+    let context = jetstream::new(client.clone());
+    let redirected = tokio::time::timeout(Duration::from_secs(5), async {
+        let stream = context.get_stream("VIGIL_EVENTS").await?;
+        stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("detect-acme".into()),
+                filter_subject: "vigil.globex.events".into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| anyhow::anyhow!(err.to_string()))
+    })
+    .await;
+    assert!(
+        !matches!(redirected, Ok(Ok(_))),
+        "acme must not create a consumer on globex's subject"
+    );
+    client.subscribe("_INBOX_globex.>").await.unwrap();
+    client.flush().await.unwrap();
+    let error = permission_error(&mut errors).await;
+    assert!(error.to_lowercase().contains("permission"), "{error}");
+    client.subscribe("vigil.globex.events").await.unwrap();
+    client.flush().await.unwrap();
+    let error = permission_error(&mut errors).await;
+    assert!(error.to_lowercase().contains("permission"), "{error}");
+
+    // globex's event is still there for globex, untouched.
+    let mut globex_spec = ConsumerSpec::new("detect", Stage::Events, Some(globex.clone()));
+    globex_spec.ack_wait = Duration::from_secs(60);
+    let mut as_platform = platform.subscribe(globex_spec).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), as_platform.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&delivery.payload[..], b"globex's event");
+    delivery.ack().await.unwrap();
+    let forged = tokio::time::timeout(Duration::from_millis(500), as_platform.next()).await;
+    assert!(
+        forged.is_err(),
+        "acme's forged event never reached globex's subject"
+    );
+
+    // Offboarding removes the tenant's consumers.
+    provisioner
+        .offboard(
+            &acme,
+            "kubernetes:tenants/acme",
+            vigil_operator::crd::Retention::Keep,
+        )
+        .await
+        .unwrap();
+    let acme_detect = ConsumerSpec::new("detect", Stage::Events, Some(acme.clone()));
+    assert!(!platform.remove_consumer(&acme_detect).await.unwrap());
+    assert_eq!(
+        store.platform().require_tenant(&acme).await.unwrap().state,
+        TenantState::Deleted
+    );
+
+    drop(subscription);
+    drop(as_platform);
+    store.close().await;
+    database.drop().await.unwrap();
+}
