@@ -14,8 +14,8 @@
 
 {{- define "tenant.id" -}}
 {{- $id := default .Release.Name .Values.tenant.id -}}
-{{- if not (regexMatch "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$" $id) -}}
-{{- fail (printf "tenant.id %q is not a DNS label (lowercase letters, digits, hyphens; starts with a letter)" $id) -}}
+{{- if not (regexMatch "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$" $id) -}}
+{{- fail (printf "tenant.id %q is not a tenant id: at most 40 lowercase letters, digits and hyphens, starting with a letter (set tenant.id when the release name is not one)" $id) -}}
 {{- end -}}
 {{- $id -}}
 {{- end -}}

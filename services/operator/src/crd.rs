@@ -32,11 +32,11 @@ pub const FINALIZER: &str = "vigil.io/offboard";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
-    /// The tenant id: a DNS label (lowercase letters, digits and hyphens, starting with a
-    /// letter, at most 63 characters). It names the tenant's subjects, data and releases, so
-    /// it cannot change.
+    /// The tenant id: lowercase letters, digits and hyphens, starting with a letter, at most
+    /// 40 characters (`all`, `control`, `default`, `system` and `vigil` are reserved). It names
+    /// the tenant's subjects, data and releases, so it cannot change.
     #[schemars(
-        length(min = 1, max = 63),
+        length(min = 1, max = 40),
         regex(pattern = r"^[a-z]([a-z0-9-]*[a-z0-9])?$"),
         extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "tenantId is immutable"}])
     )]

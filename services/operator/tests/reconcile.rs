@@ -438,12 +438,11 @@ async fn delete_keeps_data_by_default_and_purges_on_request() {
         h.reconcile().await.unwrap();
         let token_id = h.current().status.unwrap().ingest_token_id.unwrap();
         assert!(
-            h.secret("acme-vigil-credentials")
+            !h.secret("acme-vigil-credentials")
                 .unwrap()
                 .data
                 .unwrap()
-                .get("nats.creds")
-                .is_none()
+                .contains_key("nats.creds")
         );
         h.take_calls();
 
