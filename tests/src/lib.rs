@@ -216,3 +216,132 @@ pub fn bench_arg(name: &str, default: usize) -> usize {
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
 }
+
+/// A `nats-server` with JetStream in decentralized-auth mode (an operator JWT, a system account
+/// and one account for Vigil, preloaded in a memory resolver), on a free port; killed on drop.
+/// Users are JWTs signed with [`JwtNats::account_seed`]'s key, as the operator mints them.
+pub struct JwtNats {
+    child: Child,
+    port: u16,
+    account: nkeys::KeyPair,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for JwtNats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtNats")
+            .field("port", &self.port)
+            .field("account", &self.account.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtNats {
+    /// Starts the server and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        use serde_json::json;
+        use vigil_operator::nats::encode_jwt;
+        let dir = tempfile::tempdir().context("creating the server's directory")?;
+        let operator = nkeys::KeyPair::new_operator();
+        let account = nkeys::KeyPair::new_account();
+        let system = nkeys::KeyPair::new_account();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let operator_jwt = encode_jwt(
+            &operator,
+            json!({"iat": now, "iss": operator.public_key(), "sub": operator.public_key(),
+                   "name": "vigil-test", "nats": {"type": "operator", "version": 2}}),
+        )?;
+        let account_jwt = encode_jwt(
+            &operator,
+            json!({"iat": now, "iss": operator.public_key(), "sub": account.public_key(),
+                   "name": "VIGIL", "nats": {
+                       "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1,
+                                  "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                                  "mem_storage": -1, "disk_storage": -1, "streams": -1,
+                                  "consumer": -1},
+                       "type": "account", "version": 2}}),
+        )?;
+        // JetStream needs a system account in operator mode.
+        let system_jwt = encode_jwt(
+            &operator,
+            json!({"iat": now, "iss": operator.public_key(), "sub": system.public_key(),
+                   "name": "SYS", "nats": {"type": "account", "version": 2}}),
+        )?;
+        let port = free_port()?;
+        let config = format!(
+            "listen: \"127.0.0.1:{port}\"\n\
+             jetstream: {{ store_dir: \"{}\" }}\n\
+             operator: {operator_jwt}\n\
+             system_account: {}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {}: {account_jwt}\n  {}: {system_jwt}\n}}\n",
+            dir.path().join("js").display(),
+            system.public_key(),
+            account.public_key(),
+            system.public_key(),
+        );
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, config).context("writing nats.conf")?;
+        let log = dir.path().join("nats.log");
+        let binary = nats_server_binary()?;
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let server = Self {
+            child,
+            port,
+            account,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "nats-server (operator mode) did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The seed of the account Vigil's users belong to (what the operator signs with).
+    pub fn account_seed(&self) -> String {
+        self.account.seed().unwrap_or_default()
+    }
+
+    /// A `.creds` file for the platform: a user with no restrictions inside the account
+    /// (streams, every consumer), written into the server's directory.
+    pub fn platform_creds(&self) -> anyhow::Result<PathBuf> {
+        use vigil_operator::nats::{creds_file, encode_jwt};
+        let user = nkeys::KeyPair::new_user();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let jwt = encode_jwt(
+            &self.account,
+            serde_json::json!({"iat": now, "iss": self.account.public_key(),
+                "sub": user.public_key(), "name": "vigil-platform",
+                "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                         "type": "user", "version": 2}}),
+        )?;
+        let path = self.dir.path().join("platform.creds");
+        std::fs::write(&path, creds_file(&jwt, &user.seed()?))?;
+        Ok(path)
+    }
+}
+
+impl Drop for JwtNats {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}

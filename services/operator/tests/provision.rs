@@ -5,129 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use nkeys::KeyPair;
-use serde_json::json;
 use vigil_auth::{MasterKey, TokenSettings};
 use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage, Subject};
-use vigil_e2e::{TestDatabase, free_port, nats_server_binary};
+use vigil_e2e::{JwtNats, TestDatabase};
 use vigil_operator::Provisioner;
 use vigil_operator::crd::PipelineService;
-use vigil_operator::nats::{NatsIssuer, creds_file, encode_jwt};
+use vigil_operator::nats::NatsIssuer;
 use vigil_schema::{Stage, TenantId};
 use vigil_store::{Store, TenantState};
-
-/// A nats-server whose only account is the MSSP's, trusted through an operator JWT.
-struct JwtNats {
-    child: Child,
-    port: u16,
-    account: KeyPair,
-    _dir: tempfile::TempDir,
-}
-
-impl JwtNats {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let operator = KeyPair::new_operator();
-        let account = KeyPair::new_account();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let operator_jwt = encode_jwt(
-            &operator,
-            json!({"iat": now, "iss": operator.public_key(), "sub": operator.public_key(),
-                   "name": "vigil-test", "nats": {"type": "operator", "version": 2}}),
-        )
-        .unwrap();
-        let account_jwt = encode_jwt(
-            &operator,
-            json!({"iat": now, "iss": operator.public_key(), "sub": account.public_key(),
-                   "name": "VIGIL", "nats": {
-                       "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1,
-                                  "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
-                                  "mem_storage": -1, "disk_storage": -1, "streams": -1,
-                                  "consumer": -1},
-                       "type": "account", "version": 2}}),
-        )
-        .unwrap();
-        let system = KeyPair::new_account();
-        let system_jwt = encode_jwt(
-            &operator,
-            json!({"iat": now, "iss": operator.public_key(), "sub": system.public_key(),
-                   "name": "SYS", "nats": {"type": "account", "version": 2}}),
-        )
-        .unwrap();
-        let port = free_port().unwrap();
-        let config = format!(
-            "listen: \"127.0.0.1:{port}\"\n\
-             jetstream: {{ store_dir: \"{}\" }}\n\
-             operator: {operator_jwt}\n\
-             system_account: {}\n\
-             resolver: MEMORY\n\
-             resolver_preload: {{\n  {}: {account_jwt}\n  {}: {system_jwt}\n}}\n",
-            dir.path().join("js").display(),
-            system.public_key(),
-            account.public_key(),
-            system.public_key(),
-        );
-        let path = dir.path().join("nats.conf");
-        std::fs::write(&path, config).unwrap();
-        let log = dir.path().join("nats.log");
-        let child = Command::new(nats_server_binary().unwrap())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            port,
-            account,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// The platform's user: no restrictions inside the account (streams, every consumer).
-    fn platform_creds(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        let user = KeyPair::new_user();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let jwt = encode_jwt(
-            &self.account,
-            json!({"iat": now, "iss": self.account.public_key(), "sub": user.public_key(),
-                   "name": "vigil-platform",
-                   "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-                            "type": "user", "version": 2}}),
-        )
-        .unwrap();
-        let path = dir.join("platform.creds");
-        std::fs::write(&path, creds_file(&jwt, &user.seed().unwrap())).unwrap();
-        path
-    }
-}
-
-impl Drop for JwtNats {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
 
 fn id(text: &str) -> TenantId {
     TenantId::new(text).unwrap()
@@ -178,9 +68,9 @@ async fn permission_error(errors: &mut tokio::sync::mpsc::UnboundedReceiver<Stri
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenant_users_reach_their_own_subjects_and_consumers_only() {
-    let nats = JwtNats::start();
+    let nats = JwtNats::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let platform_creds = nats.platform_creds(dir.path());
+    let platform_creds = nats.platform_creds().unwrap();
     let mut platform = JetStreamConfig::new(nats.url());
     platform.credentials_file = Some(platform_creds.clone());
     let platform = Arc::new(JetStreamBus::connect(platform).await.unwrap());
@@ -194,7 +84,7 @@ async fn tenant_users_reach_their_own_subjects_and_consumers_only() {
         master: Arc::new(MasterKey::generate().unwrap()),
         tokens: TokenSettings::default(),
         nats: Some(Arc::new(
-            NatsIssuer::new(&nats.account.seed().unwrap(), None, None).unwrap(),
+            NatsIssuer::new(&nats.account_seed(), None, None).unwrap(),
         )),
     };
 
