@@ -310,7 +310,7 @@ fn config_check_rejects_bad_files_with_the_reason() {
     let cases = [
         (
             "unknown-key.toml",
-            "bus.replica: unknown field: found `replica`, expected `one of `url`, `credentials_file`, `replicas`, `duplicate_window_secs`, `max_age_hours`, `max_bytes`, `in_process_max_messages`, `max_publish_in_flight`, `max_publish_in_flight_bytes`, `publish_timeout_secs`, `manage_streams``",
+            "bus.replica: unknown field: found `replica`, expected `one of `url`, `credentials_file`, `inbox_prefix`, `replicas`, `duplicate_window_secs`, `max_age_hours`, `max_bytes`, `in_process_max_messages`, `max_publish_in_flight`, `max_publish_in_flight_bytes`, `publish_timeout_secs`, `manage_streams``",
         ),
         (
             "bad-bus-url.toml",
