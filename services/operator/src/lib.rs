@@ -165,7 +165,13 @@ pub async fn run(
         secrets,
         watcher::Config::default().labels("app.kubernetes.io/managed-by=vigil-operator"),
     );
+    let reporter = kube::runtime::events::Reporter {
+        controller: "vigil-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context {
+        recorder,
         client,
         provisioner: Provisioner {
             store: context.store.clone(),

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::Store as Reflector;
 use kube::{Resource, ResourceExt};
@@ -35,6 +36,9 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// How often a healthy tenant is looked at again (token renewal, drift).
     pub resync: Duration,
+    /// Kubernetes Events on the Tenant (`kubectl describe tenant`): provisioned, credentials
+    /// issued, degraded, offboarded.
+    pub recorder: Recorder,
 }
 
 impl std::fmt::Debug for Context {
@@ -52,6 +56,20 @@ impl Context {
         let count = failures.entry(key.to_owned()).or_insert(0);
         *count = count.saturating_add(1);
         *count
+    }
+
+    /// Publishes an Event on `tenant`; a failure is logged, never fails the reconcile.
+    async fn record(&self, tenant: &Tenant, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &tenant.object_ref(&())).await {
+            tracing::warn!(error = %err, reason, "cannot publish a Kubernetes event");
+        }
     }
 
     fn succeeded(&self, key: &str) {
@@ -145,6 +163,8 @@ struct Provisioned {
     secret_name: String,
     token_id: String,
     token_expires: i64,
+    /// New credentials were written this time.
+    issued: bool,
 }
 
 async fn apply(tenant: Arc<Tenant>, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -253,6 +273,48 @@ async fn apply(tenant: Arc<Tenant>, ctx: &Context) -> Result<Action, ReconcileEr
     };
     if status != previous {
         patch_status(ctx, &tenant, &status).await?;
+    }
+    // Events for what changed: `kubectl describe tenant` tells the story.
+    let reason_of = |status: &TenantStatus, type_: &str| {
+        status
+            .condition(type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    match &outcome {
+        Ok(done) => {
+            if done.issued {
+                ctx.record(
+                    &tenant,
+                    EventType::Normal,
+                    "CredentialsIssued",
+                    format!(
+                        "ingest token {} written to Secret {}",
+                        done.token_id, done.secret_name
+                    ),
+                )
+                .await;
+            }
+            if reason_of(&status, "Ready") != reason_of(&previous, "Ready") {
+                let message = status
+                    .condition("Ready")
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                let reason = if done.suspended { "Suspended" } else { "Ready" };
+                ctx.record(&tenant, EventType::Normal, reason, message)
+                    .await;
+            }
+        }
+        Err(failure) => {
+            if reason_of(&status, "Degraded") != reason_of(&previous, "Degraded") {
+                ctx.record(
+                    &tenant,
+                    EventType::Warning,
+                    failure.reason,
+                    failure.message.clone(),
+                )
+                .await;
+            }
+        }
     }
     match outcome {
         Err(failure) if failure.transient => Err(ReconcileError::Provision(failure)),
@@ -473,6 +535,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Provisioned, Failur
             secret_name,
             token_id,
             token_expires: expires,
+            issued: false,
         });
     }
 
@@ -560,6 +623,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Provisioned, Failur
         secret_name,
         token_id: credentials.token_id,
         token_expires: credentials.expires,
+        issued: true,
     })
 }
 
@@ -614,6 +678,14 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: &Context) -> Result<Action, Reconcile
         .await
         .map_err(ReconcileError::Provision)?;
     ctx.succeeded(&key(&tenant));
+    let note = match tenant.spec.retention {
+        crate::crd::Retention::Keep => {
+            format!("tenant {id} offboarded; its data is kept and its credentials are refused")
+        }
+        crate::crd::Retention::Purge => format!("tenant {id} offboarded; its data was purged"),
+    };
+    ctx.record(&tenant, EventType::Normal, "Offboarded", note)
+        .await;
     Ok(Action::await_change())
 }
 

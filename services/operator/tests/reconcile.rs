@@ -34,12 +34,22 @@ struct ApiState {
     secrets: BTreeMap<String, Value>,
     /// (method, path suffix, status): answer the first matching call with this error.
     failures: Vec<(Method, String, u16)>,
-    /// Every call, as `METHOD path`.
+    /// Every call but Events, as `METHOD path`.
     calls: Vec<String>,
+    /// Events published: (type, reason).
+    events: Vec<(String, String)>,
 }
 
 impl ApiState {
     fn answer(&mut self, method: &Method, path: &str, body: &[u8]) -> (u16, Value) {
+        if path == format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events") {
+            let event: Value = serde_json::from_slice(body).unwrap();
+            self.events.push((
+                event["type"].as_str().unwrap_or_default().to_owned(),
+                event["reason"].as_str().unwrap_or_default().to_owned(),
+            ));
+            return (201, event);
+        }
         self.calls.push(format!("{method} {path}"));
         if let Some(index) = self
             .failures
@@ -153,7 +163,15 @@ impl Harness {
         let api = Arc::new(Mutex::new(ApiState::default()));
         serve(handle, Arc::clone(&api));
         let (reader, writer) = reflector::store::<Tenant>();
+        let recorder = kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "vigil-operator".into(),
+                instance: None,
+            },
+        );
         let ctx = Arc::new(Context {
+            recorder,
             client,
             provisioner: Provisioner {
                 store: store.clone(),
@@ -191,6 +209,14 @@ impl Harness {
 
     fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut self.api.lock().unwrap().calls)
+    }
+
+    /// The Events published since the last call, as `Type:Reason`.
+    fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut self.api.lock().unwrap().events)
+            .into_iter()
+            .map(|(type_, reason)| format!("{type_}:{reason}"))
+            .collect()
     }
 
     fn fail(&self, method: Method, suffix: &str, code: u16) {
@@ -337,8 +363,14 @@ async fn create_provisions_everything_then_reconciles_idempotently() {
     assert_eq!(status.tenant_id.as_deref(), Some("acme"));
     let token_id = status.ingest_token_id.clone().unwrap();
 
-    // Again: nothing to do, nothing written, the same token.
+    assert_eq!(
+        h.take_events(),
+        ["Normal:CredentialsIssued", "Normal:Ready"]
+    );
+
+    // Again: nothing to do, nothing written, the same token, no event.
     h.reconcile().await.unwrap();
+    assert!(h.take_events().is_empty());
     assert_eq!(
         h.take_calls(),
         ["GET /api/v1/namespaces/tenants/secrets/acme-vigil-credentials"]
@@ -397,6 +429,7 @@ async fn update_suspends_renames_rotates_and_drops_consumers() {
     assert_eq!(record.display_name, "ACME");
     let status = h.current().status.unwrap();
     assert_eq!(condition(&status, "Ready"), ("False", "Suspended"));
+    assert!(h.take_events().contains(&"Normal:Suspended".to_owned()));
     assert_eq!(condition(&status, "Provisioned"), ("True", "Provisioned"));
     assert_eq!(status.observed_generation, Some(2));
     let second = status.ingest_token_id.clone().unwrap();
@@ -445,6 +478,7 @@ async fn delete_keeps_data_by_default_and_purges_on_request() {
                 .contains_key("nats.creds")
         );
         h.take_calls();
+        h.take_events();
 
         let mut deleting = h.current();
         deleting.metadata.deletion_timestamp =
@@ -460,6 +494,7 @@ async fn delete_keeps_data_by_default_and_purges_on_request() {
             ["PATCH /apis/vigil.io/v1alpha1/namespaces/tenants/tenants/acme"]
         );
         assert_eq!(h.current().metadata.finalizers, Some(vec![]));
+        assert_eq!(h.take_events(), ["Normal:Offboarded"]);
 
         let record = h.store.platform().get_tenant(&id("acme")).await.unwrap();
         if kept {
@@ -517,6 +552,7 @@ async fn degraded(h: &mut Harness, expected_reason: &str) -> TenantStatus {
         condition(&status, "Provisioned"),
         ("False", expected_reason)
     );
+    assert_eq!(h.take_events(), [format!("Warning:{expected_reason}")]);
     status
 }
 
@@ -538,6 +574,10 @@ async fn bad_specs_degrade_with_a_reason_and_leave_nothing_behind() {
         ["PATCH /apis/vigil.io/v1alpha1/namespaces/tenants/tenants/bad/status"]
     );
     assert!(h.store.platform().list_tenants().await.unwrap().is_empty());
+    // The same problem again: no status write, no new event.
+    h.reconcile().await.unwrap();
+    assert!(h.take_calls().is_empty());
+    assert!(h.take_events().is_empty());
 
     // A reserved id.
     let mut h = Harness::new(true).await;
