@@ -18,8 +18,8 @@ use sea_orm_migration::MigratorTrait;
 
 pub use repo::{
     AlertQuery, AuditPage, ContentVersions, FeedRecord, Feeds, KeyRecord, NewRule, OverrideRecord,
-    OwnerVersion, Platform, RuleRecord, Rules, TableVersion, TenantRecord, TenantScope,
-    TenantState, TokenRecord, Transaction, level_number,
+    OwnerVersion, Platform, PrincipalRecord, Principals, RuleRecord, Rules, TableVersion,
+    TenantRecord, TenantScope, TenantState, TokenRecord, Transaction, level_number,
 };
 
 /// What went wrong with the store.

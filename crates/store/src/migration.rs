@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(ControlPlane),
             Box::new(DetectState),
             Box::new(TenantManager),
+            Box::new(Principals),
         ]
     }
 }
@@ -366,6 +367,67 @@ impl MigrationTrait for TenantManager {
                     .drop_column(Alias::new("managed_by"))
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// Named principals (people and services) that tokens are issued to, so that one can be listed
+/// and disabled as a whole.
+#[derive(Debug)]
+struct Principals;
+
+impl MigrationName for Principals {
+    fn name(&self) -> &str {
+        "m20261127_000004_principals"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Principals {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                table("principals")
+                    .col(text("subject").primary_key())
+                    .col(nullable_text("tenant"))
+                    .col(text("role"))
+                    .col(text("display_name"))
+                    .col(micros("created_at"))
+                    .col(text("created_by"))
+                    .col(
+                        ColumnDef::new(Alias::new("disabled_at"))
+                            .big_integer()
+                            .null()
+                            .take(),
+                    )
+                    .col(nullable_text("disabled_by"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "principals_tenant",
+                "principals",
+                &["tenant", "subject"],
+            ))
+            .await?;
+        // Disabling a principal revokes its tokens by subject.
+        manager
+            .create_index(index("tokens_subject", "tokens", &["subject"]))
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("tokens_subject")
+                    .table(Alias::new("tokens"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Alias::new("principals")).to_owned())
             .await
     }
 }

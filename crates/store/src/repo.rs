@@ -11,8 +11,8 @@ use sea_orm::{
 use vigil_schema::{Alert, AuditRecord, Incident, TenantId};
 
 use crate::entity::{
-    alert, audit, detect_state, incident, intel_feed, rule, rule_override, signing_key, tenant,
-    token,
+    alert, audit, detect_state, incident, intel_feed, principal, rule, rule_override, signing_key,
+    tenant, token,
 };
 use crate::{Result, Store, StoreError, micros};
 
@@ -297,6 +297,11 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .exec(self.db)
             .await
             .map_err(query_error)?;
+        principal::Entity::delete_many()
+            .filter(principal::Column::Tenant.eq(tenant_id))
+            .exec(self.db)
+            .await
+            .map_err(query_error)?;
         token::Entity::delete_many()
             .filter(token::Column::Tenant.eq(tenant_id))
             .exec(self.db)
@@ -420,6 +425,15 @@ impl<'a, C: ConnectionTrait> Platform<'a, C> {
             .into_iter()
             .map(|record| record.jti)
             .collect())
+    }
+
+    /// Every principal: created here, platform-wide ones (every tenant); listed and disabled
+    /// here, any tenant's.
+    pub fn principals(&self) -> Principals<'a, C> {
+        Principals {
+            db: self.db,
+            tenant: None,
+        }
     }
 
     /// Global rules (the MSSP's).
@@ -681,6 +695,14 @@ impl<'a, C: ConnectionTrait> TenantScope<'a, C> {
             .collect()
     }
 
+    /// The principals scoped to this tenant.
+    pub fn principals(&self) -> Principals<'a, C> {
+        Principals {
+            db: self.db,
+            tenant: Some(self.tenant.clone()),
+        }
+    }
+
     /// The tenant's own rules (additions to the global set).
     pub fn rules(&self) -> Rules<'a, C> {
         Rules {
@@ -897,6 +919,126 @@ async fn revoke<C: ConnectionTrait>(
         .await
         .map_err(query_error)?
         .ok_or_else(|| StoreError::NotFound(format!("token {jti}")))
+}
+
+/// A principal as stored.
+pub type PrincipalRecord = principal::Model;
+
+/// Named principals: one tenant's ([`TenantScope::principals`]) or the platform's view of all
+/// ([`Platform::principals`]).
+#[derive(Debug)]
+pub struct Principals<'a, C> {
+    db: &'a C,
+    tenant: Option<TenantId>,
+}
+
+impl<C: ConnectionTrait> Principals<'_, C> {
+    /// Registers a principal with a role; its subject must be new across the platform.
+    pub async fn create(
+        &self,
+        subject: &str,
+        role: &str,
+        display_name: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<PrincipalRecord> {
+        if principal::Entity::find_by_id(subject.to_owned())
+            .one(self.db)
+            .await
+            .map_err(query_error)?
+            .is_some()
+        {
+            return Err(StoreError::Conflict(format!(
+                "principal {subject} already exists"
+            )));
+        }
+        let model = principal::ActiveModel {
+            subject: Set(subject.to_owned()),
+            tenant: Set(self.tenant.as_ref().map(|t| t.to_string())),
+            role: Set(role.to_owned()),
+            display_name: Set(display_name.to_owned()),
+            created_at: Set(now),
+            created_by: Set(by.to_owned()),
+            disabled_at: Set(None),
+            disabled_by: Set(None),
+        };
+        principal::Entity::insert(model)
+            .exec_without_returning(self.db)
+            .await
+            .map_err(query_error)?;
+        self.get(subject)
+            .await?
+            .ok_or_else(|| StoreError::Query("the principal vanished after insert".into()))
+    }
+
+    /// One principal in this scope.
+    pub async fn get(&self, subject: &str) -> Result<Option<PrincipalRecord>> {
+        let mut find = principal::Entity::find_by_id(subject.to_owned());
+        if let Some(tenant) = &self.tenant {
+            find = find.filter(principal::Column::Tenant.eq(tenant.as_str()));
+        }
+        find.one(self.db).await.map_err(query_error)
+    }
+
+    /// Every principal in this scope, by subject.
+    pub async fn list(&self) -> Result<Vec<PrincipalRecord>> {
+        let mut find = principal::Entity::find().order_by_asc(principal::Column::Subject);
+        if let Some(tenant) = &self.tenant {
+            find = find.filter(principal::Column::Tenant.eq(tenant.as_str()));
+        }
+        find.all(self.db).await.map_err(query_error)
+    }
+
+    /// Disables a principal and revokes every live token issued to its subject; returns the
+    /// principal and how many tokens were revoked. Disabling twice is harmless.
+    pub async fn disable(
+        &self,
+        subject: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<(PrincipalRecord, u64)> {
+        let Some(record) = self.get(subject).await? else {
+            return Err(StoreError::NotFound(format!("principal {subject}")));
+        };
+        if record.disabled_at.is_none() {
+            principal::Entity::update_many()
+                .col_expr(principal::Column::DisabledAt, Expr::value(now))
+                .col_expr(principal::Column::DisabledBy, Expr::value(by))
+                .filter(principal::Column::Subject.eq(subject))
+                .exec(self.db)
+                .await
+                .map_err(query_error)?;
+        }
+        let mut revoke = token::Entity::update_many()
+            .col_expr(token::Column::RevokedAt, Expr::value(now))
+            .col_expr(token::Column::RevokedBy, Expr::value(by))
+            .filter(token::Column::Subject.eq(subject))
+            .filter(token::Column::RevokedAt.is_null());
+        if let Some(tenant) = &record.tenant {
+            revoke = revoke.filter(token::Column::Tenant.eq(tenant.as_str()));
+        }
+        let revoked = revoke
+            .exec(self.db)
+            .await
+            .map_err(query_error)?
+            .rows_affected;
+        let record = self
+            .get(subject)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("principal {subject}")))?;
+        Ok((record, revoked))
+    }
+
+    /// Live (unrevoked, unexpired) tokens issued to `subject`.
+    pub async fn live_tokens(&self, subject: &str, now: i64) -> Result<u64> {
+        token::Entity::find()
+            .filter(token::Column::Subject.eq(subject))
+            .filter(token::Column::RevokedAt.is_null())
+            .filter(token::Column::ExpiresAt.gt(now))
+            .count(self.db)
+            .await
+            .map_err(query_error)
+    }
 }
 
 /// Rules of one owner: the platform (global) or one tenant.

@@ -26,8 +26,8 @@ use vigil_proto::control::v1::rule_service_server::{RuleService, RuleServiceServ
 use vigil_proto::control::v1::tenant_service_server::{TenantService, TenantServiceServer};
 use vigil_schema::{Actor, Alert, AuditId, AuditOutcome, AuditRecord, Level, TenantId};
 use vigil_store::{
-    AlertQuery, AuditPage, NewRule, OverrideRecord, RuleRecord, Store, StoreError, TenantRecord,
-    TenantState, TokenRecord, Transaction,
+    AlertQuery, AuditPage, NewRule, OverrideRecord, PrincipalRecord, RuleRecord, Store, StoreError,
+    TenantRecord, TenantState, TokenRecord, Transaction,
 };
 
 use crate::{Config, Shared, intel, key_record, now_micros, token_record};
@@ -501,6 +501,49 @@ fn tenant_message(record: &TenantRecord) -> pb::Tenant {
     }
 }
 
+fn principal_message(
+    record: &PrincipalRecord,
+    live_tokens: u64,
+    revoked: u64,
+) -> pb::PrincipalInfo {
+    pb::PrincipalInfo {
+        subject: record.subject.clone(),
+        role: record.role.clone(),
+        tenant_id: record.tenant.clone().unwrap_or_default(),
+        display_name: record.display_name.clone(),
+        created_time: rfc3339(record.created_at),
+        created_by: record.created_by.clone(),
+        disabled_time: record.disabled_at.map(rfc3339).unwrap_or_default(),
+        disabled_by: record.disabled_by.clone().unwrap_or_default(),
+        live_tokens,
+        revoked_tokens: revoked,
+    }
+}
+
+/// A principal's subject: 1 to 200 characters, no whitespace or control characters, not the
+/// form the platform gives unnamed tokens (`role:tenant`).
+fn parse_subject(text: &str) -> Result<String, Status> {
+    let subject = text.trim();
+    if subject.is_empty() || subject.chars().count() > 200 {
+        return Err(Status::invalid_argument("subject: 1 to 200 characters"));
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Status::invalid_argument(
+            "subject: no spaces or control characters",
+        ));
+    }
+    if subject.parse::<Role>().is_ok()
+        || subject
+            .split_once(':')
+            .is_some_and(|(role, _)| role.parse::<Role>().is_ok())
+    {
+        return Err(Status::invalid_argument(
+            "subject: role names and role:tenant are kept for unnamed tokens",
+        ));
+    }
+    Ok(subject.to_owned())
+}
+
 fn token_message(record: &TokenRecord) -> pb::TokenInfo {
     pb::TokenInfo {
         token_id: record.jti.clone(),
@@ -791,6 +834,31 @@ impl TenantService for ControlApi {
                     if let Some(tenant) = &tenant {
                         tenant_in(&tx, tenant, true).await?;
                     }
+                    // A registered principal gets tokens with its own role and scope only,
+                    // and none once disabled.
+                    if let Some(registered) = tx
+                        .platform()
+                        .principals()
+                        .get(&subject)
+                        .await
+                        .map_err(store_status)?
+                    {
+                        if registered.disabled_at.is_some() {
+                            return Err(Status::failed_precondition(format!(
+                                "principal {subject} is disabled"
+                            )));
+                        }
+                        if registered.role != role.as_str()
+                            || registered.tenant.as_deref() != tenant.as_ref().map(|t| t.as_str())
+                        {
+                            return Err(Status::invalid_argument(format!(
+                                "principal {subject} is registered as {} for {}: issue its tokens \
+                                 with that role and scope",
+                                registered.role,
+                                registered.tenant.as_deref().unwrap_or("every tenant")
+                            )));
+                        }
+                    }
                     // Ingest tokens are signed with the tenant's own key; rotating it touches no one else.
                     let key_tenant = if role == Role::Ingest {
                         tenant.as_ref()
@@ -904,6 +972,138 @@ impl TenantService for ControlApi {
         let record = result?;
         shared.verifier.revoke(&record.jti);
         Ok(Response::new(token_message(&record)))
+    }
+
+    async fn create_principal(
+        &self,
+        request: Request<pb::CreatePrincipalRequest>,
+    ) -> Result<Response<pb::PrincipalInfo>, Status> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let subject = parse_subject(&request.subject)?;
+        let tenant = optional_tenant(&request.tenant_id)?;
+        let role: Role = request
+            .role
+            .parse()
+            .map_err(|err: String| Status::invalid_argument(format!("role: {err}")))?;
+        let scope = tenant.clone().map_or(Scope::All, Scope::tenant);
+        role.check_scope(&scope)
+            .map_err(|err| Status::invalid_argument(format!("role {role}: {err}")))?;
+        let display_name = request.display_name.trim();
+        if display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "display_name: at most 200 characters, no control characters",
+            ));
+        }
+        let display_name = if display_name.is_empty() {
+            subject.clone()
+        } else {
+            display_name.to_owned()
+        };
+        let change = Change {
+            action: "principal.create",
+            tenant: tenant.as_ref(),
+            target: Some(subject.clone()),
+        };
+        let shared = &self.shared;
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(
+                principal,
+                Action::CredentialManage,
+                &change,
+                |tx| async move {
+                    if let Some(tenant) = &tenant {
+                        tenant_in(&tx, tenant, true).await?;
+                    }
+                    let principals = match &tenant {
+                        Some(tenant) => tx.tenant(tenant).principals(),
+                        None => tx.platform().principals(),
+                    };
+                    let record = principals
+                        .create(
+                            &subject,
+                            role.as_str(),
+                            &display_name,
+                            &principal.subject,
+                            now_micros(),
+                        )
+                        .await
+                        .map_err(store_status)?;
+                    let audited = details(&[("role", role.as_str().into())]);
+                    Ok((record, tx, audited))
+                },
+            )
+            .await;
+        let record = result?;
+        Ok(Response::new(principal_message(&record, 0, 0)))
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        let principal = principal(&request)?;
+        let tenant = optional_tenant(&request.get_ref().tenant_id)?;
+        Shared::authorize_read(&principal, Action::CredentialManage, tenant.as_ref())?;
+        let store = &self.shared.store;
+        let records = match &tenant {
+            Some(tenant) => store.tenant(tenant).principals().list().await,
+            None => store.platform().principals().list().await,
+        }
+        .map_err(store_status)?;
+        let now = now_micros();
+        let mut principals = Vec::with_capacity(records.len());
+        for record in &records {
+            let live = store
+                .platform()
+                .principals()
+                .live_tokens(&record.subject, now)
+                .await
+                .map_err(store_status)?;
+            principals.push(principal_message(record, live, 0));
+        }
+        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
+    }
+
+    async fn disable_principal(
+        &self,
+        request: Request<pb::DisablePrincipalRequest>,
+    ) -> Result<Response<pb::PrincipalInfo>, Status> {
+        let principal = principal(&request)?;
+        let request = request.into_inner();
+        let subject = parse_subject(&request.subject)?;
+        let tenant = optional_tenant(&request.tenant_id)?;
+        let change = Change {
+            action: "principal.disable",
+            tenant: tenant.as_ref(),
+            target: Some(subject.clone()),
+        };
+        let shared = &self.shared;
+        let (principal, tenant) = (&principal, &tenant);
+        let result = shared
+            .mutate(
+                principal,
+                Action::CredentialManage,
+                &change,
+                |tx| async move {
+                    let principals = match &tenant {
+                        Some(tenant) => tx.tenant(tenant).principals(),
+                        None => tx.platform().principals(),
+                    };
+                    let (record, revoked) = principals
+                        .disable(&subject, &principal.subject, now_micros())
+                        .await
+                        .map_err(store_status)?;
+                    let audited = details(&[("revoked_tokens", revoked.into())]);
+                    Ok(((record, revoked), tx, audited))
+                },
+            )
+            .await;
+        let (record, revoked) = result?;
+        // Revocations reach this process's verifier now, the others' on their next refresh.
+        shared.refresh().await;
+        Ok(Response::new(principal_message(&record, 0, revoked)))
     }
 
     async fn rotate_signing_key(

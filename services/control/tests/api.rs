@@ -812,3 +812,227 @@ async fn tls_serves_tokens_and_refuses_plaintext() {
     assert!(err.starts_with("control.tls: cannot read"), "{err}");
     assert!(err.contains("missing.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn principals_are_registered_listed_and_disabled_with_their_tokens() {
+    let harness = Harness::start(None).await;
+    harness.create_tenant("acme").await;
+    harness.create_tenant("globex").await;
+    let admin = harness.admin.clone();
+    let mut tenants = harness.tenants();
+    let create = |subject: &str, role: &str, tenant: &str| pb::CreatePrincipalRequest {
+        subject: subject.into(),
+        role: role.into(),
+        tenant_id: tenant.into(),
+        display_name: String::new(),
+    };
+    let alice = tenants
+        .create_principal(with_token(
+            &admin,
+            create("alice@acme.example", "tenant-viewer", "acme"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(alice.tenant_id, "acme");
+    assert_eq!(alice.created_by, "admin");
+    tenants
+        .create_principal(with_token(
+            &admin,
+            create("bob@globex.example", "analyst", "globex"),
+        ))
+        .await
+        .unwrap();
+    tenants
+        .create_principal(with_token(
+            &admin,
+            create("soc-lead@mssp.example", "analyst", ""),
+        ))
+        .await
+        .unwrap();
+
+    // Bad input: each refused with its reason, nothing written.
+    for (request, code, reason) in [
+        (
+            create("alice@acme.example", "analyst", "acme"),
+            Code::AlreadyExists,
+            "already exists",
+        ),
+        (
+            create("has space", "analyst", "acme"),
+            Code::InvalidArgument,
+            "no spaces",
+        ),
+        (
+            create("", "analyst", "acme"),
+            Code::InvalidArgument,
+            "1 to 200",
+        ),
+        (
+            create("ingest:acme", "ingest", "acme"),
+            Code::InvalidArgument,
+            "unnamed tokens",
+        ),
+        (
+            create("carol@x", "root", "acme"),
+            Code::InvalidArgument,
+            "role",
+        ),
+        (
+            create("carol@x", "tenant-viewer", ""),
+            Code::InvalidArgument,
+            "role tenant-viewer",
+        ),
+        (
+            create("carol@x", "analyst", "nope"),
+            Code::NotFound,
+            "tenant nope",
+        ),
+    ] {
+        let status = tenants
+            .create_principal(with_token(&admin, request.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+        assert!(status.message().contains(reason), "{request:?}: {status:?}");
+    }
+
+    // Tokens go to a principal with its role and scope only.
+    let issue = |subject: &str, role: &str, tenant: &str| pb::IssueTokenRequest {
+        tenant_id: tenant.into(),
+        role: role.into(),
+        subject: subject.into(),
+        ttl_seconds: 600,
+    };
+    let token = tenants
+        .issue_token(with_token(
+            &admin,
+            issue("alice@acme.example", "tenant-viewer", "acme"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    for request in [
+        issue("alice@acme.example", "analyst", "acme"),
+        issue("alice@acme.example", "tenant-viewer", "globex"),
+    ] {
+        let status = tenants
+            .issue_token(with_token(&admin, request))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .contains("registered as tenant-viewer for acme")
+        );
+    }
+    let get = pb::GetTenantRequest {
+        tenant_id: "acme".into(),
+    };
+    tenants
+        .get_tenant(with_token(&token, get.clone()))
+        .await
+        .unwrap();
+
+    // Listing: a tenant sees its own; the platform every one, with live token counts.
+    let acme = tenants
+        .list_principals(with_token(
+            &admin,
+            pb::ListPrincipalsRequest {
+                tenant_id: "acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .principals;
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0].subject, "alice@acme.example");
+    assert_eq!(acme[0].live_tokens, 1);
+    let all = tenants
+        .list_principals(with_token(&admin, pb::ListPrincipalsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .principals;
+    let subjects: Vec<&str> = all.iter().map(|p| p.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "alice@acme.example",
+            "bob@globex.example",
+            "soc-lead@mssp.example"
+        ]
+    );
+
+    // Another tenant's scope does not reach alice.
+    let status = tenants
+        .disable_principal(with_token(
+            &admin,
+            pb::DisablePrincipalRequest {
+                subject: "alice@acme.example".into(),
+                tenant_id: "globex".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Disabled: her token stops working at once, no new one can be issued.
+    let disabled = tenants
+        .disable_principal(with_token(
+            &admin,
+            pb::DisablePrincipalRequest {
+                subject: "alice@acme.example".into(),
+                tenant_id: "acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(disabled.revoked_tokens, 1);
+    assert!(!disabled.disabled_time.is_empty());
+    let status = tenants
+        .get_tenant(with_token(&token, get))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = tenants
+        .issue_token(with_token(
+            &admin,
+            issue("alice@acme.example", "tenant-viewer", "acme"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("disabled"));
+
+    // Audited.
+    let records = AuditServiceClient::new(harness.channel.clone())
+        .list_audit(with_token(
+            &admin,
+            pb::ListAuditRequest {
+                tenant_id: "acme".into(),
+                page_size: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.action.as_str(), r.outcome.as_str()))
+        .collect();
+    assert!(
+        actions.contains(&("principal.create", "success")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("principal.disable", "success")),
+        "{actions:?}"
+    );
+}

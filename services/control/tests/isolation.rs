@@ -99,6 +99,21 @@ const MATRIX: &[Row] = &[
         all: AllTenants::Platform,
     },
     Row {
+        rpc: "TenantService/CreatePrincipal",
+        roles: ADMIN,
+        all: AllTenants::Platform,
+    },
+    Row {
+        rpc: "TenantService/ListPrincipals",
+        roles: ADMIN,
+        all: AllTenants::Platform,
+    },
+    Row {
+        rpc: "TenantService/DisablePrincipal",
+        roles: ADMIN,
+        all: AllTenants::Platform,
+    },
+    Row {
         rpc: "TenantService/RotateSigningKey",
         roles: ADMIN,
         all: AllTenants::Platform,
@@ -349,6 +364,65 @@ impl World {
                         },
                     ))
                     .await?;
+            }
+            "TenantService/CreatePrincipal" => {
+                let role = if tenant.is_empty() {
+                    "analyst"
+                } else {
+                    "tenant-viewer"
+                };
+                let response = tenants
+                    .create_principal(with_token(
+                        token,
+                        pb::CreatePrincipalRequest {
+                            subject: format!("{}@mssp.example", fresh("person")),
+                            role: role.into(),
+                            tenant_id: tenant,
+                            display_name: String::new(),
+                        },
+                    ))
+                    .await?;
+                assert!(!response.get_ref().subject.is_empty());
+            }
+            "TenantService/ListPrincipals" => {
+                tenants
+                    .list_principals(with_token(
+                        token,
+                        pb::ListPrincipalsRequest { tenant_id: tenant },
+                    ))
+                    .await?;
+            }
+            "TenantService/DisablePrincipal" => {
+                // A real principal of the target, made by the admin, for every case: a refusal
+                // must come before anything about it is looked up.
+                let subject = format!("{}@mssp.example", fresh("victim"));
+                let role = if tenant.is_empty() {
+                    "analyst"
+                } else {
+                    "tenant-viewer"
+                };
+                tenants
+                    .create_principal(with_token(
+                        admin,
+                        pb::CreatePrincipalRequest {
+                            subject: subject.clone(),
+                            role: role.into(),
+                            tenant_id: tenant.clone(),
+                            display_name: String::new(),
+                        },
+                    ))
+                    .await
+                    .unwrap();
+                let response = tenants
+                    .disable_principal(with_token(
+                        token,
+                        pb::DisablePrincipalRequest {
+                            subject: subject.clone(),
+                            tenant_id: tenant,
+                        },
+                    ))
+                    .await?;
+                assert!(!response.get_ref().disabled_time.is_empty());
             }
             "TenantService/RotateSigningKey" => {
                 tenants

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod detect_state;
 pub mod incident;
 pub mod intel_feed;
+pub mod principal;
 pub mod rule;
 pub mod rule_override;
 pub mod signing_key;
