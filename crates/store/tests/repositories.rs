@@ -552,3 +552,137 @@ async fn content_versions_change_with_every_owner_change() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn principals_are_scoped_and_disabling_revokes_their_tokens() {
+    on_both("principals", |store| async move {
+        let acme = tenant("acme");
+        let globex = tenant("globex");
+        for id in [&acme, &globex] {
+            store
+                .platform()
+                .create_tenant(id, id.as_str(), 1)
+                .await
+                .unwrap();
+        }
+        let token = |jti: &str, tenant: &str, subject: &str| vigil_store::TokenRecord {
+            jti: jti.into(),
+            tenant: Some(tenant.into()),
+            tenants: format!("[\"{tenant}\"]"),
+            subject: subject.into(),
+            role: "tenant-viewer".into(),
+            kid: "k".into(),
+            issued_at: 1,
+            expires_at: i64::MAX / 2,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        store
+            .tenant(&acme)
+            .principals()
+            .create("alice@acme", "tenant-viewer", "Alice", "admin", 2)
+            .await
+            .unwrap();
+        store
+            .tenant(&globex)
+            .principals()
+            .create("bob@globex", "tenant-viewer", "Bob", "admin", 2)
+            .await
+            .unwrap();
+        store
+            .platform()
+            .principals()
+            .create("lead@mssp", "analyst", "Lead", "admin", 2)
+            .await
+            .unwrap();
+        // Subjects are unique across the platform.
+        assert!(matches!(
+            store
+                .tenant(&globex)
+                .principals()
+                .create("alice@acme", "analyst", "x", "admin", 3)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        for (jti, tenant, subject) in [
+            ("a1", "acme", "alice@acme"),
+            ("a2", "acme", "alice@acme"),
+            ("b1", "globex", "bob@globex"),
+        ] {
+            store
+                .platform()
+                .insert_token(token(jti, tenant, subject))
+                .await
+                .unwrap();
+        }
+
+        // Each tenant sees its own; the platform sees all.
+        let listed = store.tenant(&acme).principals().list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].subject, "alice@acme");
+        assert_eq!(listed[0].tenant.as_deref(), Some("acme"));
+        assert!(
+            store
+                .tenant(&acme)
+                .principals()
+                .get("bob@globex")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.platform().principals().list().await.unwrap().len(), 3);
+        assert_eq!(
+            store
+                .platform()
+                .principals()
+                .live_tokens("alice@acme", 5)
+                .await
+                .unwrap(),
+            2
+        );
+
+        // Another tenant cannot disable alice; her tenant can, revoking her tokens only.
+        assert!(matches!(
+            store
+                .tenant(&globex)
+                .principals()
+                .disable("alice@acme", "eve", 5)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        let (record, revoked) = store
+            .tenant(&acme)
+            .principals()
+            .disable("alice@acme", "admin", 5)
+            .await
+            .unwrap();
+        assert_eq!(revoked, 2);
+        assert_eq!(record.disabled_at, Some(5));
+        assert_eq!(record.disabled_by.as_deref(), Some("admin"));
+        let mut revoked = store.platform().revoked_tokens(10).await.unwrap();
+        revoked.sort();
+        assert_eq!(revoked, ["a1", "a2"]);
+        // Twice: nothing more, the first disabling stays.
+        let (again, count) = store
+            .tenant(&acme)
+            .principals()
+            .disable("alice@acme", "other", 9)
+            .await
+            .unwrap();
+        assert_eq!((again.disabled_at, count), (Some(5), 0));
+
+        // Purging a tenant removes its principals, not others'.
+        store.platform().purge_tenant(&acme).await.unwrap();
+        let left: Vec<String> = store
+            .platform()
+            .principals()
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.subject)
+            .collect();
+        assert_eq!(left, ["bob@globex", "lead@mssp"]);
+    })
+    .await;
+}

@@ -109,6 +109,40 @@ pub enum TokenCommand {
     },
 }
 
+/// `vigil principal`.
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Register a named person or service; tokens are then issued to it with `vigil token
+    /// issue --subject SUBJECT` and its role and tenant.
+    Create {
+        /// Its subject, e.g. alice@mssp.example.
+        subject: String,
+        /// mssp-admin, analyst, responder, tenant-viewer or ingest.
+        #[arg(long)]
+        role: String,
+        /// Its one tenant [default: every tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A name for people [default: the subject].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List principals: one tenant's, or every one.
+    List {
+        /// Tenant id [default: every principal].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Disable a principal: its tokens are revoked at once and no new one can be issued.
+    Disable {
+        /// Its subject.
+        subject: String,
+        /// Its tenant (omit for platform-wide principals).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
 /// `vigil intel`.
 #[derive(Debug, Subcommand)]
 pub enum IntelCommand {
@@ -442,6 +476,123 @@ fn token_json(info: &pb::TokenInfo) -> serde_json::Value {
         "expires_time": info.expires_time,
         "revoked_time": (!info.revoked_time.is_empty()).then_some(&info.revoked_time),
     })
+}
+
+fn principal_json(info: &pb::PrincipalInfo) -> serde_json::Value {
+    serde_json::json!({
+        "subject": info.subject,
+        "role": info.role,
+        "tenant": (!info.tenant_id.is_empty()).then_some(&info.tenant_id),
+        "display_name": info.display_name,
+        "created_time": info.created_time,
+        "created_by": info.created_by,
+        "disabled_time": (!info.disabled_time.is_empty()).then_some(&info.disabled_time),
+        "disabled_by": (!info.disabled_by.is_empty()).then_some(&info.disabled_by),
+        "live_tokens": info.live_tokens,
+    })
+}
+
+/// `vigil principal …`.
+pub async fn principal(command: PrincipalCommand, connection: &Connection) -> Result<()> {
+    let client = Client::connect(connection).await?;
+    let mut tenants = TenantServiceClient::new(client.channel.clone());
+    match command {
+        PrincipalCommand::Create {
+            subject,
+            role,
+            tenant,
+            name,
+        } => {
+            let info = tenants
+                .create_principal(client.request(pb::CreatePrincipalRequest {
+                    subject,
+                    role,
+                    tenant_id: tenant.unwrap_or_default(),
+                    display_name: name.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => out(&json(&principal_json(&info))),
+                OutputFormat::Table => out(&format!(
+                    "created principal {} ({} for {})",
+                    info.subject,
+                    info.role,
+                    if info.tenant_id.is_empty() {
+                        "every tenant"
+                    } else {
+                        &info.tenant_id
+                    }
+                )),
+            }
+        }
+        PrincipalCommand::List { tenant } => {
+            let list = tenants
+                .list_principals(client.request(pb::ListPrincipalsRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => out(&json(
+                    &list
+                        .principals
+                        .iter()
+                        .map(principal_json)
+                        .collect::<Vec<_>>(),
+                )),
+                OutputFormat::Table => out(&table(
+                    &[
+                        "SUBJECT",
+                        "ROLE",
+                        "TENANT",
+                        "NAME",
+                        "LIVE TOKENS",
+                        "DISABLED",
+                    ],
+                    &list
+                        .principals
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.subject.clone(),
+                                p.role.clone(),
+                                if p.tenant_id.is_empty() {
+                                    "*".to_owned()
+                                } else {
+                                    p.tenant_id.clone()
+                                },
+                                p.display_name.clone(),
+                                p.live_tokens.to_string(),
+                                p.disabled_time.clone(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+            }
+        }
+        PrincipalCommand::Disable { subject, tenant } => {
+            let info = tenants
+                .disable_principal(client.request(pb::DisablePrincipalRequest {
+                    subject,
+                    tenant_id: tenant.unwrap_or_default(),
+                }))
+                .await?
+                .into_inner();
+            match client.format {
+                OutputFormat::Json => {
+                    let mut value = principal_json(&info);
+                    value["revoked_tokens"] = info.revoked_tokens.into();
+                    out(&json(&value));
+                }
+                OutputFormat::Table => out(&format!(
+                    "disabled principal {}; revoked {} token(s)",
+                    info.subject, info.revoked_tokens
+                )),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `vigil token …`.

@@ -5,7 +5,8 @@ use clap::{Args, Parser, Subcommand};
 use vigil_sigma::Level;
 
 use crate::admin::{
-    AlertsCommand, Connection, IngestCommand, IntelCommand, TenantCommand, TokenCommand,
+    AlertsCommand, Connection, IngestCommand, IntelCommand, PrincipalCommand, TenantCommand,
+    TokenCommand,
 };
 use crate::config::Overrides;
 use crate::hunt::HuntFormat;
@@ -46,6 +47,15 @@ pub enum Command {
         /// The token command.
         #[command(subcommand)]
         command: TokenCommand,
+        /// Control-plane connection.
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Register, list and disable named principals (control plane).
+    Principal {
+        /// The principal command.
+        #[command(subcommand)]
+        command: PrincipalCommand,
         /// Control-plane connection.
         #[command(flatten)]
         connection: Connection,

@@ -49,6 +49,10 @@ pub fn main() -> ExitCode {
             command,
             connection,
         } => admin_command(admin::token(command, &connection)),
+        Command::Principal {
+            command,
+            connection,
+        } => admin_command(admin::principal(command, &connection)),
         Command::Intel {
             command,
             connection,

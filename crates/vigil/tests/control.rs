@@ -392,3 +392,91 @@ fn the_cli_talks_tls_to_a_tls_control_plane() {
         String::from_utf8_lossy(&trusted.stderr)
     );
 }
+
+#[test]
+fn principals_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let admin = server.admin_token();
+    server.ok(&admin, &["tenant", "create", "acme"]);
+    let created = server.ok(
+        &admin,
+        &[
+            "principal",
+            "create",
+            "alice@acme.example",
+            "--role",
+            "tenant-viewer",
+            "--tenant",
+            "acme",
+            "--name",
+            "Alice",
+        ],
+    );
+    assert_eq!(
+        created.trim(),
+        "created principal alice@acme.example (tenant-viewer for acme)"
+    );
+    let token = server.ok(
+        &admin,
+        &[
+            "token",
+            "issue",
+            "--tenant",
+            "acme",
+            "--role",
+            "tenant-viewer",
+            "--subject",
+            "alice@acme.example",
+        ],
+    );
+    let token = token.trim();
+    server.ok(token, &["tenant", "get", "acme"]);
+    let listed: serde_json::Value = serde_json::from_str(&server.ok(
+        &admin,
+        &["principal", "list", "--tenant", "acme", "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(listed[0]["subject"], "alice@acme.example");
+    assert_eq!(listed[0]["display_name"], "Alice");
+    assert_eq!(listed[0]["live_tokens"], 1);
+    let table = server.ok(&admin, &["principal", "list"]);
+    assert!(table.starts_with("SUBJECT"), "{table}");
+    assert!(table.contains("alice@acme.example"), "{table}");
+
+    let disabled = server.ok(
+        &admin,
+        &[
+            "principal",
+            "disable",
+            "alice@acme.example",
+            "--tenant",
+            "acme",
+        ],
+    );
+    assert_eq!(
+        disabled.trim(),
+        "disabled principal alice@acme.example; revoked 1 token(s)"
+    );
+    let refused = server.cli(token, &["tenant", "get", "acme"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let refused = server.cli(
+        &admin,
+        &[
+            "token",
+            "issue",
+            "--tenant",
+            "acme",
+            "--role",
+            "tenant-viewer",
+            "--subject",
+            "alice@acme.example",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("principal alice@acme.example is disabled"),
+        "{message}"
+    );
+}
