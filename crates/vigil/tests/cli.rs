@@ -334,6 +334,10 @@ fn config_check_rejects_bad_files_with_the_reason() {
             "ingest.tenant_limits.acme.max_body_bytes: 2000 is above ingest.max_body_bytes (1000)",
         ),
         (
+            "vrl-broken.toml",
+            "ingest.parsers.acme: the VRL program does not compile",
+        ),
+        (
             "unknown-service.toml",
             "services.1: unknown variant: found `sigma`, expected `one of `ingest`, `baseline`, `detect`, `triage`, `response`, `reporting`, `control`, `operator``",
         ),

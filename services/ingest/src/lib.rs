@@ -13,6 +13,7 @@ pub mod limits;
 mod metric_names;
 pub mod normalize;
 pub mod otlp;
+pub mod parsers;
 pub mod syslog;
 
 use std::net::SocketAddr;
@@ -57,6 +58,9 @@ pub struct Config {
     pub rate: limits::Rate,
     /// Limits of particular tenants, each overriding the ones above.
     pub tenant_limits: std::collections::BTreeMap<vigil_schema::TenantId, limits::TenantLimits>,
+    /// Custom parsers (VRL programs) per tenant, run on each of its records before the
+    /// built-in normalization.
+    pub parsers: std::collections::BTreeMap<vigil_schema::TenantId, parsers::ParserConfig>,
 }
 
 impl Config {
@@ -77,6 +81,7 @@ impl Config {
                 .validate(&format!("ingest.tenant_limits.{tenant}"), self)
                 .map_err(|message| ("ingest.tenant_limits", message))?;
         }
+        parsers::compile_all(&self.parsers).map_err(|message| ("ingest.parsers", message))?;
         Ok(())
     }
 
@@ -106,6 +111,7 @@ impl Default for Config {
             syslog: syslog::SyslogConfig::default(),
             rate: limits::Rate::default(),
             tenant_limits: std::collections::BTreeMap::new(),
+            parsers: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -183,7 +189,8 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
     let state = IngestState {
         bus: Arc::clone(&context.bus),
         verifier: vigil_runtime::trust::OnDemandVerifier::new(context.store.clone(), verifier),
-        normalizer: Normalizer::builtin()?,
+        normalizer: Normalizer::builtin()?
+            .with_parsers(parsers::compile_all(&config.parsers).map_err(IngestError::Io)?),
         config: Arc::new(config.clone()),
         channels: hec::Channels::default(),
         rates: Arc::new(limits::TenantRates::new(

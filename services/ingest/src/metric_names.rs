@@ -9,3 +9,5 @@ pub(crate) const SYSLOG_DROPPED: &str = "vigil_ingest_syslog_dropped_total";
 pub(crate) const REFUSED: &str = "vigil_ingest_requests_refused_total";
 /// Events refused because their tenant was over its rate, by tenant.
 pub(crate) const RATE_LIMITED: &str = "vigil_ingest_rate_limited_events_total";
+/// Records a tenant's custom parser failed on (they entered as generic text), by tenant.
+pub(crate) const PARSER_FAILURES: &str = "vigil_ingest_parser_failures_total";

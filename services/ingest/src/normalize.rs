@@ -48,6 +48,7 @@ const PROCESS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     mappings: Arc<Mappings>,
+    parsers: Arc<crate::parsers::Parsers>,
 }
 
 /// Where a record came from and how the request identifies it.
@@ -71,7 +72,14 @@ impl Normalizer {
     pub fn builtin() -> Result<Self, vigil_sigma::MappingError> {
         Ok(Self {
             mappings: Arc::new(Mappings::builtin()?),
+            parsers: Arc::default(),
         })
+    }
+
+    /// With tenants' custom parsers (VRL programs).
+    pub fn with_parsers(mut self, parsers: crate::parsers::Parsers) -> Self {
+        self.parsers = Arc::new(parsers);
+        self
     }
 
     /// The event for record number `index` of a request.
@@ -82,6 +90,21 @@ impl Normalizer {
         value: serde_json::Value,
         text: &str,
     ) -> Event {
+        // A tenant's own parser first; a record it fails on enters as generic text, with why.
+        let (value, parse_error) = match self.parsers.get(origin.tenant) {
+            None => (value, None),
+            Some(parser) => match parser.apply(value) {
+                Ok(value) => (value, None),
+                Err(error) => {
+                    metrics::counter!(crate::metric_names::PARSER_FAILURES, "tenant" => origin.tenant.to_string())
+                        .increment(1);
+                    (
+                        serde_json::json!({ "message": text }),
+                        Some(format!("custom parser: {error}")),
+                    )
+                }
+            },
+        };
         let meta = self.mappings.record_meta(&value);
         let logsource = self.mappings.logsource_of(&value);
         let format = self.mappings.shape_name(&value).to_owned();
@@ -130,7 +153,7 @@ impl Normalizer {
             entities,
             fields,
             raw: Some(RawRecord::bounded(text, RAW_RECORD_MAX_BYTES)),
-            parse_error: None,
+            parse_error,
         }
     }
 }

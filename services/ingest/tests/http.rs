@@ -1528,3 +1528,77 @@ action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp"
         "{texts:?}"
     );
 }
+
+#[tokio::test]
+async fn custom_vrl_parsers_per_tenant_and_generic_text_when_they_fail() {
+    let bus: Arc<dyn Bus> = Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default()));
+    // acme's firewall sends CEF; its parser turns it into fields normalization understands.
+    let program = r#"
+        . = parse_cef!(.message)
+        .src_ip = del(.src)
+        .dst_ip = del(.dst)
+        .UserName = del(.suser)
+        .parsed_by = "acme-firewall"
+    "#;
+    let ingest = Ingest::start_tuned(Arc::clone(&bus), |config| {
+        config.parsers.insert(
+            tenant("acme"),
+            vigil_ingest::parsers::ParserConfig {
+                source: Some(program.into()),
+                file: None,
+            },
+        );
+    })
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let mut globex = ingest.subscribe("globex").await;
+    let body = concat!(
+        r#"{"message":"CEF:0|Acme|Firewall|1.0|100|Connection blocked|5|src=203.0.113.9 dst=10.0.0.5 suser=bob act=blocked"}"#,
+        "\n",
+        r#"{"message":"not a CEF line"}"#,
+        "\n"
+    );
+    let (status, answer) = ingest
+        .post(Some(&ingest.acme), &[], body.as_bytes().to_vec())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 2, "a failed parse loses nothing");
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events.len(), 2);
+    let parsed = &batch.events[0];
+    assert_eq!(parsed.parse_error, None);
+    assert_eq!(parsed.fields.get_str("parsed_by"), Some("acme-firewall"));
+    assert_eq!(parsed.fields.get_str("name"), Some("Connection blocked"));
+    assert_eq!(parsed.entities.src_ip, Some("203.0.113.9".parse().unwrap()));
+    assert_eq!(parsed.entities.dst_ip, Some("10.0.0.5".parse().unwrap()));
+    assert_eq!(parsed.entities.user.as_deref(), Some("bob"));
+    let failed = &batch.events[1];
+    let error = failed
+        .parse_error
+        .as_deref()
+        .expect("the error is recorded");
+    assert!(error.starts_with("custom parser: "), "{error}");
+    assert!(error.contains("CEF"), "{error}");
+    assert_eq!(
+        failed.fields.get_str("message"),
+        Some(r#"{"message":"not a CEF line"}"#),
+        "the record as received, as generic text"
+    );
+
+    // globex has no parser: its records are normalized as they are.
+    let (status, _) = ingest
+        .post(Some(&ingest.globex), &[], body.as_bytes().to_vec())
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut globex).await;
+    assert_eq!(batch.events.len(), 2);
+    assert!(batch.events.iter().all(|e| e.parse_error.is_none()));
+    assert!(batch.events[0].fields.get_str("parsed_by").is_none());
+    assert!(
+        batch.events[0]
+            .fields
+            .get_str("message")
+            .unwrap()
+            .starts_with("CEF:0")
+    );
+}
