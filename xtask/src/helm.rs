@@ -5,7 +5,8 @@
 //!   both are fetched once into `$VIGIL_TOOLS_DIR` (default `/var/cache/vigil/tools`).
 //! - Each chart: `helm lint --strict` and `helm template`, with its default values and with each
 //!   `ci/*-values.yaml`; every rendered manifest validated by `kubernetes-validate --strict` for
-//!   Kubernetes 1.33, and every `Tenant` against the generated CRD's schema.
+//!   Kubernetes 1.33, every `Tenant` against the generated CRD's schema, and every Deployment's
+//!   `VIGIL_*` environment through `vigil config check` (a key the binary does not know fails).
 //! - `k8s/`: the CRD and RBAC validated the same way; `k8s/examples/*.yaml` must pass the CRD
 //!   schema and `k8s/examples/invalid/*.yaml` must fail it.
 
@@ -29,6 +30,12 @@ pub(crate) fn helm(sh: &Shell) -> anyhow::Result<()> {
     let validate = venv.join("bin/kubernetes-validate");
     let python = venv.join("bin/python");
     crds(sh, true)?;
+    // The binary the charts run, to check the configuration they give it.
+    cmd!(sh, "cargo build -q -p vigil").run()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let vigil = sh.current_dir().join(target).join("debug/vigil");
 
     let out = tempdir(sh)?;
     let checker = out.join("tenant_schema.py");
@@ -84,6 +91,7 @@ pub(crate) fn helm(sh: &Shell) -> anyhow::Result<()> {
                 .run()
                 .with_context(|| format!("kubernetes-validate on {chart} with {label}"))?;
             }
+            cmd!(sh, "{python} {checker} envcheck {vigil} {manifests}").run()?;
             let tenants = out.join(format!("tenants-{name}"));
             if sh.path_exists(&tenants) {
                 cmd!(sh, "{python} {checker} valid {crd} {tenants}").run()?;

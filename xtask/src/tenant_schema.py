@@ -5,11 +5,16 @@ split FILE            write builtin-NAME (Kubernetes kinds) and tenants-NAME (Te
 valid CRD FILE...     every Tenant in FILEs must pass the CRD's openAPIV3Schema (strictly:
                       unknown fields are errors, as kubernetes-validate --strict does)
 invalid CRD FILE...   every Tenant in FILEs must fail it
+envcheck VIGIL FILE   every Deployment's VIGIL_* environment must be a configuration `vigil`
+                      accepts (`vigil config check` with that environment; values that come
+                      from Secrets get placeholders)
 """
 
 import copy
 import os
+import subprocess
 import sys
+import tempfile
 
 import jsonschema
 import yaml
@@ -118,9 +123,43 @@ def check(mode, crd_path, paths):
         print(f"{count} Tenant objects valid against {crd_path}")
 
 
+# Placeholders for values a Deployment takes from Secrets.
+SECRET_PLACEHOLDERS = {
+    "VIGIL_STORE__URL": "postgres://vigil@127.0.0.1:5432/vigil",
+    "VIGIL_BUS__INBOX_PREFIX": "_INBOX_placeholder",
+}
+
+
+def envcheck(vigil, path):
+    checked = 0
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as empty:
+        for doc in documents(path):
+            if doc.get("kind") != "Deployment":
+                continue
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                env = {"PATH": os.environ.get("PATH", "")}
+                for item in container.get("env", []):
+                    name = item["name"]
+                    if not name.startswith("VIGIL_"):
+                        continue
+                    env[name] = item.get("value", SECRET_PLACEHOLDERS.get(name, "placeholder"))
+                result = subprocess.run(
+                    [vigil, "config", "check", empty.name], env=env, capture_output=True, text=True
+                )
+                if result.returncode != 0:
+                    sys.exit(
+                        f"{path}: Deployment {doc['metadata']['name']} configures vigil wrongly: "
+                        + (result.stderr or result.stdout).strip()
+                    )
+                checked += 1
+    print(f"{checked} containers' VIGIL_* environment accepted by vigil config check")
+
+
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "split":
         split(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "envcheck":
+        envcheck(sys.argv[2], sys.argv[3])
     elif len(sys.argv) >= 4 and sys.argv[1] in ("valid", "invalid"):
         check(sys.argv[1], sys.argv[2], sys.argv[3:])
     else:
