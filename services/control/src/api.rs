@@ -520,6 +520,17 @@ fn principal_message(
     }
 }
 
+/// A role for `tenant` (or every tenant): known, and allowed that scope.
+fn role_and_scope(text: &str, tenant: Option<&TenantId>) -> Result<(Role, Scope), Status> {
+    let role: Role = text
+        .parse()
+        .map_err(|err: String| Status::invalid_argument(format!("role: {err}")))?;
+    let scope = tenant.cloned().map_or(Scope::All, Scope::tenant);
+    role.check_scope(&scope)
+        .map_err(|err| Status::invalid_argument(format!("role {role}: {err}")))?;
+    Ok((role, scope))
+}
+
 /// A principal's subject: 1 to 200 characters, no whitespace or control characters, not the
 /// form the platform gives unnamed tokens (`role:tenant`).
 fn parse_subject(text: &str) -> Result<String, Status> {
@@ -798,13 +809,7 @@ impl TenantService for ControlApi {
         let principal = principal(&request)?;
         let request = request.into_inner();
         let tenant = optional_tenant(&request.tenant_id)?;
-        let role: Role = request
-            .role
-            .parse()
-            .map_err(|err: String| Status::invalid_argument(format!("role: {err}")))?;
-        let scope = tenant.clone().map_or(Scope::All, Scope::tenant);
-        role.check_scope(&scope)
-            .map_err(|err| Status::invalid_argument(format!("role {role}: {err}")))?;
+        let (role, scope) = role_and_scope(&request.role, tenant.as_ref())?;
         let ttl = match request.ttl_seconds {
             0 if role == Role::Ingest => Duration::from_secs(90 * 24 * 3600),
             0 => Duration::from_secs(12 * 3600),
@@ -982,13 +987,7 @@ impl TenantService for ControlApi {
         let request = request.into_inner();
         let subject = parse_subject(&request.subject)?;
         let tenant = optional_tenant(&request.tenant_id)?;
-        let role: Role = request
-            .role
-            .parse()
-            .map_err(|err: String| Status::invalid_argument(format!("role: {err}")))?;
-        let scope = tenant.clone().map_or(Scope::All, Scope::tenant);
-        role.check_scope(&scope)
-            .map_err(|err| Status::invalid_argument(format!("role {role}: {err}")))?;
+        let (role, _scope) = role_and_scope(&request.role, tenant.as_ref())?;
         let display_name = request.display_name.trim();
         if display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
             return Err(Status::invalid_argument(
