@@ -92,6 +92,9 @@ pub enum ReconcileError {
     /// The resource has no namespace (the CRD is namespaced; only a broken client sends one).
     #[error("the Tenant has no namespace")]
     NoNamespace,
+    /// The resource has no name, or the finalizer name is invalid (kube's finalizer helper).
+    #[error("finalizer: {0}")]
+    Finalizer(String),
 }
 
 /// Backoff after `failures` consecutive failures: 5 s doubling to at most 5 minutes.
@@ -150,8 +153,10 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
         kube::runtime::finalizer::Error::AddFinalizer(err)
         | kube::runtime::finalizer::Error::RemoveFinalizer(err) => ReconcileError::Kube(err),
-        kube::runtime::finalizer::Error::UnnamedObject => ReconcileError::NoNamespace,
-        kube::runtime::finalizer::Error::InvalidFinalizer => ReconcileError::NoNamespace,
+        other @ (kube::runtime::finalizer::Error::UnnamedObject
+        | kube::runtime::finalizer::Error::InvalidFinalizer) => {
+            ReconcileError::Finalizer(other.to_string())
+        }
     })
 }
 
