@@ -1,10 +1,11 @@
 //! Rules partitioned by logsource, and the evaluation of records against them.
 //!
-//! Every distinct rule logsource (product, category, service) gets its own rsigma engine. A
-//! record is classified once (shape, product, service, categories), and meets only the engines
+//! Every distinct rule logsource (product, category, service) gets its own partition. A record
+//! is classified once (shape, product, service, categories), and meets only the partitions
 //! whose logsource it belongs to, through a view that applies that logsource's field renames.
-//! A rule therefore never fires on a record of another logsource, and each engine's own
-//! candidate index only sees rules that can apply.
+//! A rule therefore never fires on a record of another logsource. Inside a partition, Vigil's
+//! prefilter ([`crate::gate`]) selects the rules whose necessary literals the record has, and
+//! rsigma's `evaluate_rule` decides each of them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -188,19 +189,48 @@ pub struct MatchedField {
     pub value: Value,
 }
 
-/// The rules of one logsource. Rules are compiled (and so validated) at load; the engine and
-/// its candidate index, which cost about half of loading, are built when a record of this
-/// logsource first arrives (or by [`RuleSet::compile_all`]), so logsources a deployment never
-/// sees cost nothing.
+/// The rules of one logsource. Rules are compiled (and so validated) at load; the prefilter,
+/// which costs about half of loading, is built when a record of this logsource first arrives (or
+/// by [`RuleSet::compile_all`]), so logsources a deployment never sees cost nothing.
 pub(crate) struct Partition {
     pub(crate) logsource: RuleLogsource,
     /// Rule id (or title) -> what to report.
     pub(crate) rules: FxHashMap<String, Arc<RuleInfo>>,
-    /// Compiled rules waiting for the engine.
+    /// Compiled rules waiting for the evaluator.
     pending: std::sync::Mutex<Option<Vec<rsigma_eval::CompiledRule>>>,
-    /// Filter rules, applied when the engine is built.
+    /// Filter rules, applied when the evaluator is built.
     filters: Arc<[FilterRule]>,
-    engine: std::sync::OnceLock<rsigma_eval::Engine>,
+    evaluator: std::sync::OnceLock<Evaluator>,
+}
+
+/// A partition's compiled rules (filters applied) behind Vigil's prefilter ([`crate::gate`]).
+/// rsigma's `Engine` and its candidate index are not used for evaluation: the gate selects the
+/// rules, and rsigma's `evaluate_rule` decides each.
+struct Evaluator {
+    rules: Vec<rsigma_eval::CompiledRule>,
+    gate: crate::gate::Gate,
+}
+
+impl Evaluator {
+    fn evaluate<E: rsigma_eval::Event>(&self, event: &E) -> Vec<rsigma_eval::EvaluationResult> {
+        self.gate
+            .select(event)
+            .into_iter()
+            .filter_map(|index| self.rules.get(index as usize))
+            .filter_map(|rule| rsigma_eval::evaluate_rule(rule, event))
+            .collect()
+    }
+
+    /// Every rule, without the gate: what the gate must never change.
+    fn evaluate_unfiltered<E: rsigma_eval::Event>(
+        &self,
+        event: &E,
+    ) -> Vec<rsigma_eval::EvaluationResult> {
+        self.rules
+            .iter()
+            .filter_map(|rule| rsigma_eval::evaluate_rule(rule, event))
+            .collect()
+    }
 }
 
 impl Partition {
@@ -214,30 +244,43 @@ impl Partition {
             rules,
             pending: std::sync::Mutex::new(Some(compiled)),
             filters: Arc::from(Vec::new()),
-            engine: std::sync::OnceLock::new(),
+            evaluator: std::sync::OnceLock::new(),
         }
     }
 
-    fn engine(&self) -> &rsigma_eval::Engine {
-        self.engine.get_or_init(|| {
-            let mut engine = rsigma_eval::Engine::new();
-            // Vigil does not use rsigma's bloom prefilter (off by default); without a budget
-            // its index would still keep up to 1 MB per engine.
-            engine.set_bloom_max_bytes(0);
+    fn evaluator(&self) -> &Evaluator {
+        self.evaluator.get_or_init(|| {
             let compiled = self
                 .pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
                 .unwrap_or_default();
-            engine.extend_compiled_rules(compiled);
-            for filter in self.filters.iter() {
-                // Validated at load; a filter naming rules of another logsource changes nothing.
-                let _ = engine.apply_filter(filter);
-            }
-            engine
+            let rules = if self.filters.is_empty() {
+                compiled
+            } else {
+                // rsigma applies filter rules to an engine's rules.
+                let mut engine = rsigma_eval::Engine::new();
+                engine.set_bloom_max_bytes(0);
+                engine.extend_compiled_rules(compiled);
+                for filter in self.filters.iter() {
+                    // Validated at load; a filter naming rules of another logsource changes
+                    // nothing.
+                    let _ = engine.apply_filter(filter);
+                }
+                engine.rules().to_vec()
+            };
+            let gate = crate::gate::Gate::build(&rules);
+            Evaluator { rules, gate }
         })
     }
+}
+
+/// Whether rules pass Vigil's prefilter before rsigma evaluates them.
+#[derive(Clone, Copy)]
+enum Mode {
+    Gated,
+    Unfiltered,
 }
 
 /// Where a classified record is evaluated: a partition, seen with which renames.
@@ -477,7 +520,7 @@ impl RuleSet {
     /// arrives: for services that want their first events fast, and for benchmarks.
     pub fn compile_all(&self) {
         self.partitions.par_iter().for_each(|partition| {
-            partition.engine();
+            partition.evaluator();
         });
     }
 
@@ -530,7 +573,21 @@ impl RuleSet {
         let base = Record::new(record, classified.shape, None, classified.loose);
         let index = base.build_index();
         let base = base.with_index(&index);
-        self.evaluate_targets(&targets, |renames| base.with_renames(renames))
+        self.evaluate_targets(&targets, Mode::Gated, |renames| base.with_renames(renames))
+    }
+
+    /// [`RuleSet::detect`] with every rule of the record's logsource evaluated, without the
+    /// prefilter. Slow; for tests that hold the prefilter to giving the same detections.
+    #[doc(hidden)]
+    pub fn detect_unfiltered(&self, record: &Value) -> Vec<Detection> {
+        let classified = classify(&self.mappings, record);
+        let targets = self.route(&classified);
+        let base = Record::new(record, classified.shape, None, classified.loose);
+        let index = base.build_index();
+        let base = base.with_index(&index);
+        self.evaluate_targets(&targets, Mode::Unfiltered, |renames| {
+            base.with_renames(renames)
+        })
     }
 
     /// Evaluates a record whose fields are flat dotted keys (Vigil's normalized event) against
@@ -544,7 +601,7 @@ impl RuleSet {
         }
         let index = FlatIndex::new(&entries, classified.shape);
         let base = FlatView::new(&entries, &index, &classified);
-        self.evaluate_targets(&targets, |renames| base.with_renames(renames))
+        self.evaluate_targets(&targets, Mode::Gated, |renames| base.with_renames(renames))
     }
 
     /// The logsource a flat record belongs to.
@@ -555,13 +612,19 @@ impl RuleSet {
     fn evaluate_targets<'a, E: rsigma_eval::Event>(
         &'a self,
         targets: &'a [Target],
+        mode: Mode,
         view: impl Fn(Option<&'a Renames>) -> E,
     ) -> Vec<Detection> {
         let mut detections = Vec::new();
         for target in targets {
             let partition = &self.partitions[target.partition];
             let view = view(target.renames.as_deref());
-            for result in partition.engine().evaluate(&view) {
+            let evaluator = partition.evaluator();
+            let results = match mode {
+                Mode::Gated => evaluator.evaluate(&view),
+                Mode::Unfiltered => evaluator.evaluate_unfiltered(&view),
+            };
+            for result in results {
                 let key = result
                     .header
                     .rule_id

@@ -15,6 +15,7 @@ mod cache;
 mod correlate;
 mod engine;
 mod flat;
+mod gate;
 mod mapping;
 mod record;
 pub mod source;

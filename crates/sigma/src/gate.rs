@@ -1,0 +1,953 @@
+//! A conjunctive prefilter in front of rsigma's rule evaluation.
+//!
+//! rsigma's own candidate index keeps, for each rule, one set of witnesses of which at least one
+//! must hold: of the parts of an `AND` it keeps only one. A process_creation rule written
+//! `Image|endswith: '\powershell.exe'` and `CommandLine|contains: ...` is then a candidate for
+//! every PowerShell process, and each candidate pays the full evaluation (rsigma lowercases the
+//! value for each case-insensitive comparison). On a Windows stream most of the engine's time
+//! went there.
+//!
+//! The gate keeps the whole positive structure of a rule's condition instead: a tree of `AND`s and
+//! `OR`s over *atoms*, each a cheap, necessary fact about the record (a field is present, a field's
+//! folded value equals a literal or contains one, some string of the record contains one). A record
+//! marks the atoms it satisfies (one hash lookup and one Aho-Corasick scan per field the rules
+//! name), and a rule reaches rsigma only when its tree holds on those atoms. rsigma still decides
+//! every match: the gate is a necessary condition and never a second evaluator.
+//!
+//! # Soundness
+//!
+//! The tree may only be weaker than the rule. Anything the analysis cannot prove necessary
+//! becomes *open* (true), and a rule whose tree is open is evaluated on every record:
+//! - `not`, `exists: false`, `null`, field references, numeric, CIDR, timestamp-part, boolean
+//!   and `expand` matchers give no literal. An item with a field still needs the field, so it
+//!   falls back to the field's presence, as rsigma's own index does: every matcher but `null` is
+//!   false on an absent field.
+//! - `startswith`/`endswith` become "contains"; a regex gives the literals one of which starts
+//!   every match (regex-syntax's prefix extractor), or nothing.
+//! - Literals are compared folded: case-insensitive ones as rsigma stores them (lowercased),
+//!   case-sensitive ASCII ones lowercased (a raw match implies a folded match), case-sensitive
+//!   non-ASCII ones not at all. Values are folded as rsigma folds them: ASCII in place,
+//!   anything else with `str::to_lowercase`. Numbers and booleans are compared by the text rsigma
+//!   gives them.
+//! - Keyword atoms are checked on exactly the strings rsigma's keyword matcher sees
+//!   (`Event::any_string_value`).
+//!
+//! `RuleSet::detect_unfiltered` evaluates every rule of a record's logsource without the gate;
+//! the regression tests compare the two on every record of SigmaHQ's suite.
+
+use std::cell::RefCell;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rsigma_eval::matcher::GroupMode;
+use rsigma_eval::{
+    CompiledDetection, CompiledDetectionItem, CompiledMatcher, CompiledRule, Event, EventValue,
+};
+use rsigma_parser::{ArrayQuantifier, ConditionExpr, Quantifier};
+use rustc_hash::FxHashMap;
+
+/// A literal shorter than this, extracted from a regex, selects nearly everything: the regex
+/// falls back to its field's presence.
+const MIN_REGEX_LITERAL: usize = 2;
+
+/// One partition's prefilter.
+pub(crate) struct Gate {
+    /// Every field some rule names, with what the rules need of it.
+    fields: Vec<FieldGate>,
+    /// Literals some string of the record must contain.
+    keywords: Option<Needles>,
+    /// Per atom, the rules anchored on it: those that need it or one of its siblings.
+    anchored: Vec<Box<[u32]>>,
+    /// Rules with no sound prefilter, evaluated on every record.
+    open: Box<[u32]>,
+    /// Per rule, its tree (`None` for open rules).
+    trees: Vec<Option<Node>>,
+    atoms: usize,
+}
+
+struct FieldGate {
+    name: String,
+    presence: Option<u32>,
+    /// Folded literal -> atom.
+    exact: FxHashMap<String, u32>,
+    contains: Option<Needles>,
+}
+
+struct Needles {
+    automaton: AhoCorasick,
+    /// Pattern index -> atom.
+    atoms: Box<[u32]>,
+}
+
+impl Needles {
+    fn build(needles: Vec<(String, u32)>) -> Option<Self> {
+        if needles.is_empty() {
+            return None;
+        }
+        let (patterns, atoms): (Vec<String>, Vec<u32>) = needles.into_iter().unzip();
+        // Overlapping search needs the standard match kind: a needle inside another must still
+        // mark its own atom. Needles are folded; ASCII case-insensitivity lets ASCII values be
+        // scanned without a lowercase copy.
+        let builder = || {
+            let mut builder = AhoCorasick::builder();
+            builder
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true);
+            builder
+        };
+        let automaton = builder().build(&patterns).ok()?;
+        Some(Self {
+            automaton,
+            atoms: atoms.into_boxed_slice(),
+        })
+    }
+
+    fn mark(&self, folded: &str, hits: &mut Hits) {
+        for found in self.automaton.find_overlapping_iter(folded) {
+            if let Some(&atom) = self.atoms.get(found.pattern().as_usize()) {
+                hits.set(atom);
+            }
+        }
+    }
+}
+
+/// A rule's necessary condition over atoms.
+#[derive(Debug, Clone)]
+enum Node {
+    Atom(u32),
+    All(Box<[Node]>),
+    Any(Box<[Node]>),
+}
+
+impl Node {
+    fn holds(&self, hits: &Hits) -> bool {
+        match self {
+            Node::Atom(atom) => hits.get(*atom),
+            Node::All(children) => children.iter().all(|child| child.holds(hits)),
+            Node::Any(children) => children.iter().any(|child| child.holds(hits)),
+        }
+    }
+}
+
+/// What the analysis knows of a part of a rule: nothing (`Open`), or a tree.
+enum Analysis {
+    Open,
+    Tree(Node),
+}
+
+/// The atoms a record satisfies, and which of them were set (to enumerate them cheaply).
+struct Hits {
+    words: Vec<u64>,
+    set: Vec<u32>,
+}
+
+impl Hits {
+    fn new(atoms: usize) -> Self {
+        Self {
+            words: vec![0; atoms.div_ceil(64)],
+            set: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, atom: u32) {
+        let (word, bit) = (atom as usize / 64, 1u64 << (atom % 64));
+        if let Some(slot) = self.words.get_mut(word)
+            && *slot & bit == 0
+        {
+            *slot |= bit;
+            self.set.push(atom);
+        }
+    }
+
+    fn get(&self, atom: u32) -> bool {
+        self.words
+            .get(atom as usize / 64)
+            .is_some_and(|word| word & (1u64 << (atom % 64)) != 0)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum AtomKey {
+    Presence(u32),
+    Exact(u32, String),
+    Contains(u32, String),
+    Keyword(String),
+}
+
+impl AtomKey {
+    /// Lower is more selective; used to pick the atoms a rule is found by.
+    fn rank(&self) -> u8 {
+        match self {
+            AtomKey::Exact(..) => 0,
+            AtomKey::Contains(_, needle) if needle.len() >= 8 => 1,
+            AtomKey::Contains(..) => 2,
+            AtomKey::Keyword(needle) if needle.len() >= 8 => 3,
+            AtomKey::Keyword(_) => 4,
+            AtomKey::Presence(_) => 5,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    field_ids: FxHashMap<String, u32>,
+    field_names: Vec<String>,
+    atom_ids: FxHashMap<AtomKey, u32>,
+    atoms: Vec<AtomKey>,
+}
+
+impl Builder {
+    fn field(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.field_ids.get(name) {
+            return id;
+        }
+        let id = self.field_names.len() as u32;
+        self.field_names.push(name.to_owned());
+        self.field_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn atom(&mut self, key: AtomKey) -> Analysis {
+        let next = self.atoms.len() as u32;
+        let id = *self.atom_ids.entry(key.clone()).or_insert_with(|| {
+            self.atoms.push(key);
+            next
+        });
+        Analysis::Tree(Node::Atom(id))
+    }
+
+    fn rule(&mut self, rule: &CompiledRule) -> Analysis {
+        if rule.conditions.is_empty() {
+            return Analysis::Open;
+        }
+        let parts: Vec<Analysis> = rule
+            .conditions
+            .iter()
+            .map(|condition| self.condition(condition, rule))
+            .collect();
+        any_of(parts)
+    }
+
+    fn condition(&mut self, condition: &ConditionExpr, rule: &CompiledRule) -> Analysis {
+        match condition {
+            ConditionExpr::Identifier(name) => match rule.detections.get(name) {
+                Some(detection) => self.detection(detection),
+                None => Analysis::Open,
+            },
+            ConditionExpr::And(parts) => {
+                let parts = parts
+                    .iter()
+                    .map(|part| self.condition(part, rule))
+                    .collect();
+                all_of(parts)
+            }
+            ConditionExpr::Or(parts) => {
+                let parts = parts
+                    .iter()
+                    .map(|part| self.condition(part, rule))
+                    .collect();
+                any_of(parts)
+            }
+            ConditionExpr::Not(_) => Analysis::Open,
+            ConditionExpr::Selector {
+                quantifier,
+                pattern,
+            } => {
+                let mut names: Vec<&String> = rule
+                    .detections
+                    .keys()
+                    .filter(|name| pattern.matches_detection_name(name))
+                    .collect();
+                names.sort();
+                let parts: Vec<Analysis> = names
+                    .into_iter()
+                    .filter_map(|name| rule.detections.get(name))
+                    .map(|detection| self.detection(detection))
+                    .collect();
+                match quantifier {
+                    // `all of` nothing and `0 of` hold vacuously.
+                    _ if parts.is_empty() => Analysis::Open,
+                    Quantifier::Count(0) => Analysis::Open,
+                    Quantifier::All => all_of(parts),
+                    // At least one of them must hold.
+                    Quantifier::Any | Quantifier::Count(_) => any_of(parts),
+                }
+            }
+        }
+    }
+
+    fn detection(&mut self, detection: &CompiledDetection) -> Analysis {
+        match detection {
+            CompiledDetection::AllOf(items) => {
+                let parts = items.iter().map(|item| self.item(item)).collect();
+                all_of(parts)
+            }
+            CompiledDetection::AnyOf(parts) => {
+                let parts = parts.iter().map(|part| self.detection(part)).collect();
+                any_of(parts)
+            }
+            CompiledDetection::And(parts) => {
+                let parts = parts.iter().map(|part| self.detection(part)).collect();
+                all_of(parts)
+            }
+            CompiledDetection::Keywords(matcher) => self.matcher(matcher, None),
+            CompiledDetection::ArrayMatch {
+                field, quantifier, ..
+            } => match quantifier {
+                // Both need a member, so the array.
+                ArrayQuantifier::Any | ArrayQuantifier::All => {
+                    let field = self.field(field);
+                    self.atom(AtomKey::Presence(field))
+                }
+                ArrayQuantifier::AllOrEmpty | ArrayQuantifier::None => Analysis::Open,
+            },
+            CompiledDetection::Conditional { .. } => Analysis::Open,
+        }
+    }
+
+    fn item(&mut self, item: &CompiledDetectionItem) -> Analysis {
+        let Some(name) = item.field.as_deref() else {
+            return self.matcher(&item.matcher, None);
+        };
+        match item.exists {
+            Some(false) => return Analysis::Open,
+            Some(true) => {
+                let field = self.field(name);
+                return self.atom(AtomKey::Presence(field));
+            }
+            None => {}
+        }
+        // `null` is the one matcher an absent field satisfies.
+        if matches!(item.matcher, CompiledMatcher::Null) {
+            return Analysis::Open;
+        }
+        let field = self.field(name);
+        match self.matcher(&item.matcher, Some(field)) {
+            Analysis::Tree(node) => Analysis::Tree(node),
+            Analysis::Open => self.atom(AtomKey::Presence(field)),
+        }
+    }
+
+    /// A matcher's literals; `field` is `None` for keywords (any string of the record).
+    fn matcher(&mut self, matcher: &CompiledMatcher, field: Option<u32>) -> Analysis {
+        match matcher {
+            CompiledMatcher::Exact {
+                value,
+                case_insensitive,
+            } => match (fold(value, *case_insensitive), field) {
+                (Some(value), Some(field)) => self.atom(AtomKey::Exact(field, value)),
+                (Some(value), None) => self.atom(AtomKey::Keyword(value)),
+                (None, _) => Analysis::Open,
+            },
+            CompiledMatcher::Contains {
+                value,
+                case_insensitive,
+            }
+            | CompiledMatcher::StartsWith {
+                value,
+                case_insensitive,
+            }
+            | CompiledMatcher::EndsWith {
+                value,
+                case_insensitive,
+            } => self.contains(value, *case_insensitive, field),
+            CompiledMatcher::AhoCorasickSet {
+                needles,
+                case_insensitive,
+                ..
+            } => {
+                let parts = needles
+                    .iter()
+                    .map(|needle| self.contains(needle, *case_insensitive, field))
+                    .collect();
+                any_of(parts)
+            }
+            CompiledMatcher::Regex(regex) => self.regex(regex.as_str(), field),
+            CompiledMatcher::RegexSetMatch { set, mode } => {
+                let parts = set
+                    .patterns()
+                    .iter()
+                    .map(|pattern| self.regex(pattern, field))
+                    .collect();
+                combine(*mode, parts)
+            }
+            CompiledMatcher::AnyOf(children) => {
+                let parts = children
+                    .iter()
+                    .map(|child| self.matcher(child, field))
+                    .collect();
+                any_of(parts)
+            }
+            CompiledMatcher::AllOf(children) => {
+                let parts = children
+                    .iter()
+                    .map(|child| self.matcher(child, field))
+                    .collect();
+                all_of(parts)
+            }
+            CompiledMatcher::CaseInsensitiveGroup { children, mode } => {
+                let parts = children
+                    .iter()
+                    .map(|child| self.matcher(child, field))
+                    .collect();
+                combine(*mode, parts)
+            }
+            CompiledMatcher::Cidr(_)
+            | CompiledMatcher::NumericEq(_)
+            | CompiledMatcher::NumericGt(_)
+            | CompiledMatcher::NumericGte(_)
+            | CompiledMatcher::NumericLt(_)
+            | CompiledMatcher::NumericLte(_)
+            | CompiledMatcher::Exists(_)
+            | CompiledMatcher::FieldRef { .. }
+            | CompiledMatcher::Null
+            | CompiledMatcher::BoolEq(_)
+            | CompiledMatcher::Expand { .. }
+            | CompiledMatcher::TimestampPart { .. }
+            | CompiledMatcher::Not(_) => Analysis::Open,
+        }
+    }
+
+    fn contains(&mut self, value: &str, case_insensitive: bool, field: Option<u32>) -> Analysis {
+        match (fold(value, case_insensitive), field) {
+            (Some(needle), Some(field)) => self.atom(AtomKey::Contains(field, needle)),
+            (Some(needle), None) => self.atom(AtomKey::Keyword(needle)),
+            (None, _) => Analysis::Open,
+        }
+    }
+
+    fn regex(&mut self, pattern: &str, field: Option<u32>) -> Analysis {
+        let Some(literals) = regex_literals(pattern) else {
+            return Analysis::Open;
+        };
+        let parts = literals
+            .into_iter()
+            .map(|literal| self.contains(&literal, false, field))
+            .collect();
+        any_of(parts)
+    }
+}
+
+/// A literal in the form atoms compare: rsigma's case-insensitive literals are already
+/// lowercased; case-sensitive ones are usable only when ASCII.
+fn fold(value: &str, case_insensitive: bool) -> Option<String> {
+    if value.is_empty() {
+        None
+    } else if case_insensitive {
+        Some(value.to_owned())
+    } else if value.is_ascii() {
+        Some(value.to_ascii_lowercase())
+    } else {
+        None
+    }
+}
+
+/// Literals one of which every match of `pattern` starts with, when there are finitely many,
+/// all ASCII and long enough to select something.
+fn regex_literals(pattern: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let sequence = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = sequence.literals()?;
+    if literals.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(literals.len());
+    for literal in literals {
+        let text = std::str::from_utf8(literal.as_bytes()).ok()?;
+        if text.len() < MIN_REGEX_LITERAL || !text.is_ascii() {
+            return None;
+        }
+        out.push(text.to_ascii_lowercase());
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+fn combine(mode: GroupMode, parts: Vec<Analysis>) -> Analysis {
+    match mode {
+        GroupMode::Any => any_of(parts),
+        GroupMode::All => all_of(parts),
+    }
+}
+
+/// Every part is necessary: the open ones say nothing and are dropped.
+fn all_of(parts: Vec<Analysis>) -> Analysis {
+    let mut nodes: Vec<Node> = parts
+        .into_iter()
+        .filter_map(|part| match part {
+            Analysis::Tree(node) => Some(node),
+            Analysis::Open => None,
+        })
+        .collect();
+    match nodes.len() {
+        0 => Analysis::Open,
+        1 => Analysis::Tree(nodes.remove(0)),
+        _ => Analysis::Tree(Node::All(nodes.into_boxed_slice())),
+    }
+}
+
+/// One part is enough: an open part opens the whole.
+fn any_of(parts: Vec<Analysis>) -> Analysis {
+    let mut nodes = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part {
+            Analysis::Tree(node) => nodes.push(node),
+            Analysis::Open => return Analysis::Open,
+        }
+    }
+    match nodes.len() {
+        0 => Analysis::Open,
+        1 => Analysis::Tree(nodes.remove(0)),
+        _ => Analysis::Tree(Node::Any(nodes.into_boxed_slice())),
+    }
+}
+
+/// Atoms one of which holds whenever `node` does: the rule is looked at only when one of them is
+/// set. Of an `All`, the most selective child's.
+fn anchors(node: &Node, atoms: &[AtomKey]) -> Vec<u32> {
+    match node {
+        Node::Atom(atom) => vec![*atom],
+        Node::Any(children) => children
+            .iter()
+            .flat_map(|child| anchors(child, atoms))
+            .collect(),
+        Node::All(children) => children
+            .iter()
+            .map(|child| anchors(child, atoms))
+            .min_by_key(|set| {
+                let worst = set
+                    .iter()
+                    .filter_map(|&atom| atoms.get(atom as usize))
+                    .map(AtomKey::rank)
+                    .max()
+                    .unwrap_or(u8::MAX);
+                (worst, set.len())
+            })
+            .unwrap_or_default(),
+    }
+}
+
+impl Gate {
+    pub(crate) fn build(rules: &[CompiledRule]) -> Self {
+        let mut builder = Builder::default();
+        let trees: Vec<Option<Node>> = rules
+            .iter()
+            .map(|rule| match builder.rule(rule) {
+                Analysis::Tree(node) => Some(node),
+                Analysis::Open => None,
+            })
+            .collect();
+
+        let mut anchored: Vec<Vec<u32>> = vec![Vec::new(); builder.atoms.len()];
+        let mut open = Vec::new();
+        for (index, tree) in trees.iter().enumerate() {
+            let index = index as u32;
+            match tree {
+                None => open.push(index),
+                Some(tree) => {
+                    let mut atoms = anchors(tree, &builder.atoms);
+                    atoms.sort_unstable();
+                    atoms.dedup();
+                    for atom in atoms {
+                        if let Some(rules) = anchored.get_mut(atom as usize) {
+                            rules.push(index);
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut fields: Vec<FieldGate> = builder
+            .field_names
+            .iter()
+            .map(|name| FieldGate {
+                name: name.clone(),
+                presence: None,
+                exact: FxHashMap::default(),
+                contains: None,
+            })
+            .collect();
+        let mut needles: Vec<Vec<(String, u32)>> = vec![Vec::new(); fields.len()];
+        let mut keywords = Vec::new();
+        for (atom, key) in builder.atoms.iter().enumerate() {
+            let atom = atom as u32;
+            match key {
+                AtomKey::Presence(field) => {
+                    if let Some(gate) = fields.get_mut(*field as usize) {
+                        gate.presence = Some(atom);
+                    }
+                }
+                AtomKey::Exact(field, value) => {
+                    if let Some(gate) = fields.get_mut(*field as usize) {
+                        gate.exact.insert(value.clone(), atom);
+                    }
+                }
+                AtomKey::Contains(field, needle) => {
+                    if let Some(list) = needles.get_mut(*field as usize) {
+                        list.push((needle.clone(), atom));
+                    }
+                }
+                AtomKey::Keyword(needle) => keywords.push((needle.clone(), atom)),
+            }
+        }
+        let mut unbuilt = Vec::new();
+        for (gate, list) in fields.iter_mut().zip(needles) {
+            let atoms: Vec<u32> = list.iter().map(|(_, atom)| *atom).collect();
+            gate.contains = Needles::build(list);
+            if gate.contains.is_none() {
+                unbuilt.extend(atoms);
+            }
+        }
+        let keyword_atoms: Vec<u32> = keywords.iter().map(|(_, atom)| *atom).collect();
+        let keywords = Needles::build(keywords);
+        if keywords.is_none() {
+            unbuilt.extend(keyword_atoms);
+        }
+        // An automaton that could not be built cannot mark its atoms: the rules needing them are
+        // evaluated on every record.
+        let mut trees = trees;
+        if !unbuilt.is_empty() {
+            for (index, tree) in trees.iter_mut().enumerate() {
+                if tree
+                    .as_ref()
+                    .is_some_and(|tree| mentions_any(tree, &unbuilt))
+                {
+                    *tree = None;
+                    open.push(index as u32);
+                }
+            }
+            open.sort_unstable();
+        }
+        Self {
+            fields,
+            keywords,
+            anchored: anchored.into_iter().map(Vec::into_boxed_slice).collect(),
+            open: open.into_boxed_slice(),
+            trees,
+            atoms: builder.atoms.len(),
+        }
+    }
+
+    /// Rules evaluated on every record.
+    #[cfg(test)]
+    pub(crate) fn open_rules(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The indexes of the rules that may match `event`, ascending.
+    pub(crate) fn select<E: Event>(&self, event: &E) -> Vec<u32> {
+        let mut hits = Hits::new(self.atoms);
+        let mut scratch = String::new();
+        for field in &self.fields {
+            let Some(value) = event.get_field(&field.name) else {
+                continue;
+            };
+            if let Some(atom) = field.presence {
+                hits.set(atom);
+            }
+            if field.exact.is_empty() && field.contains.is_none() {
+                continue;
+            }
+            project(&value, &mut |text| {
+                field.mark(text, &mut scratch, &mut hits)
+            });
+        }
+        if let Some(keywords) = &self.keywords {
+            let cell = RefCell::new((&mut hits, &mut scratch));
+            event.any_string_value(&|text| {
+                let (hits, scratch) = &mut *cell.borrow_mut();
+                keywords.mark(fold_value(text, false, scratch), hits);
+                false
+            });
+        }
+
+        let mut seen = vec![false; self.trees.len()];
+        let mut selected: Vec<u32> = self.open.to_vec();
+        for &atom in &hits.set {
+            let Some(rules) = self.anchored.get(atom as usize) else {
+                continue;
+            };
+            for &rule in rules.iter() {
+                let Some(slot) = seen.get_mut(rule as usize) else {
+                    continue;
+                };
+                if *slot {
+                    continue;
+                }
+                *slot = true;
+                if self
+                    .trees
+                    .get(rule as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|tree| tree.holds(&hits))
+                {
+                    selected.push(rule);
+                }
+            }
+        }
+        selected.sort_unstable();
+        selected
+    }
+}
+
+impl FieldGate {
+    fn mark(&self, text: &str, scratch: &mut String, hits: &mut Hits) {
+        let folded = fold_value(text, !self.exact.is_empty(), scratch);
+        if let Some(&atom) = self.exact.get(folded) {
+            hits.set(atom);
+        }
+        if let Some(needles) = &self.contains {
+            needles.mark(folded, hits);
+        }
+    }
+}
+
+/// A value folded as rsigma folds it before a case-insensitive comparison (`str::to_lowercase`),
+/// in `scratch` when it changes. ASCII is lowercased only for exact lookups (`lowercase_ascii`):
+/// the automata ignore ASCII case.
+fn fold_value<'a>(text: &'a str, lowercase_ascii: bool, scratch: &'a mut String) -> &'a str {
+    if text.is_ascii() {
+        if !lowercase_ascii || !text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            return text;
+        }
+        scratch.clear();
+        scratch.push_str(text);
+        scratch.make_ascii_lowercase();
+    } else {
+        // Rare; `str::to_lowercase` is what rsigma compares (it knows final sigma).
+        *scratch = text.to_lowercase();
+    }
+    scratch
+}
+
+/// The texts rsigma's string matchers compare for a value: strings as they are, numbers and
+/// booleans by their text, arrays member by member.
+fn project(value: &EventValue<'_>, visit: &mut dyn FnMut(&str)) {
+    match value {
+        EventValue::Str(text) => visit(text),
+        EventValue::Int(number) => visit(&number.to_string()),
+        EventValue::Float(number) => visit(&number.to_string()),
+        EventValue::Bool(flag) => visit(if *flag { "true" } else { "false" }),
+        EventValue::Array(members) => {
+            for member in members {
+                project(member, visit);
+            }
+        }
+        EventValue::Null | EventValue::Map(_) => {}
+    }
+}
+
+fn mentions_any(node: &Node, atoms: &[u32]) -> bool {
+    match node {
+        Node::Atom(atom) => atoms.contains(atom),
+        Node::All(children) | Node::Any(children) => {
+            children.iter().any(|child| mentions_any(child, atoms))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use rsigma_eval::JsonEvent;
+    use serde_json::json;
+
+    fn gate(yaml: &str) -> (Gate, Vec<CompiledRule>) {
+        let collection = rsigma_parser::parse_sigma_yaml(yaml).unwrap();
+        let rules: Vec<CompiledRule> = collection
+            .rules
+            .iter()
+            .map(|rule| rsigma_eval::compile_rule(rule).unwrap())
+            .collect();
+        (Gate::build(&rules), rules)
+    }
+
+    fn selected(gate: &Gate, event: serde_json::Value) -> Vec<u32> {
+        gate.select(&JsonEvent::borrow(&event))
+    }
+
+    /// The gate never drops a rule rsigma would match.
+    fn assert_sound(gate: &Gate, rules: &[CompiledRule], event: serde_json::Value) {
+        let view = JsonEvent::borrow(&event);
+        let chosen = gate.select(&view);
+        for (index, rule) in rules.iter().enumerate() {
+            if rsigma_eval::evaluate_rule(rule, &view).is_some() {
+                assert!(
+                    chosen.contains(&(index as u32)),
+                    "{} matches {event} but the gate dropped it",
+                    rule.title
+                );
+            }
+        }
+    }
+
+    const POWERSHELL: &str = r#"
+title: Encoded PowerShell
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        Image|endswith: '\powershell.exe'
+        CommandLine|contains: ' -enc '
+    filter:
+        User: SYSTEM
+    condition: selection and not filter
+"#;
+
+    #[test]
+    fn every_part_of_an_and_must_hold() {
+        let (gate, rules) = gate(POWERSHELL);
+        assert_eq!(gate.open_rules(), 0);
+        let plain =
+            json!({"Image": r"C:\Windows\powershell.exe", "CommandLine": "powershell -nop"});
+        assert!(selected(&gate, plain.clone()).is_empty());
+        let encoded =
+            json!({"Image": r"C:\Windows\POWERSHELL.EXE", "CommandLine": "powershell -ENC abc"});
+        assert_eq!(selected(&gate, encoded.clone()), vec![0]);
+        assert_sound(&gate, &rules, plain);
+        assert_sound(&gate, &rules, encoded);
+    }
+
+    #[test]
+    fn negation_alone_is_open() {
+        let (gate, _) = gate(
+            r#"
+title: Not SYSTEM
+logsource: {product: windows}
+detection:
+    filter:
+        User: SYSTEM
+    condition: not filter
+"#,
+        );
+        assert_eq!(gate.open_rules(), 1);
+        assert_eq!(selected(&gate, json!({"Other": 1})), vec![0]);
+    }
+
+    #[test]
+    fn or_needs_one_branch_and_selectors_follow_their_quantifier() {
+        let (gate, rules) = gate(
+            r#"
+title: Either
+logsource: {product: windows}
+detection:
+    selection_a:
+        CommandLine|contains|all: [alpha, beta]
+    selection_b:
+        ParentImage|endswith: '\winword.exe'
+    condition: 1 of selection_*
+---
+title: Both
+logsource: {product: windows}
+detection:
+    selection_a:
+        CommandLine|contains: alpha
+    selection_b:
+        ParentImage|endswith: '\winword.exe'
+    condition: all of selection_*
+"#,
+        );
+        assert_eq!(gate.open_rules(), 0);
+        assert!(selected(&gate, json!({"CommandLine": "alpha"})).is_empty());
+        assert_eq!(
+            selected(&gate, json!({"CommandLine": "alpha beta"})),
+            vec![0]
+        );
+        assert_eq!(
+            selected(
+                &gate,
+                json!({"CommandLine": "alpha", "ParentImage": r"C:\WINWORD.EXE"})
+            ),
+            vec![0, 1]
+        );
+        for event in [
+            json!({"CommandLine": "xx ALPHA BETA"}),
+            json!({"CommandLine": "alpha", "ParentImage": r"c:\office\winword.exe"}),
+        ] {
+            assert_sound(&gate, &rules, event);
+        }
+    }
+
+    #[test]
+    fn values_fold_as_rsigma_folds_them() {
+        let (gate, rules) = gate(
+            r#"
+title: Unicode
+logsource: {product: windows}
+detection:
+    selection:
+        - CommandLine|contains: 'ÄRGER'
+        - TargetFilename: 'C:\Temp\Ärger.txt'
+        - Image|contains|cased: 'Temp'
+    condition: selection
+---
+title: Numbers
+logsource: {product: windows}
+detection:
+    selection:
+        EventID: 4688
+        Status: '0x1'
+        Flag: 'true'
+    condition: selection
+---
+title: Regex
+logsource: {product: windows}
+detection:
+    selection:
+        CommandLine|re: 'mimi(katz|dogz)'
+        User|re|i: 'adm[i1]n'
+    condition: selection
+"#,
+        );
+        for event in [
+            json!({"CommandLine": "echo ärger"}),
+            json!({"CommandLine": "ECHO ÄRGER"}),
+            json!({"TargetFilename": r"c:\temp\ärger.TXT"}),
+            json!({"Image": r"C:\Temp\x.exe"}),
+            json!({"Image": r"C:\temp\x.exe"}),
+            json!({"EventID": 4688, "Status": "0X1", "Flag": true}),
+            json!({"EventID": "4688", "Status": "0x1", "Flag": "true"}),
+            json!({"CommandLine": "MIMIKATZ mimidogz", "User": "ADM1N"}),
+            json!({"CommandLine": "mimikatz", "User": "ſadmin"}),
+        ] {
+            assert_sound(&gate, &rules, event);
+        }
+        assert!(selected(&gate, json!({"CommandLine": "calc"})).is_empty());
+    }
+
+    #[test]
+    fn keywords_are_searched_in_every_string() {
+        let (gate, rules) = gate(
+            r#"
+title: Keywords
+logsource: {product: linux, service: auth}
+detection:
+    keywords:
+        - 'Failed password'
+        - 'authentication failure'
+    condition: keywords
+"#,
+        );
+        assert_eq!(gate.open_rules(), 0);
+        assert!(selected(&gate, json!({"message": "Accepted password"})).is_empty());
+        let failed = json!({"message": "sshd: FAILED PASSWORD for root"});
+        assert_eq!(selected(&gate, failed.clone()), vec![0]);
+        assert_sound(&gate, &rules, failed);
+    }
+
+    #[test]
+    fn regex_literals_are_prefixes_of_every_match() {
+        assert_eq!(
+            regex_literals("mimi(katz|dogz)"),
+            Some(vec!["mimidogz".to_owned(), "mimikatz".to_owned()])
+        );
+        // Unicode case folding reaches beyond ASCII (`k` also matches the Kelvin sign): no
+        // literal is sound there.
+        assert_eq!(regex_literals("(?i)kerberos"), None);
+        assert_eq!(regex_literals(".*"), None);
+        assert_eq!(regex_literals("a|b"), None);
+        assert_eq!(regex_literals("(unclosed"), None);
+    }
+}
