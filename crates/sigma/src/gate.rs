@@ -22,13 +22,16 @@
 //!   and `expand` matchers give no literal. An item with a field still needs the field, so it
 //!   falls back to the field's presence, as rsigma's own index does: every matcher but `null` is
 //!   false on an absent field.
-//! - `startswith`/`endswith` become "contains"; a regex gives the literals one of which starts
-//!   every match (regex-syntax's prefix extractor), or nothing.
+//! - `startswith`/`endswith` become "contains". A regex (which is also what rsigma makes of a
+//!   value with wildcards) gives the literals one of which starts (or ends) every match: its
+//!   literals and small classes are folded character by character, then regex-syntax's
+//!   extractor reads them; a character that folds to two gives nothing.
 //! - Literals are compared folded: case-insensitive ones as rsigma stores them (lowercased),
 //!   case-sensitive ASCII ones lowercased (a raw match implies a folded match), case-sensitive
 //!   non-ASCII ones not at all. Values are folded as rsigma folds them: ASCII in place,
-//!   anything else with `str::to_lowercase`. Numbers and booleans are compared by the text rsigma
-//!   gives them.
+//!   anything else with `str::to_lowercase`, and both with `ſ` read as `s` (a case-insensitive
+//!   regex equates them). Numbers and booleans are compared by the text rsigma gives them.
+//! - Numeric equality (`EventID: 4688`) is an atom of its own, tested as rsigma tests it.
 //! - Keyword atoms are checked on exactly the strings rsigma's keyword matcher sees
 //!   (`Event::any_string_value`).
 //!
@@ -53,6 +56,11 @@ const MIN_REGEX_LITERAL: usize = 2;
 pub(crate) struct Gate {
     /// Every field some rule names, with what the rules need of it.
     fields: Vec<FieldGate>,
+    /// A record's top-level key -> the fields that can resolve under it (the name itself and
+    /// its first dotted segment), so a record probes only fields it may have.
+    by_key: FxHashMap<String, Vec<u32>>,
+    /// Fields with escapes or positions in their names: always probed.
+    unkeyed: Vec<u32>,
     /// Literals some string of the record must contain.
     keywords: Option<Needles>,
     /// Per atom, the rules anchored on it: those that need it or one of its siblings.
@@ -70,6 +78,8 @@ struct FieldGate {
     /// Folded literal -> atom.
     exact: FxHashMap<String, u32>,
     contains: Option<Needles>,
+    /// rsigma's numeric equalities, by value.
+    numbers: Vec<(f64, u32)>,
 }
 
 struct Needles {
@@ -170,6 +180,8 @@ enum AtomKey {
     Presence(u32),
     Exact(u32, String),
     Contains(u32, String),
+    /// rsigma's numeric equality on the field (the bits of the `f64`).
+    Number(u32, u64),
     Keyword(String),
 }
 
@@ -181,6 +193,7 @@ impl AtomKey {
             AtomKey::Contains(_, needle) if needle.len() >= 8 => 1,
             AtomKey::Contains(..) => 2,
             AtomKey::Keyword(needle) if needle.len() >= 8 => 3,
+            AtomKey::Number(..) => 3,
             AtomKey::Keyword(_) => 4,
             AtomKey::Presence(_) => 5,
         }
@@ -391,8 +404,13 @@ impl Builder {
                     .collect();
                 combine(*mode, parts)
             }
+            CompiledMatcher::NumericEq(number) => match field {
+                Some(field) if number.is_finite() => {
+                    self.atom(AtomKey::Number(field, number.to_bits()))
+                }
+                _ => Analysis::Open,
+            },
             CompiledMatcher::Cidr(_)
-            | CompiledMatcher::NumericEq(_)
             | CompiledMatcher::NumericGt(_)
             | CompiledMatcher::NumericGte(_)
             | CompiledMatcher::NumericLt(_)
@@ -433,7 +451,8 @@ fn fold(value: &str, case_insensitive: bool) -> Option<String> {
     if value.is_empty() {
         None
     } else if case_insensitive {
-        Some(value.to_owned())
+        // rsigma lowercased it; the gate's fold also maps `ſ` to `s` (see `fold_text`).
+        Some(value.replace('\u{17f}', "s"))
     } else if value.is_ascii() {
         Some(value.to_ascii_lowercase())
     } else {
@@ -441,27 +460,104 @@ fn fold(value: &str, case_insensitive: bool) -> Option<String> {
     }
 }
 
-/// Literals one of which every match of `pattern` starts with, when there are finitely many,
-/// all ASCII and long enough to select something.
+/// How the gate folds text that is not ASCII: `str::to_lowercase` (what rsigma compares
+/// case-insensitively), then `ſ` (U+017F) as `s`. `ſ` is its own lowercase, but a
+/// case-insensitive regex takes it for `s`; with it mapped, every character a case-insensitive
+/// regex or rsigma's lowercase comparison equates with an ASCII letter folds to that letter (the
+/// Kelvin sign, the only other one, lowercases to `k`).
+fn fold_text(text: &str) -> String {
+    text.to_lowercase().replace('\u{17f}', "s")
+}
+
+/// [`fold_text`] of one character, when it is one character (not, for example, `İ`).
+fn fold_char(c: char) -> Option<char> {
+    let mut lower = c.to_lowercase();
+    let first = lower.next()?;
+    if lower.next().is_some() {
+        return None;
+    }
+    Some(if first == '\u{17f}' { 's' } else { first })
+}
+
+/// Classes wider than this are left as they are: the literal extractor gives up on them anyway.
+const MAX_FOLDED_CLASS: u32 = 64;
+
+/// The pattern with every literal and small class folded character by character, so that a
+/// match of `hir` in a text is, folded, a match of the result in the folded text.
+fn fold_hir(hir: &regex_syntax::hir::Hir) -> Option<regex_syntax::hir::Hir> {
+    use regex_syntax::hir::{Capture, Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind};
+    Some(match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => hir.clone(),
+        HirKind::Literal(literal) => {
+            let text = std::str::from_utf8(&literal.0).ok()?;
+            let folded: Option<String> = text.chars().map(fold_char).collect();
+            Hir::literal(folded?.into_bytes())
+        }
+        HirKind::Class(Class::Unicode(class)) => {
+            let width: u32 = class
+                .ranges()
+                .iter()
+                .map(|range| u32::from(range.end()) - u32::from(range.start()) + 1)
+                .sum();
+            if width > MAX_FOLDED_CLASS {
+                return Some(hir.clone());
+            }
+            let mut members = Vec::new();
+            for range in class.ranges() {
+                for c in range.start()..=range.end() {
+                    let folded = fold_char(c)?;
+                    members.push(ClassUnicodeRange::new(folded, folded));
+                }
+            }
+            Hir::class(Class::Unicode(ClassUnicode::new(members)))
+        }
+        HirKind::Class(Class::Bytes(_)) => return None,
+        HirKind::Repetition(repetition) => {
+            let mut repetition = repetition.clone();
+            repetition.sub = Box::new(fold_hir(&repetition.sub)?);
+            Hir::repetition(repetition)
+        }
+        HirKind::Capture(capture) => Hir::capture(Capture {
+            sub: Box::new(fold_hir(&capture.sub)?),
+            ..capture.clone()
+        }),
+        HirKind::Concat(parts) => Hir::concat(parts.iter().map(fold_hir).collect::<Option<_>>()?),
+        HirKind::Alternation(parts) => {
+            Hir::alternation(parts.iter().map(fold_hir).collect::<Option<_>>()?)
+        }
+    })
+}
+
+/// Folded literals one of which every match of `pattern` starts with (or, failing that, ends
+/// with), when there are finitely many, all ASCII and long enough to select something.
 fn regex_literals(pattern: &str) -> Option<Vec<String>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
-    let sequence = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-    let literals = sequence.literals()?;
-    if literals.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(literals.len());
-    for literal in literals {
-        let text = std::str::from_utf8(literal.as_bytes()).ok()?;
-        if text.len() < MIN_REGEX_LITERAL || !text.is_ascii() {
+    let folded = fold_hir(&hir)?;
+    let usable = |kind: ExtractKind| -> Option<Vec<String>> {
+        let sequence = Extractor::new().kind(kind).extract(&folded);
+        let literals = sequence.literals()?;
+        if literals.is_empty() {
             return None;
         }
-        out.push(text.to_ascii_lowercase());
+        let mut out = Vec::with_capacity(literals.len());
+        for literal in literals {
+            let text = std::str::from_utf8(literal.as_bytes()).ok()?;
+            if text.len() < MIN_REGEX_LITERAL || !text.is_ascii() {
+                return None;
+            }
+            out.push(text.to_owned());
+        }
+        out.sort();
+        out.dedup();
+        Some(out)
+    };
+    let shortest = |literals: &Vec<String>| literals.iter().map(String::len).min().unwrap_or(0);
+    match (usable(ExtractKind::Prefix), usable(ExtractKind::Suffix)) {
+        (Some(prefix), Some(suffix)) if shortest(&suffix) > shortest(&prefix) => Some(suffix),
+        (Some(prefix), _) => Some(prefix),
+        (None, suffix) => suffix,
     }
-    out.sort();
-    out.dedup();
-    Some(out)
 }
 
 fn combine(mode: GroupMode, parts: Vec<Analysis>) -> Analysis {
@@ -566,6 +662,7 @@ impl Gate {
                 presence: None,
                 exact: FxHashMap::default(),
                 contains: None,
+                numbers: Vec::new(),
             })
             .collect();
         let mut needles: Vec<Vec<(String, u32)>> = vec![Vec::new(); fields.len()];
@@ -588,8 +685,16 @@ impl Gate {
                         list.push((needle.clone(), atom));
                     }
                 }
+                AtomKey::Number(field, bits) => {
+                    if let Some(gate) = fields.get_mut(*field as usize) {
+                        gate.numbers.push((f64::from_bits(*bits), atom));
+                    }
+                }
                 AtomKey::Keyword(needle) => keywords.push((needle.clone(), atom)),
             }
+        }
+        for gate in &mut fields {
+            gate.numbers.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         let mut unbuilt = Vec::new();
         for (gate, list) in fields.iter_mut().zip(needles) {
@@ -619,8 +724,29 @@ impl Gate {
             }
             open.sort_unstable();
         }
+        let mut by_key: FxHashMap<String, Vec<u32>> = FxHashMap::default();
+        let mut unkeyed = Vec::new();
+        for (index, field) in fields.iter().enumerate() {
+            let index = index as u32;
+            if field.name.contains(['\\', '[']) {
+                unkeyed.push(index);
+                continue;
+            }
+            let mut keys = vec![field.name.as_str()];
+            if let Some((first, _)) = field.name.split_once('.') {
+                keys.push(first);
+            }
+            for key in keys {
+                let list = by_key.entry(key.to_owned()).or_default();
+                if !list.contains(&index) {
+                    list.push(index);
+                }
+            }
+        }
         Self {
             fields,
+            by_key,
+            unkeyed,
             keywords,
             anchored: anchored.into_iter().map(Vec::into_boxed_slice).collect(),
             open: open.into_boxed_slice(),
@@ -639,12 +765,35 @@ impl Gate {
     pub(crate) fn select<E: Event>(&self, event: &E) -> Vec<u32> {
         let mut hits = Hits::new(self.atoms);
         let mut scratch = String::new();
-        for field in &self.fields {
+        // The fields the record can have, by its keys (`Event::visit_top_level_keys` names every
+        // key a lookup can resolve under); all of them when it cannot say.
+        let mut probe = vec![false; self.fields.len()];
+        let keyed = event.visit_top_level_keys(&mut |key| {
+            for &field in self.by_key.get(key).map(Vec::as_slice).unwrap_or_default() {
+                if let Some(slot) = probe.get_mut(field as usize) {
+                    *slot = true;
+                }
+            }
+        });
+        for &field in &self.unkeyed {
+            if let Some(slot) = probe.get_mut(field as usize) {
+                *slot = true;
+            }
+        }
+        for (field, _) in self
+            .fields
+            .iter()
+            .zip(&probe)
+            .filter(|(_, probed)| !keyed || **probed)
+        {
             let Some(value) = event.get_field(&field.name) else {
                 continue;
             };
             if let Some(atom) = field.presence {
                 hits.set(atom);
+            }
+            if !field.numbers.is_empty() {
+                project_number(&value, &mut |number| field.mark_number(number, &mut hits));
             }
             if field.exact.is_empty() && field.contains.is_none() {
                 continue;
@@ -692,6 +841,24 @@ impl Gate {
 }
 
 impl FieldGate {
+    /// rsigma's test, `(value - n).abs() < f64::EPSILON`, against the sorted values near it.
+    fn mark_number(&self, value: f64, hits: &mut Hits) {
+        if value.is_nan() {
+            return;
+        }
+        let start = self
+            .numbers
+            .partition_point(|(number, _)| *number < value - f64::EPSILON);
+        for &(number, atom) in self.numbers.get(start..).unwrap_or_default() {
+            if number > value + f64::EPSILON {
+                break;
+            }
+            if (value - number).abs() < f64::EPSILON {
+                hits.set(atom);
+            }
+        }
+    }
+
     fn mark(&self, text: &str, scratch: &mut String, hits: &mut Hits) {
         let folded = fold_value(text, !self.exact.is_empty(), scratch);
         if let Some(&atom) = self.exact.get(folded) {
@@ -715,8 +882,8 @@ fn fold_value<'a>(text: &'a str, lowercase_ascii: bool, scratch: &'a mut String)
         scratch.push_str(text);
         scratch.make_ascii_lowercase();
     } else {
-        // Rare; `str::to_lowercase` is what rsigma compares (it knows final sigma).
-        *scratch = text.to_lowercase();
+        // Rare.
+        *scratch = fold_text(text);
     }
     scratch
 }
@@ -735,6 +902,26 @@ fn project(value: &EventValue<'_>, visit: &mut dyn FnMut(&str)) {
             }
         }
         EventValue::Null | EventValue::Map(_) => {}
+    }
+}
+
+/// The numbers rsigma's numeric matchers compare for a value: integers and floats, strings that
+/// parse as `f64`, arrays member by member.
+fn project_number(value: &EventValue<'_>, visit: &mut dyn FnMut(f64)) {
+    match value {
+        EventValue::Int(number) => visit(*number as f64),
+        EventValue::Float(number) => visit(*number),
+        EventValue::Str(text) => {
+            if let Ok(number) = text.parse::<f64>() {
+                visit(number);
+            }
+        }
+        EventValue::Array(members) => {
+            for member in members {
+                project_number(member, visit);
+            }
+        }
+        EventValue::Bool(_) | EventValue::Null | EventValue::Map(_) => {}
     }
 }
 
@@ -911,10 +1098,50 @@ detection:
             json!({"EventID": "4688", "Status": "0x1", "Flag": "true"}),
             json!({"CommandLine": "MIMIKATZ mimidogz", "User": "ADM1N"}),
             json!({"CommandLine": "mimikatz", "User": "ſadmin"}),
+            json!({"CommandLine": "MIMI\u{212a}ATZ", "User": "ADMIN"}),
         ] {
             assert_sound(&gate, &rules, event);
         }
         assert!(selected(&gate, json!({"CommandLine": "calc"})).is_empty());
+    }
+
+    #[test]
+    fn numbers_compare_as_rsigma_compares_them() {
+        let (gate, rules) = gate(
+            r#"
+title: Sysmon config change
+logsource: {product: windows, service: sysmon}
+detection:
+    selection:
+        EventID: 16
+    condition: selection
+---
+title: Many
+logsource: {product: windows, service: sysmon}
+detection:
+    selection:
+        EventID: [1, 2.5, 4688]
+        Other|contains: 'x'
+    condition: selection
+"#,
+        );
+        assert_eq!(gate.open_rules(), 0);
+        assert!(selected(&gate, json!({"EventID": 1})).is_empty());
+        assert_eq!(selected(&gate, json!({"EventID": "16"})), vec![0]);
+        for event in [
+            json!({"EventID": 16}),
+            json!({"EventID": 16.0}),
+            json!({"EventID": "16"}),
+            json!({"EventID": [3, "16"]}),
+            json!({"EventID": " 16"}),
+            json!({"EventID": "0x10"}),
+            json!({"EventID": 2.5, "Other": "X"}),
+            json!({"EventID": "4688", "Other": "ax"}),
+            json!({"EventID": 1.0000000000000002, "Other": "x"}),
+            json!({"EventID": "NaN", "Other": "x"}),
+        ] {
+            assert_sound(&gate, &rules, event);
+        }
     }
 
     #[test]
@@ -943,9 +1170,21 @@ detection:
             regex_literals("mimi(katz|dogz)"),
             Some(vec!["mimidogz".to_owned(), "mimikatz".to_owned()])
         );
-        // Unicode case folding reaches beyond ASCII (`k` also matches the Kelvin sign): no
-        // literal is sound there.
-        assert_eq!(regex_literals("(?i)kerberos"), None);
+        // Case-insensitive: `k` also matches the Kelvin sign and `s` matches `ſ`, both of which
+        // fold to the ASCII letter.
+        assert_eq!(
+            regex_literals("(?i)kerberos"),
+            Some(vec!["kerberos".to_owned()])
+        );
+        // What rsigma makes of a wildcard value: the literal before the first wildcard.
+        assert_eq!(
+            regex_literals(r"(?i)^net use \\\\.*\\c\$ .*$"),
+            Some(vec![r"net use \\".to_owned()])
+        );
+        // No literal at the start, one at the end.
+        assert_eq!(regex_literals(r"\d+\.exe$"), Some(vec![".exe".to_owned()]));
+        // A class that folds to several characters (`İ` lowercases to two).
+        assert_eq!(regex_literals("(?i)[İx]yz"), None);
         assert_eq!(regex_literals(".*"), None);
         assert_eq!(regex_literals("a|b"), None);
         assert_eq!(regex_literals("(unclosed"), None);
