@@ -5,7 +5,12 @@
 
 use std::sync::Arc;
 
-use rsigma_eval::{CorrelationConfig, CorrelationEngine, ResultBody, TimestampFallback};
+use std::borrow::Cow;
+
+use rsigma_eval::{
+    CorrelationConfig, CorrelationEngine, CorrelationEventMode, Event, EventValue, ResultBody,
+    TimestampFallback,
+};
 use rsigma_parser::{CorrelationRule, SigmaRule};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -36,6 +41,58 @@ pub struct CorrelationHit {
     pub aggregated_value: f64,
     /// The window, in seconds.
     pub timespan_secs: u64,
+    /// The ids of the events the window counted, oldest first: the last
+    /// [`MAX_CORRELATION_EVENTS`] of them, and only those fed with an id.
+    pub events: Vec<String>,
+}
+
+/// How many contributing event ids a correlation window keeps (rsigma's reference buffer, about
+/// 40 bytes and the id per event, per open group; saved with the state).
+pub const MAX_CORRELATION_EVENTS: usize = 32;
+
+/// A record as the correlation engine sees it: the record for group-by fields, and as its JSON
+/// only `{"id": ...}`. rsigma keeps `to_json()` of each counted event in its reference buffer
+/// and reads the id from it; this gives it the caller's id and spares copying the record.
+struct Identified<'a, E> {
+    record: &'a E,
+    id: Option<&'a str>,
+}
+
+impl<E: Event> Event for Identified<'_, E> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        self.record.get_field(path)
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.record.any_string_value(pred)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.record.all_string_values()
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.record.visit_string_values(visit);
+    }
+
+    fn to_json(&self) -> Value {
+        match self.id {
+            Some(id) => serde_json::json!({ "id": id }),
+            None => Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    fn field_keys(&self) -> Vec<Cow<'_, str>> {
+        self.record.field_keys()
+    }
+
+    fn top_level_keys(&self) -> Option<Vec<Cow<'_, str>>> {
+        self.record.top_level_keys()
+    }
+
+    fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
+        self.record.visit_top_level_keys(visit)
+    }
 }
 
 /// Correlation state for one stream (in Vigil: one tenant).
@@ -68,6 +125,9 @@ impl Correlator {
         let config = CorrelationConfig {
             // Vigil passes each event's time explicitly; a record without one is not guessed at.
             timestamp_fallback: TimestampFallback::Skip,
+            // Alerts name the events they were made of.
+            correlation_event_mode: CorrelationEventMode::Refs,
+            max_correlation_events: MAX_CORRELATION_EVENTS,
             ..CorrelationConfig::default()
         };
         let mut engine = CorrelationEngine::new(config);
@@ -192,13 +252,15 @@ impl Correlator {
         self.rules.is_empty()
     }
 
-    /// Feeds one record's detections at `event_time` (Unix seconds); returns the correlations
-    /// that fired. Records must come in event-time order per group for windows to be exact.
+    /// Feeds one record's detections at `event_time` (Unix seconds), with the record's id for
+    /// [`CorrelationHit::events`]; returns the correlations that fired. Records must come in
+    /// event-time order per group for windows to be exact.
     pub fn observe(
         &mut self,
         record: &Value,
         detections: &[Detection],
         event_time: i64,
+        event_id: Option<&str>,
     ) -> Vec<CorrelationHit> {
         let results = self.raw_results(detections);
         if results.is_empty() {
@@ -206,6 +268,10 @@ impl Correlator {
         }
         let classified = classify(&self.mappings, record);
         let view = Record::new(record, classified.shape, None, classified.loose);
+        let view = Identified {
+            record: &view,
+            id: event_id,
+        };
         let out = self
             .engine
             .process_with_detections(&view, results, event_time);
@@ -218,6 +284,7 @@ impl Correlator {
         record: &impl FlatRecord,
         detections: &[Detection],
         event_time: i64,
+        event_id: Option<&str>,
     ) -> Vec<CorrelationHit> {
         let results = self.raw_results(detections);
         if results.is_empty() {
@@ -227,6 +294,10 @@ impl Correlator {
         let classified = classify_flat(&self.mappings, &entries);
         let index = FlatIndex::new(&entries, classified.shape);
         let view = FlatView::new(&entries, &index, &classified);
+        let view = Identified {
+            record: &view,
+            id: event_id,
+        };
         let out = self
             .engine
             .process_with_detections(&view, results, event_time);
@@ -258,6 +329,12 @@ impl Correlator {
                     group_key: body.group_key,
                     aggregated_value: body.aggregated_value,
                     timespan_secs: body.timespan_secs,
+                    events: body
+                        .event_refs
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|reference| reference.id)
+                        .collect(),
                 })
             })
             .collect()
@@ -358,13 +435,14 @@ tags:
 
     fn feed(correlator: &mut Correlator, rules: &RuleSet, record: &Value, at: i64) -> Vec<String> {
         let detections = rules.detect(record);
+        let id = format!("e{at}");
         correlator
-            .observe(record, &detections, at)
+            .observe(record, &detections, at, Some(&id))
             .into_iter()
             .map(|hit| {
                 format!(
-                    "{} {:?} {}",
-                    hit.rule.title, hit.group_key, hit.aggregated_value
+                    "{} {:?} {} {:?}",
+                    hit.rule.title, hit.group_key, hit.aggregated_value, hit.events
                 )
             })
             .collect()
@@ -383,6 +461,16 @@ tags:
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert!(fired[0].starts_with("Whoami burst"), "{fired:?}");
         assert!(fired[0].contains("pc1"), "{fired:?}");
+        // The alert names the events of its window (pc2's is another group).
+        let ids = format!(
+            "{:?}",
+            [
+                format!("e{t0}"),
+                format!("e{}", t0 + 10),
+                format!("e{}", t0 + 20)
+            ]
+        );
+        assert!(fired[0].ends_with(&ids), "{fired:?}");
         // Outside the window nothing adds up for pc2.
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 600).is_empty());
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 1200).is_empty());
@@ -447,7 +535,7 @@ tags:
         for offset in 0..3 {
             let detections = rules.detect_flat(&record);
             assert_eq!(detections.len(), 1);
-            fired = correlator.observe_flat(&record, &detections, t0 + offset);
+            fired = correlator.observe_flat(&record, &detections, t0 + offset, None);
         }
         assert_eq!(fired.len(), 1);
         assert_eq!(
@@ -486,7 +574,18 @@ tags:
 
         let mut second = rules.correlator();
         second.restore(&snapshot).unwrap();
-        assert_eq!(feed(&mut second, &rules, &whoami("pc1"), t0 + 9).len(), 1);
+        // The window's events survive too.
+        let fired = feed(&mut second, &rules, &whoami("pc1"), t0 + 9);
+        assert_eq!(fired.len(), 1);
+        let ids = format!(
+            "{:?}",
+            [
+                format!("e{t0}"),
+                format!("e{}", t0 + 5),
+                format!("e{}", t0 + 9)
+            ]
+        );
+        assert!(fired[0].ends_with(&ids), "{fired:?}");
 
         let mut third = rules.correlator();
         assert!(

@@ -97,10 +97,10 @@ fn changes_and_corruption_mean_a_cold_load() {
     let record = event("C:\\whoami.exe");
     let detections = warm.detect(&record);
     assert_eq!(detections.len(), 1);
-    correlator.observe(&record, &detections, 1_800_000_000);
+    correlator.observe(&record, &detections, 1_800_000_000, None);
     assert_eq!(
         correlator
-            .observe(&record, &detections, 1_800_000_001)
+            .observe(&record, &detections, 1_800_000_001, None)
             .len(),
         1
     );

@@ -111,7 +111,7 @@ proptest! {
         let detections = rules.detect(&record);
         let _ = rules.logsource_of(&record);
         let _ = rules.record_meta(&record);
-        let _ = correlator.observe(&record, &detections, 1_800_000_000);
+        let _ = correlator.observe(&record, &detections, 1_800_000_000, None);
     }
 
     #[test]

@@ -198,7 +198,7 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
             if let Some(record) = &record
                 && let Some(at) = timestamp.as_deref().and_then(epoch_seconds)
             {
-                for hit in correlator.observe(record, &detections, at) {
+                for hit in correlator.observe(record, &detections, at, None) {
                     if hit.rule.level < options.min_level {
                         continue;
                     }

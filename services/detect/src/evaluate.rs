@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vigil_schema::{
-    Alert, AlertId, AlertSource, AttackTechnique, Event, FieldValue, Fields, IntelMatch, Level,
-    MatchedField, TenantId,
+    Alert, AlertId, AlertSource, AttackTechnique, Event, EventId, FieldValue, Fields, IntelMatch,
+    Level, MatchedField, TenantId,
 };
 use vigil_sigma::{CorrelationHit, Correlator, Detection, FlatRecord, FlatValue, RuleInfo};
 
@@ -252,14 +252,25 @@ pub fn evaluate_batch(
                     result.late += 1;
                 }
             } else {
+                let id = event.id.to_string();
                 if global.iter().any(|d| state.global.is_fed_by(&d.rule.id)) {
-                    correlations.extend(state.global.observe_flat(&fields, &global, event_time));
+                    correlations.extend(state.global.observe_flat(
+                        &fields,
+                        &global,
+                        event_time,
+                        Some(&id),
+                    ));
                     result.dirty = true;
                 }
                 if let Some(correlator) = state.own.as_mut()
                     && own.iter().any(|d| correlator.is_fed_by(&d.rule.id))
                 {
-                    correlations.extend(correlator.observe_flat(&fields, &own, event_time));
+                    correlations.extend(correlator.observe_flat(
+                        &fields,
+                        &own,
+                        event_time,
+                        Some(&id),
+                    ));
                     result.dirty = true;
                 }
                 state.watermark = state.watermark.max(event_time);
@@ -582,6 +593,14 @@ fn correlation_alert(
         field: hit.correlation_type.clone(),
         value: hit.aggregated_value.to_string(),
     });
+    // The events the window counted (the last `MAX_CORRELATION_EVENTS`), the firing one last.
+    let mut event_ids: Vec<EventId> = hit
+        .events
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .filter(|id| *id != event.id)
+        .collect();
+    event_ids.push(event.id);
     Alert {
         id: AlertId::derive(&[
             tenant.as_str().as_bytes(),
@@ -596,7 +615,7 @@ fn correlation_alert(
         rule_title: rule.title.clone(),
         level: level(rule, overrides),
         attack: attack(rule),
-        event_ids: vec![event.id],
+        event_ids,
         matched,
         entities: event.entities.clone(),
         intel: None,

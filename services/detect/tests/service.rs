@@ -412,6 +412,10 @@ async fn correlation_windows_survive_a_restart() {
             .any(|m| m.field == "Computer" && m.value == "pc1"),
         "{burst:#?}"
     );
+    // The alert names the three events of its window, across the restart, and not the one
+    // from the future.
+    let id = |n: u32| EventId::derive(&["acme".as_bytes(), &n.to_le_bytes()]);
+    assert_eq!(burst.event_ids, vec![id(1), id(2), id(3)], "{burst:#?}");
     shutdown.cancel();
     task.await.unwrap();
 }
