@@ -207,8 +207,20 @@ fn ensure_services(sh: &Shell) -> anyhow::Result<()> {
                 "installing rsyslog (the ingest tests forward through it): apt-get install rsyslog",
             )?;
     }
+    // Ingest's tests drive real shippers' client libraries (Splunk's HEC logger, the
+    // OpenTelemetry SDK's OTLP exporters) from Node.js; their modules come from the lock file.
+    let senders = project_root().join("tests/senders");
+    if !senders.join("node_modules/.package-lock.json").is_file() {
+        eprintln!("installing the test senders' npm modules (tests/senders/package-lock.json)");
+        cmd!(sh, "npm ci --prefix tests/senders --no-audit --no-fund")
+            .run()
+            .context(
+                "npm ci --prefix tests/senders (node and npm are needed for ingest's tests)",
+            )?;
+    }
     eprintln!(
-        "PostgreSQL and NATS are up; nats-server for isolated tests: {}; rsyslogd installed",
+        "PostgreSQL and NATS are up; nats-server for isolated tests: {}; rsyslogd and the \
+         test senders installed",
         nats_server.display()
     );
     Ok(())

@@ -1096,6 +1096,39 @@ async fn loghub_openssh_and_linux_logs_replayed_over_syslog() {
         unrecognized,
         ["Jul  7 08:06:15 combo  -- root[2421]: ROOT LOGIN ON tty2"]
     );
+    // Daemons other than sshd name their users and clients too: su's sessions, ftpd's and
+    // klogind's connections, PAM's failures.
+    for (line, event) in lines.iter().zip(&events) {
+        if let Some(at) = line.find("session opened for user ") {
+            let user = line[at + 24..].split_whitespace().next().unwrap();
+            assert_eq!(event.entities.user.as_deref(), Some(user), "{line}");
+        }
+        if (line.contains("ftpd[") && line.contains(": connection from ")
+            || line.contains("klogind[") && line.contains("Authentication failed from ")
+            || line.contains("rhost=") && !line.contains("rhost= "))
+            // (`rhost=` also names hosts by name; only addresses are entities.)
+            && let Some(address) = line
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .find_map(|word| word.parse::<std::net::IpAddr>().ok())
+        {
+            assert_eq!(event.entities.src_ip, Some(address), "{line}");
+        }
+    }
+    let named = |line: &str| line.contains(" su(") || line.contains(" ftpd[");
+    let daemons: Vec<_> = lines
+        .iter()
+        .zip(&events)
+        .filter(|(line, _)| named(line))
+        .collect();
+    let with_entities = daemons
+        .iter()
+        .filter(|(_, event)| event.entities.user.is_some() || event.entities.src_ip.is_some())
+        .count();
+    assert!(
+        with_entities * 10 >= daemons.len() * 9,
+        "{with_entities} of {} su and ftpd lines name a user or client",
+        daemons.len()
+    );
 }
 
 #[tokio::test]
@@ -1601,4 +1634,158 @@ async fn custom_vrl_parsers_per_tenant_and_generic_text_when_they_fail() {
             .unwrap()
             .starts_with("CEF:0")
     );
+}
+
+/// `node` and the senders' directory (`tests/senders`, with its modules installed by
+/// `npm ci --prefix tests/senders`, which `cargo xtask ci` runs); the test fails without them.
+fn node_senders() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/senders");
+    assert!(
+        dir.join("node_modules/splunk-logging").is_dir()
+            && dir.join("node_modules/@opentelemetry/sdk-logs").is_dir(),
+        "the senders' modules are not installed: npm ci --prefix tests/senders (cargo xtask ci does)"
+    );
+    let node = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|path| path.join("node"))
+        .find(|path| path.is_file())
+        .expect("node is not installed (the senders are Node.js programs)");
+    (node, dir)
+}
+
+/// Runs one sender to completion and requires it to succeed.
+async fn run_sender(script: &str, args: &[&str]) {
+    let (success, output) = sender(script, args).await;
+    assert!(success, "{script} {args:?} failed: {output}");
+}
+
+/// Runs one sender to completion without blocking the runtime the ingest service runs on: its
+/// success and what it printed.
+async fn sender(script: &str, args: &[&str]) -> (bool, String) {
+    let (node, dir) = node_senders();
+    let mut child = std::process::Command::new(node)
+        .arg(dir.join(script))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{script} did not finish in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = child.wait_with_output().unwrap();
+    (
+        status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// Reads events of one tenant until `count` have arrived.
+async fn events(subscription: &mut Subscription, count: usize) -> Vec<vigil_schema::Event> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        out.extend(next_batch(subscription).await.events);
+    }
+    out
+}
+
+/// Splunk's own HEC client library (`splunk-logging` for Node.js, as applications embed it):
+/// its batches, its `/services/collector/event/1.0` path, its form content type and string
+/// timestamps all go through; every event arrives once, and a wrong token is refused.
+#[tokio::test]
+async fn splunks_own_hec_logger_is_accepted() {
+    let ingest = Ingest::start(Arc::new(vigil_bus::inprocess::InProcessBus::new(
+        Default::default(),
+    )))
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let base = ingest.base();
+    run_sender("hec.js", &[&base, &ingest.acme, "60"]).await;
+
+    let received = events(&mut acme, 60).await;
+    assert_eq!(received.len(), 60);
+    let mut seqs: Vec<i64> = received
+        .iter()
+        .map(|event| {
+            assert_eq!(event.source.transport, "hec");
+            assert_eq!(event.fields.get_str("hec.host"), Some("web-3"));
+            assert_eq!(event.fields.get_str("hec.source"), Some("auth.log"));
+            assert_eq!(event.fields.get_str("message.user"), Some("alice"));
+            // The logger stamps each event with its own clock, as a string of seconds.
+            let age = time::OffsetDateTime::now_utc() - event.event_time;
+            assert!(age.whole_seconds().abs() < 120, "{}", event.event_time);
+            event
+                .fields
+                .get("message.seq")
+                .and_then(|value| value.as_i64())
+                .unwrap()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..60).collect::<Vec<_>>());
+
+    // A wrong token gets HEC's answer (403, code 4), and the library reports it as a failure.
+    let (success, output) = sender("hec.js", &[&base, "not-a-token", "1"]).await;
+    assert!(!success, "{output}");
+    assert!(
+        output.contains("403") && output.contains("Invalid token"),
+        "{output}"
+    );
+}
+
+/// The OpenTelemetry SDK's own OTLP/HTTP log exporters (Node.js), protobuf and JSON, with the
+/// batching processor: every record arrives once with its body, severity, attributes and
+/// resource.
+#[tokio::test]
+async fn the_opentelemetry_sdks_otlp_exporters_are_accepted() {
+    let ingest = Ingest::start(Arc::new(vigil_bus::inprocess::InProcessBus::new(
+        Default::default(),
+    )))
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let endpoint = format!("{}/v1/logs", ingest.base());
+    for encoding in ["proto", "json"] {
+        run_sender("otlp.js", &[&endpoint, &ingest.acme, "120", encoding]).await;
+        let received = events(&mut acme, 120).await;
+        assert_eq!(received.len(), 120, "{encoding}");
+        let mut seqs: Vec<i64> = received
+            .iter()
+            .map(|event| {
+                assert_eq!(event.source.transport, "otlp");
+                assert_eq!(event.fields.get_str("severity"), Some("WARN"));
+                assert_eq!(
+                    event.fields.get_str("resource.service.name"),
+                    Some("billing")
+                );
+                assert_eq!(event.fields.get_str("resource.host.name"), Some("api-7"));
+                assert!(
+                    event
+                        .fields
+                        .get_str("message")
+                        .is_some_and(|message| message.starts_with("Failed password for root")),
+                    "{encoding}: {:?}",
+                    event.fields.get_str("message")
+                );
+                assert_eq!(event.entities.user.as_deref(), Some("root"), "{encoding}");
+                event
+                    .fields
+                    .get("seq")
+                    .and_then(|value| value.as_i64())
+                    .unwrap()
+            })
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..120).collect::<Vec<_>>(), "{encoding}");
+    }
 }
