@@ -124,12 +124,13 @@ impl Normalizer {
         if entities.host.is_none() {
             entities.host = find_text(&fields, HOST);
         }
-        if fields.get_str("program") == Some("sshd")
+        if let Some(program) = fields.get_str("program")
             && let Some(message) = fields.get_str("message")
         {
-            let (user, address) = sshd_entities(message);
+            let (user, address, process) = program_entities(program, message);
             entities.user = entities.user.take().or(user);
             entities.src_ip = entities.src_ip.or(address);
+            entities.process = entities.process.take().or(process);
         }
         Event {
             id: EventId::derive(&[
@@ -247,37 +248,124 @@ fn find_text(fields: &Fields, names_in_order: &[&str]) -> Option<String> {
     })
 }
 
-/// The user and client address in OpenSSH's own messages (`Failed password for invalid user
-/// admin from 203.0.113.9 port 5022 ssh2`, `Accepted publickey for deploy from …`, `Invalid user
-/// x from …`, `Connection closed by …`, `Received disconnect from …`, PAM's `rhost=… user=…`,
-/// `reverse mapping checking getaddrinfo for … [addr]`), so sshd lines from syslog carry the
-/// entities that baselines, triage and threat intelligence match on.
-fn sshd_entities(message: &str) -> (Option<String>, Option<IpAddr>) {
+/// Programs whose syslog messages name a user and a client address in the words OpenSSH and
+/// PAM use (`for user X`, `user=X`, `from ADDR`, `rhost=ADDR`): login, session, FTP, Kerberos,
+/// cron and account daemons. Compared without a path or a `(pam_unix)` suffix.
+const AUTH_PROGRAMS: &[&str] = &[
+    "sshd",
+    "su",
+    "login",
+    "ftpd",
+    "vsftpd",
+    "proftpd",
+    "pure-ftpd",
+    "klogind",
+    "krb5kdc",
+    "kadmind",
+    "rlogind",
+    "rshd",
+    "telnetd",
+    "in.telnetd",
+    "xinetd",
+    "cron",
+    "crond",
+    "systemd-logind",
+    "gdm-password",
+    "polkitd",
+    "dovecot",
+    "passwd",
+    "chpasswd",
+    "chage",
+    "useradd",
+    "userdel",
+    "usermod",
+    "groupadd",
+    "groupdel",
+    "gpasswd",
+];
+
+/// The user, client address and (for sudo) command a syslog message names, by its program.
+fn program_entities(
+    program: &str,
+    message: &str,
+) -> (Option<String>, Option<IpAddr>, Option<String>) {
+    let base = program.split('(').next().unwrap_or(program);
+    let base = base.rsplit('/').next().unwrap_or(base);
+    if base.eq_ignore_ascii_case("sudo") {
+        return sudo_entities(message);
+    }
+    if AUTH_PROGRAMS
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(base))
+    {
+        let (user, address) = auth_entities(message);
+        return (user, address, None);
+    }
+    (None, None, None)
+}
+
+/// sudo's command log (`alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id
+/// -u`): the invoking user and the command's program. Its PAM lines read like other daemons'.
+fn sudo_entities(message: &str) -> (Option<String>, Option<IpAddr>, Option<String>) {
+    let Some((user, rest)) = message.split_once(" : ") else {
+        let (user, address) = auth_entities(message);
+        return (user, address, None);
+    };
+    let user = user.trim();
+    let user = (!user.is_empty() && !user.contains(char::is_whitespace)).then(|| user.to_owned());
+    let command = rest
+        .split(" ; ")
+        .find_map(|part| part.trim().strip_prefix("COMMAND="))
+        .and_then(|command| command.split_whitespace().next())
+        .map(str::to_owned);
+    (user, None, command)
+}
+
+/// The user and client address in the words OpenSSH and PAM write (`Failed password for invalid
+/// user admin from 203.0.113.9 port 5022 ssh2`, `Accepted publickey for deploy from …`,
+/// `Invalid user x from …`, `Connection closed by …`, `Received disconnect from …`, PAM's
+/// `rhost=… user=…`, `reverse mapping checking getaddrinfo for … [addr]`), and other daemons
+/// borrow (`session opened for user x`, `FAILED LOGIN 1 FROM addr FOR x,`, `name=x`), so syslog
+/// lines carry the entities that baselines, triage and threat intelligence match on.
+fn auth_entities(message: &str) -> (Option<String>, Option<IpAddr>) {
     let words: Vec<&str> = message.split_whitespace().collect();
     let address = |word: &str| -> Option<IpAddr> {
         word.trim_matches(|c| matches!(c, '[' | ']' | ':' | ',' | ';'))
             .parse()
             .ok()
     };
+    // A name as written (`root,`, `'bob'`, `alice.`), or nothing for PAM's placeholders.
+    // `root(uid=0)` (cron) is root; `(null)` is no one.
+    let name = |word: &str| -> Option<String> {
+        let word = word.split('(').next().unwrap_or_default();
+        let name = word.trim_matches(|c| matches!(c, ',' | '.' | ';' | ':' | '\'' | '"'));
+        (!name.is_empty() && name != "unknown").then(|| name.to_owned())
+    };
     let mut user = None;
     let mut ip = None;
     for (index, word) in words.iter().enumerate() {
         let next = words.get(index + 1).copied();
-        match *word {
+        let lower = word.to_ascii_lowercase();
+        match lower.as_str() {
             "from" | "by" if ip.is_none() => {
                 // `Connection closed by invalid user x 203.0.113.9 port 22`.
                 ip = words[index + 1..].iter().take(4).find_map(|w| address(w));
             }
             // `user unknown` (PAM) says there is no such user; it names none.
-            "user" if user.is_none() && next.is_some_and(|n| n != "from" && n != "unknown") => {
-                user = next.map(str::to_owned);
+            "user" if user.is_none() && next.is_some_and(|n| !n.eq_ignore_ascii_case("from")) => {
+                user = next.and_then(name);
             }
             "for" if user.is_none() => {
-                // `for invalid user x from` is handled by `user`; `for x from` names x.
-                if let (Some(name), Some("from")) = (next, words.get(index + 2).copied())
-                    && name != "invalid"
+                // `for invalid user x from` is handled by `user`; `for x from` (OpenSSH),
+                // `FOR root, …` (login) and `password changed for x` (passwd) name x.
+                let after = words.get(index + 2).map(|w| w.to_ascii_lowercase());
+                if let Some(next) = next
+                    && !next.eq_ignore_ascii_case("invalid")
+                    && !next.eq_ignore_ascii_case("user")
+                    && (next.ends_with(',')
+                        || matches!(after.as_deref(), None | Some("from" | "by")))
                 {
-                    user = Some(name.to_owned());
+                    user = name(next);
                 }
             }
             _ => {
@@ -285,11 +373,12 @@ fn sshd_entities(message: &str) -> (Option<String>, Option<IpAddr>) {
                     && ip.is_none()
                 {
                     ip = address(host);
-                } else if let Some(name) = word.strip_prefix("user=")
+                } else if let Some(value) = word
+                    .strip_prefix("user=")
+                    .or_else(|| word.strip_prefix("name="))
                     && user.is_none()
-                    && !name.is_empty()
                 {
-                    user = Some(name.to_owned());
+                    user = name(value);
                 } else if ip.is_none() && word.starts_with('[') && word.ends_with(']') {
                     ip = address(word);
                 }
@@ -354,7 +443,90 @@ mod tests {
             ),
             ("Server listening on 0.0.0.0 port 22.", (None, None)),
         ] {
-            assert_eq!(sshd_entities(message), expected, "{message}");
+            assert_eq!(auth_entities(message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn other_programs_name_their_user_client_and_command() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let user = |s: &str| Some(s.to_owned());
+        for (program, message, expected) in [
+            // loghub's Linux_2k.
+            (
+                "su(pam_unix)",
+                "session opened for user cyrus by (uid=0)",
+                (user("cyrus"), None, None),
+            ),
+            (
+                "sshd(pam_unix)",
+                "authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4 ",
+                (None, ip("218.188.2.4"), None),
+            ),
+            (
+                "ftpd",
+                "connection from 24.54.76.216 (24-54-76-216.bflony.adelphia.net) at Sun Jul 17 23:21:54 2005 ",
+                (None, ip("24.54.76.216"), None),
+            ),
+            (
+                "klogind",
+                "Authentication failed from 163.27.187.39 (163.27.187.39): Permission denied in replay cache code ",
+                (None, ip("163.27.187.39"), None),
+            ),
+            (
+                "login(pam_unix)",
+                "check pass; user unknown",
+                (None, None, None),
+            ),
+            // util-linux, shadow, systemd, sudo and cron as they log today.
+            (
+                "login",
+                "FAILED LOGIN 1 FROM 192.0.2.7 FOR root, Authentication failure",
+                (user("root"), ip("192.0.2.7"), None),
+            ),
+            (
+                "useradd",
+                "new user: name=bob, UID=1001, GID=1001, home=/home/bob, shell=/bin/bash, from=/dev/pts/0",
+                (user("bob"), None, None),
+            ),
+            ("userdel", "delete user 'bob'", (user("bob"), None, None)),
+            (
+                "passwd",
+                "pam_unix(passwd:chauthtok): password changed for carol",
+                (user("carol"), None, None),
+            ),
+            (
+                "systemd-logind",
+                "New session 42 of user alice.",
+                (user("alice"), None, None),
+            ),
+            (
+                "CRON",
+                "pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)",
+                (user("root"), None, None),
+            ),
+            (
+                "sudo",
+                "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id -u",
+                (user("alice"), None, Some("/usr/bin/id".to_owned())),
+            ),
+            (
+                "sudo",
+                "pam_unix(sudo:session): session opened for user root by alice(uid=1000)",
+                (user("root"), None, None),
+            ),
+            // Programs that name no one are left alone.
+            (
+                "kernel",
+                "user 5 from 10.0.0.1 did something",
+                (None, None, None),
+            ),
+        ] {
+            assert_eq!(
+                program_entities(program, message),
+                expected,
+                "{program}: {message}"
+            );
         }
     }
 
