@@ -184,40 +184,47 @@ impl FlatRecord for Flattened {
     }
 }
 
-/// Every regression record gives the same detections as nested JSON and as flat dotted keys.
-#[test]
-fn flat_records_detect_like_nested_json() {
-    let sigma = sigma_dir();
-    let rules = all_rules(&sigma);
-    let infos = info_files(&sigma);
-    let mut records = 0;
-    let mut hits = 0;
-    for info in &infos {
+/// Every record of the regression suite's JSON renderings, with its file.
+fn regression_json_records(sigma: &Path) -> Vec<(PathBuf, Value)> {
+    let mut out = Vec::new();
+    for info in info_files(sigma) {
         for entry in std::fs::read_dir(info.parent().unwrap()).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|ext| ext != "json") {
                 continue;
             }
             for record in source::json_records(&std::fs::read_to_string(&path).unwrap()).0 {
-                let ids = |detections: Vec<vigil_sigma::Detection>| {
-                    let mut ids: Vec<String> =
-                        detections.into_iter().map(|d| d.rule.id.clone()).collect();
-                    ids.sort();
-                    ids
-                };
-                let nested = ids(rules.detect(&record));
-                let flat = Flattened::new(&record);
-                assert_eq!(
-                    rules.logsource_of(&record),
-                    rules.logsource_of_flat(&flat),
-                    "{}",
-                    path.display()
-                );
-                assert_eq!(nested, ids(rules.detect_flat(&flat)), "{}", path.display());
-                records += 1;
-                hits += nested.len();
+                out.push((path.clone(), record));
             }
         }
+    }
+    out
+}
+
+/// Every regression record gives the same detections as nested JSON and as flat dotted keys.
+#[test]
+fn flat_records_detect_like_nested_json() {
+    let sigma = sigma_dir();
+    let rules = all_rules(&sigma);
+    let mut records = 0;
+    let mut hits = 0;
+    for (path, record) in regression_json_records(&sigma) {
+        let ids = |detections: Vec<vigil_sigma::Detection>| {
+            let mut ids: Vec<String> = detections.into_iter().map(|d| d.rule.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        let nested = ids(rules.detect(&record));
+        let flat = Flattened::new(&record);
+        assert_eq!(
+            rules.logsource_of(&record),
+            rules.logsource_of_flat(&flat),
+            "{}",
+            path.display()
+        );
+        assert_eq!(nested, ids(rules.detect_flat(&flat)), "{}", path.display());
+        records += 1;
+        hits += nested.len();
     }
     assert!(
         records >= 200 && hits >= records,
@@ -232,7 +239,6 @@ fn flat_records_detect_like_nested_json() {
 fn prefilter_gives_the_same_detections_as_evaluating_every_rule() {
     let sigma = sigma_dir();
     let rules = all_rules(&sigma);
-    let infos = info_files(&sigma);
     let described = |detections: Vec<vigil_sigma::Detection>| {
         let mut out: Vec<String> = detections
             .into_iter()
@@ -255,31 +261,23 @@ fn prefilter_gives_the_same_detections_as_evaluating_every_rule() {
     ];
     let mut records = 0;
     let mut hits = 0;
-    for info in &infos {
-        for entry in std::fs::read_dir(info.parent().unwrap()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|ext| ext != "json") {
-                continue;
-            }
-            for record in source::json_records(&std::fs::read_to_string(&path).unwrap()).0 {
-                let mut all = vec![record.clone()];
-                all.extend(
-                    variants
-                        .iter()
-                        .map(|variant| map_event_data(&record, *variant)),
-                );
-                for record in all {
-                    let gated = described(rules.detect(&record));
-                    assert_eq!(
-                        gated,
-                        described(rules.detect_unfiltered(&record)),
-                        "{}: {record}",
-                        path.display()
-                    );
-                    records += 1;
-                    hits += gated.len();
-                }
-            }
+    for (path, record) in regression_json_records(&sigma) {
+        let mut all = vec![record.clone()];
+        all.extend(
+            variants
+                .iter()
+                .map(|variant| map_event_data(&record, *variant)),
+        );
+        for record in all {
+            let gated = described(rules.detect(&record));
+            assert_eq!(
+                gated,
+                described(rules.detect_unfiltered(&record)),
+                "{}: {record}",
+                path.display()
+            );
+            records += 1;
+            hits += gated.len();
         }
     }
     assert!(
