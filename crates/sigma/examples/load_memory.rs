@@ -35,6 +35,8 @@ fn main() {
     let mappings = Arc::new(vigil_sigma::Mappings::builtin().unwrap());
     let rules = vigil_sigma::RuleSet::load(&dirs, mappings).unwrap();
     status("loaded", started);
+    rules.compile_all();
+    status("every prefilter built", started);
     println!(
         "{} rules, {} partitions",
         rules.check().loaded,
