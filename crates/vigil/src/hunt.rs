@@ -79,6 +79,10 @@ pub struct Hit {
     pub attack: Vec<AttackRef>,
     /// The fields and values that matched.
     pub matched: Vec<vigil_sigma::MatchedField>,
+    /// For a correlation: the records its window counted (`PATH#RECORD_ID`, the last 32),
+    /// oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
 }
 
 /// An ATT&CK technique id and name.
@@ -198,7 +202,15 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
             if let Some(record) = &record
                 && let Some(at) = timestamp.as_deref().and_then(epoch_seconds)
             {
-                for hit in correlator.observe(record, &detections, at, None) {
+                // Named only when a correlation counts it: `PATH#RECORD_ID`.
+                let id = detections
+                    .iter()
+                    .any(|detection| correlator.is_fed_by(&detection.rule.id))
+                    .then(|| {
+                        let record = record_id.as_ref().map(value_text).unwrap_or_default();
+                        format!("{shown}#{record}")
+                    });
+                for hit in correlator.observe(record, &detections, at, id.as_deref()) {
                     if hit.rule.level < options.min_level {
                         continue;
                     }
@@ -389,6 +401,7 @@ fn correlation_hit(
                 value: serde_json::Value::from(value.as_str()),
             })
             .collect(),
+        events: hit.events.clone(),
     }
 }
 
@@ -418,6 +431,7 @@ fn to_hit(
         computer: computer.clone(),
         attack: attack_refs(&detection.rule.attack),
         matched: detection.matched.clone(),
+        events: Vec::new(),
     }
 }
 

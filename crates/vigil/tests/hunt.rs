@@ -434,6 +434,21 @@ fn correlations_fire_in_hunts() {
     assert_eq!(correlation["level"], "critical");
     assert_eq!(correlation["matched"][0]["field"], "Computer");
     assert_eq!(correlation["attack"][0]["name"], "BITS Jobs");
+    // It names the record it counted, by file and record id, as the detection hit does.
+    let detection = hits
+        .iter()
+        .find(|hit| hit["rule_id"] == "d059842b-6b9d-4ed1-b5c3-5b89143c6ede")
+        .unwrap();
+    assert_eq!(
+        correlation["events"],
+        serde_json::json!([format!(
+            "{}#{}",
+            detection["path"].as_str().unwrap(),
+            detection["record_id"]
+        )]),
+        "{text}"
+    );
+    assert!(detection.get("events").is_none(), "{text}");
     let summary = String::from_utf8(output.stderr).unwrap();
     assert!(summary.starts_with("2 rules loaded"), "{summary}");
 }
