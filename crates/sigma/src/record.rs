@@ -376,11 +376,11 @@ impl Event for Record<'_> {
     }
 
     /// Every name `lookup` can resolve starts with one of these: the containers' keys, the
-    /// shape's fixed fields, this logsource's renamed fields and the root's keys. rsigma's
-    /// candidate index probes only the rule fields these name.
+    /// shape's fixed fields, this logsource's renamed fields and the root's keys.
     ///
-    /// The candidate index probes only the fields these keys name, so this must cover every
-    /// name `lookup` resolves; the regression suite and the shape tests hold it to that.
+    /// The prefilter (`gate.rs`) probes only the rule fields these keys name, so this must cover
+    /// every name `lookup` resolves; the regression suite (gated against unfiltered) and the
+    /// shape tests hold it to that.
     fn visit_top_level_keys(&self, visit: &mut dyn FnMut(&str)) -> bool {
         if self.loose {
             // Loosely matched names are not the keys themselves: let the index probe every

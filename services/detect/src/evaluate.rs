@@ -252,13 +252,14 @@ pub fn evaluate_batch(
                     result.late += 1;
                 }
             } else {
-                let id = event.id.to_string();
+                // The event's id, for the correlation's list of events; made only when fed.
+                let mut id: Option<String> = None;
                 if global.iter().any(|d| state.global.is_fed_by(&d.rule.id)) {
                     correlations.extend(state.global.observe_flat(
                         &fields,
                         &global,
                         event_time,
-                        Some(&id),
+                        Some(id.get_or_insert_with(|| event.id.to_string())),
                     ));
                     result.dirty = true;
                 }
@@ -269,7 +270,7 @@ pub fn evaluate_batch(
                         &fields,
                         &own,
                         event_time,
-                        Some(&id),
+                        Some(id.get_or_insert_with(|| event.id.to_string())),
                     ));
                     result.dirty = true;
                 }

@@ -14,13 +14,7 @@ use vigil_ingest::parsers::{ParserConfig, compile_all};
 use vigil_schema::TenantId;
 
 /// The program of the custom-parser test: CEF into fields normalization understands.
-const PROGRAM: &str = r#"
-    . = parse_cef!(.message)
-    .src_ip = del(.src)
-    .dst_ip = del(.dst)
-    .UserName = del(.suser)
-    .parsed_by = "acme-firewall"
-"#;
+const PROGRAM: &str = include_str!("../tests/data/cef_firewall.vrl");
 
 const RECORDS: usize = 1_000;
 

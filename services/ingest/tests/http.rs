@@ -1566,13 +1566,7 @@ action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp"
 async fn custom_vrl_parsers_per_tenant_and_generic_text_when_they_fail() {
     let bus: Arc<dyn Bus> = Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default()));
     // acme's firewall sends CEF; its parser turns it into fields normalization understands.
-    let program = r#"
-        . = parse_cef!(.message)
-        .src_ip = del(.src)
-        .dst_ip = del(.dst)
-        .UserName = del(.suser)
-        .parsed_by = "acme-firewall"
-    "#;
+    let program = include_str!("data/cef_firewall.vrl");
     let ingest = Ingest::start_tuned(Arc::clone(&bus), |config| {
         config.parsers.insert(
             tenant("acme"),
