@@ -721,22 +721,111 @@ pub fn normalize_url(value: &str) -> Option<String> {
     ))
 }
 
-/// What the set keeps per indicator: 32 bytes and the indicator's text (shared with the hits
-/// that report it); feed names and label lists are shared.
+/// What the set keeps per indicator: 24 bytes. The indicator's text is rendered from its key
+/// when a lookup hits; the feed's own spelling is kept only where it differs (`10.0.0.1/32`,
+/// an uppercase digest, a URL with a fragment). Feed names and label lists are shared.
 #[derive(Debug)]
 struct Entry {
-    indicator: Arc<str>,
     /// Unix seconds; `i64::MAX` when the feed gives none.
     valid_until: i64,
     /// Index into `IntelSet::label_sets`.
     labels: u32,
+    /// Index into `IntelSet::texts`, or [`CANONICAL`] when the feed wrote the indicator as
+    /// its key renders.
+    text: u32,
     /// Index into `IntelSet::feeds`.
     feed: u16,
     /// 0 to 100, or [`NO_CONFIDENCE`].
     confidence: u8,
 }
 
+// A million indicators cost 24 MB of entries; keep it so.
+const _: () = assert!(size_of::<Entry>() == 24);
+
 const NO_CONFIDENCE: u8 = u8::MAX;
+const CANONICAL: u32 = u32::MAX;
+
+/// An indicator's key as the set stores it: networks as numbers, digests as bytes.
+enum Stored<'k> {
+    V4(u8, u32),
+    V6(u8, u128),
+    Domain(&'k str),
+    Url(&'k str),
+    Md5([u8; 16]),
+    Sha1([u8; 20]),
+    Sha256([u8; 32]),
+}
+
+impl<'k> Stored<'k> {
+    fn of(key: &'k IndicatorKey) -> Option<Self> {
+        Some(match key {
+            IndicatorKey::Net(IpNet::V4(net)) => {
+                Self::V4(net.prefix_len(), u32::from(net.network()))
+            }
+            IndicatorKey::Net(IpNet::V6(net)) => {
+                Self::V6(net.prefix_len(), u128::from(net.network()))
+            }
+            IndicatorKey::Domain(domain) => Self::Domain(domain),
+            IndicatorKey::Url(url) => Self::Url(url),
+            IndicatorKey::Hash(hash) => Self::digest(hash)?,
+        })
+    }
+
+    /// A 32, 40 or 64 digit hex digest in either case.
+    fn digest(hex: &str) -> Option<Self> {
+        match hex.len() {
+            32 => decode_hex(hex).map(Self::Md5),
+            40 => decode_hex(hex).map(Self::Sha1),
+            64 => decode_hex(hex).map(Self::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The indicator's text as Vigil writes it: an address without `/32` or `/128`, a
+    /// network with its length, a lowercase digest, a domain or URL as normalized.
+    fn render(&self) -> String {
+        match self {
+            Self::V4(32, bits) => std::net::Ipv4Addr::from(*bits).to_string(),
+            Self::V4(length, bits) => format!("{}/{length}", std::net::Ipv4Addr::from(*bits)),
+            Self::V6(128, bits) => std::net::Ipv6Addr::from(*bits).to_string(),
+            Self::V6(length, bits) => format!("{}/{length}", std::net::Ipv6Addr::from(*bits)),
+            Self::Domain(text) | Self::Url(text) => (*text).to_owned(),
+            Self::Md5(bytes) => encode_hex(bytes),
+            Self::Sha1(bytes) => encode_hex(bytes),
+            Self::Sha256(bytes) => encode_hex(bytes),
+        }
+    }
+}
+
+fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    let digits = hex.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut bytes = [0; N];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(bytes)
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
+}
 
 /// Collects indicators (from [`parse_feed`] and [`parse_misp_directory`] sinks) into an
 /// [`IntelSet`].
@@ -756,20 +845,22 @@ impl IntelBuilder {
     /// Adds an indicator. When the same indicator comes twice, the one with the higher
     /// confidence (then the later one) answers.
     pub fn add(&mut self, indicator: Indicator) {
+        let Some(key) = Stored::of(&indicator.key) else {
+            // Only a digest built by hand, not by the parser, can fail to decode.
+            return;
+        };
         let set = &mut self.set;
-        let existing = match &indicator.key {
-            IndicatorKey::Net(IpNet::V4(net)) => {
-                set.v4.get(&(net.prefix_len(), u32::from(net.network())))
-            }
-            IndicatorKey::Net(IpNet::V6(net)) => {
-                set.v6.get(&(net.prefix_len(), u128::from(net.network())))
-            }
-            IndicatorKey::Domain(domain) => set.domains.get(domain.as_str()),
-            IndicatorKey::Url(url) => set.urls.get(url.as_str()),
-            IndicatorKey::Hash(hash) => set.hashes.get(hash.as_str()),
+        let existing = match &key {
+            Stored::V4(length, bits) => set.v4.get(&(*length, *bits)),
+            Stored::V6(length, bits) => set.v6.get(&(*length, *bits)),
+            Stored::Domain(domain) => set.domains.get(*domain),
+            Stored::Url(url) => set.urls.get(*url),
+            Stored::Md5(bytes) => set.md5.get(bytes),
+            Stored::Sha1(bytes) => set.sha1.get(bytes),
+            Stored::Sha256(bytes) => set.sha256.get(bytes),
         }
         .copied();
-        let entry = self.entry(indicator.meta);
+        let entry = self.entry(&key, indicator.meta);
         let set = &mut self.set;
         if let Some(old) = existing {
             let old = &mut set.entries[old as usize];
@@ -781,36 +872,40 @@ impl IntelBuilder {
         }
         let index = u32::try_from(set.entries.len()).unwrap_or(u32::MAX);
         set.entries.push(entry);
-        match indicator.key {
-            IndicatorKey::Net(IpNet::V4(net)) => {
-                let length = net.prefix_len();
+        match key {
+            Stored::V4(length, bits) => {
                 if !set.v4_lengths.contains(&length) {
                     set.v4_lengths.push(length);
                     set.v4_lengths.sort_unstable_by(|a, b| b.cmp(a));
                 }
-                set.v4.insert((length, u32::from(net.network())), index);
+                set.v4.insert((length, bits), index);
             }
-            IndicatorKey::Net(IpNet::V6(net)) => {
-                let length = net.prefix_len();
+            Stored::V6(length, bits) => {
                 if !set.v6_lengths.contains(&length) {
                     set.v6_lengths.push(length);
                     set.v6_lengths.sort_unstable_by(|a, b| b.cmp(a));
                 }
-                set.v6.insert((length, u128::from(net.network())), index);
+                set.v6.insert((length, bits), index);
             }
-            IndicatorKey::Domain(domain) => {
+            Stored::Domain(domain) => {
                 set.domains.insert(domain.into(), index);
             }
-            IndicatorKey::Url(url) => {
+            Stored::Url(url) => {
                 set.urls.insert(url.into(), index);
             }
-            IndicatorKey::Hash(hash) => {
-                set.hashes.insert(hash.into(), index);
+            Stored::Md5(bytes) => {
+                set.md5.insert(bytes, index);
+            }
+            Stored::Sha1(bytes) => {
+                set.sha1.insert(bytes, index);
+            }
+            Stored::Sha256(bytes) => {
+                set.sha256.insert(bytes, index);
             }
         }
     }
 
-    fn entry(&mut self, meta: IndicatorMeta) -> Entry {
+    fn entry(&mut self, key: &Stored<'_>, meta: IndicatorMeta) -> Entry {
         let set = &mut self.set;
         let feed = *self.feed_index.entry(meta.feed).or_insert_with_key(|feed| {
             set.feeds.push(Arc::clone(feed));
@@ -823,10 +918,16 @@ impl IntelBuilder {
                 set.label_sets.push(Arc::clone(labels));
                 u32::try_from(set.label_sets.len() - 1).unwrap_or(u32::MAX)
             });
+        let text = if *meta.indicator == *key.render() {
+            CANONICAL
+        } else {
+            set.texts.push(Box::from(&*meta.indicator));
+            u32::try_from(set.texts.len() - 1).unwrap_or(CANONICAL)
+        };
         Entry {
-            indicator: meta.indicator,
             valid_until: meta.valid_until.unwrap_or(i64::MAX),
             labels,
+            text,
             feed,
             confidence: meta.confidence.map_or(NO_CONFIDENCE, |c| c.min(100)),
         }
@@ -839,12 +940,16 @@ impl IntelBuilder {
 
     /// The finished set.
     pub fn build(mut self) -> IntelSet {
-        self.set.entries.shrink_to_fit();
-        self.set.v4.shrink_to_fit();
-        self.set.v6.shrink_to_fit();
-        self.set.domains.shrink_to_fit();
-        self.set.urls.shrink_to_fit();
-        self.set.hashes.shrink_to_fit();
+        let set = &mut self.set;
+        set.entries.shrink_to_fit();
+        set.texts.shrink_to_fit();
+        set.v4.shrink_to_fit();
+        set.v6.shrink_to_fit();
+        set.domains.shrink_to_fit();
+        set.urls.shrink_to_fit();
+        set.md5.shrink_to_fit();
+        set.sha1.shrink_to_fit();
+        set.sha256.shrink_to_fit();
         self.set
     }
 }
@@ -860,8 +965,12 @@ pub struct IntelSet {
     v6_lengths: Vec<u8>,
     domains: FxHashMap<Box<str>, u32>,
     urls: FxHashMap<Box<str>, u32>,
-    hashes: FxHashMap<Box<str>, u32>,
+    md5: FxHashMap<[u8; 16], u32>,
+    sha1: FxHashMap<[u8; 20], u32>,
+    sha256: FxHashMap<[u8; 32], u32>,
     entries: Vec<Entry>,
+    /// Indicators as their feeds wrote them, where that differs from their keys' rendering.
+    texts: Vec<Box<str>>,
     feeds: Vec<Arc<str>>,
     label_sets: Vec<Arc<[String]>>,
     /// Loaded indicators per feed, and what was skipped.
@@ -892,7 +1001,8 @@ impl IntelSet {
                     } else {
                         u32::MAX << (32 - length)
                     };
-                    self.valid(self.v4.get(&(length, bits & mask)), now)
+                    let key = (length, bits & mask);
+                    self.valid(self.v4.get(&key), now, || Stored::V4(key.0, key.1).render())
                 })
             }
             IpAddr::V6(address) => {
@@ -906,7 +1016,8 @@ impl IntelSet {
                     } else {
                         u128::MAX << (128 - length)
                     };
-                    self.valid(self.v6.get(&(length, bits & mask)), now)
+                    let key = (length, bits & mask);
+                    self.valid(self.v6.get(&key), now, || Stored::V6(key.0, key.1).render())
                 })
             }
         }
@@ -926,7 +1037,7 @@ impl IntelSet {
             domain
         };
         loop {
-            if let Some(found) = self.valid(self.domains.get(name), now) {
+            if let Some(found) = self.valid(self.domains.get(name), now, || name.to_owned()) {
                 return Some(found);
             }
             match name.split_once('.') {
@@ -942,19 +1053,24 @@ impl IntelSet {
             return None;
         }
         let url = normalize_url(url)?;
-        self.valid(self.urls.get(url.as_str()), now)
+        self.valid(self.urls.get(url.as_str()), now, || url.clone())
     }
 
-    /// The indicator for a hex digest.
+    /// The indicator for a hex digest (32, 40 or 64 digits, either case).
     pub fn lookup_hash(&self, digest: &str, now: i64) -> Option<IndicatorMeta> {
-        if self.hashes.is_empty() || !matches!(digest.len(), 32 | 40 | 64) {
-            return None;
-        }
-        if digest.bytes().any(|b| b.is_ascii_uppercase()) {
-            let lower = digest.to_ascii_lowercase();
-            return self.valid(self.hashes.get(lower.as_str()), now);
-        }
-        self.valid(self.hashes.get(digest), now)
+        let key = match digest.len() {
+            32 if !self.md5.is_empty() => Stored::digest(digest)?,
+            40 if !self.sha1.is_empty() => Stored::digest(digest)?,
+            64 if !self.sha256.is_empty() => Stored::digest(digest)?,
+            _ => return None,
+        };
+        let index = match &key {
+            Stored::Md5(bytes) => self.md5.get(bytes),
+            Stored::Sha1(bytes) => self.sha1.get(bytes),
+            Stored::Sha256(bytes) => self.sha256.get(bytes),
+            _ => None,
+        };
+        self.valid(index, now, || key.render())
     }
 
     /// Whether any lookup of this kind can succeed (so callers skip field scans).
@@ -963,18 +1079,31 @@ impl IntelSet {
             IndicatorKind::Ip => !self.v4.is_empty() || !self.v6.is_empty(),
             IndicatorKind::Domain => !self.domains.is_empty(),
             IndicatorKind::Url => !self.urls.is_empty(),
-            IndicatorKind::Hash => !self.hashes.is_empty(),
+            IndicatorKind::Hash => {
+                !self.md5.is_empty() || !self.sha1.is_empty() || !self.sha256.is_empty()
+            }
         }
     }
 
-    fn valid(&self, index: Option<&u32>, now: i64) -> Option<IndicatorMeta> {
+    /// The hit for the entry at `index`, if it is still valid at `now`; `render` writes the
+    /// matched key's text.
+    fn valid(
+        &self,
+        index: Option<&u32>,
+        now: i64,
+        render: impl FnOnce() -> String,
+    ) -> Option<IndicatorMeta> {
         let entry = self.entries.get(*index? as usize)?;
         if entry.valid_until <= now {
             return None;
         }
+        let indicator = match self.texts.get(entry.text as usize) {
+            Some(text) => Arc::from(&**text),
+            None => Arc::from(render()),
+        };
         Some(IndicatorMeta {
             feed: Arc::clone(self.feeds.get(usize::from(entry.feed))?),
-            indicator: Arc::clone(&entry.indicator),
+            indicator,
             confidence: (entry.confidence != NO_CONFIDENCE).then_some(entry.confidence),
             labels: Arc::clone(self.label_sets.get(entry.labels as usize)?),
             valid_until: (entry.valid_until != i64::MAX).then_some(entry.valid_until),
@@ -1029,6 +1158,45 @@ mod tests {
             set.lookup_hash("d41d8cd98f00b204e9800998ecf8427e", NOW)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn hits_report_each_indicator_as_its_feed_wrote_it() {
+        let md5 = "D41D8CD98F00B204E9800998ECF8427E";
+        let sha1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
+        let sha256 = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+        let (set, report) = set(
+            "list",
+            &format!(
+                "10.0.0.1/32\n10.0.0.2\n10.9.0.0/16\n2001:db8::1/128\n2001:DB8::/48\n\
+                 ::ffff:192.0.2.9\nEvil.Example.\nbad.example\nHTTPS://Bad.Example/x\n\
+                 {md5}\n{sha1}\n{sha256}\n"
+            ),
+        );
+        assert_eq!(report.loaded, 12, "{report:?}");
+        let ip = |s: &str| set.lookup_ip(s.parse().unwrap(), NOW).unwrap().indicator;
+        assert_eq!(&*ip("10.0.0.1"), "10.0.0.1/32");
+        assert_eq!(&*ip("10.0.0.2"), "10.0.0.2");
+        assert_eq!(&*ip("10.9.8.7"), "10.9.0.0/16");
+        assert_eq!(&*ip("2001:db8::1"), "2001:db8::1/128");
+        assert_eq!(&*ip("2001:db8::2"), "2001:DB8::/48");
+        assert_eq!(&*ip("192.0.2.9"), "::ffff:192.0.2.9");
+        let domain = |s: &str| set.lookup_domain(s, NOW).unwrap().indicator;
+        assert_eq!(&*domain("www.evil.example"), "Evil.Example.");
+        assert_eq!(&*domain("BAD.example"), "bad.example");
+        let url = set.lookup_url("https://bad.example/x", NOW).unwrap();
+        assert_eq!(&*url.indicator, "HTTPS://Bad.Example/x");
+        // Digests match in either case and report the feed's spelling.
+        for digest in [md5, sha1, sha256] {
+            for asked in [digest.to_ascii_lowercase(), digest.to_ascii_uppercase()] {
+                let hit = set.lookup_hash(&asked, NOW).unwrap();
+                assert_eq!(&*hit.indicator, digest);
+            }
+        }
+        assert!(set.lookup_hash(&sha1.replace('d', "g"), NOW).is_none());
+        assert!(set.lookup_hash(&sha256[..62], NOW).is_none());
+        // Only the spellings that differ from the keys' rendering are stored.
+        assert_eq!(set.texts.len(), 8, "{:?}", set.texts);
     }
 
     #[test]
