@@ -150,10 +150,13 @@ impl Fields {
     /// key `value`.
     pub fn from_json(value: serde_json::Value) -> Self {
         match value {
-            serde_json::Value::Object(map) => Self::from_pairs(
-                map.into_iter()
-                    .map(|(key, value)| (key, FieldValue::from_json(value))),
-            ),
+            serde_json::Value::Object(map) => {
+                // One pass with a key prefix: nested objects are not built as field sets of
+                // their own and joined again level by level.
+                let mut entries = Vec::with_capacity(map.len());
+                flatten_object(&mut entries, &mut String::new(), map);
+                Self::from_unsorted(entries)
+            }
             other => Self::from_pairs([("value", FieldValue::from_json(other))]),
         }
     }
@@ -256,6 +259,37 @@ impl Fields {
                 .map(|(k, v)| (k.to_string(), v.to_json()))
                 .collect(),
         )
+    }
+}
+
+/// Pushes an object's leaves under `prefix` (empty, or ending in `.`), in document order, so
+/// that of duplicate keys the last still wins.
+fn flatten_object(
+    entries: &mut Vec<(Box<str>, FieldValue)>,
+    prefix: &mut String,
+    map: serde_json::Map<String, serde_json::Value>,
+) {
+    for (key, value) in map {
+        match value {
+            serde_json::Value::Object(inner) => {
+                let length = prefix.len();
+                prefix.push_str(&key);
+                prefix.push('.');
+                flatten_object(entries, prefix, inner);
+                prefix.truncate(length);
+            }
+            leaf => {
+                let key = if prefix.is_empty() {
+                    key.into_boxed_str()
+                } else {
+                    let mut joined = String::with_capacity(prefix.len() + key.len());
+                    joined.push_str(prefix);
+                    joined.push_str(&key);
+                    joined.into_boxed_str()
+                };
+                entries.push((key, FieldValue::from_json(leaf)));
+            }
+        }
     }
 }
 
@@ -508,7 +542,41 @@ mod tests {
         })
     }
 
+    /// Objects whose keys collide once flattened (`a.b` beside `a: {b}`), and repeat.
+    fn colliding_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = any::<i64>().prop_map(serde_json::Value::from);
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop::collection::vec(("[ab](\\.[ab])?", inner), 0..5).prop_map(|pairs| {
+                // Built as text; a repeated key keeps its first place and its last value.
+                let members: Vec<String> = pairs
+                    .iter()
+                    .map(|(key, value)| format!("{key:?}: {value}"))
+                    .collect();
+                serde_json::from_str(&format!("{{{}}}", members.join(","))).unwrap()
+            })
+        })
+    }
+
+    /// Flattening as it was first written: each nested object a field set of its own, joined
+    /// into its parent.
+    fn level_by_level(map: serde_json::Map<String, serde_json::Value>) -> Fields {
+        Fields::from_pairs(map.into_iter().map(|(key, value)| {
+            let value = match value {
+                serde_json::Value::Object(inner) => FieldValue::Object(level_by_level(inner)),
+                other => FieldValue::from_json(other),
+            };
+            (key, value)
+        }))
+    }
+
     proptest! {
+        #[test]
+        fn flattening_in_one_pass_equals_flattening_level_by_level(value in colliding_json()) {
+            if let serde_json::Value::Object(map) = value.clone() {
+                prop_assert_eq!(Fields::from_json(value), level_by_level(map));
+            }
+        }
+
         #[test]
         fn any_json_round_trips_through_fields(value in arb_json()) {
             let fields = Fields::from_json(value);
