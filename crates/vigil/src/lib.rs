@@ -105,6 +105,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Hunt(args) => {
+            hunt::restart_with_lean_allocator();
             let options = hunt::HuntOptions {
                 paths: args.paths,
                 rules: args.rules,

@@ -452,3 +452,59 @@ fn correlations_fire_in_hunts() {
     let summary = String::from_utf8(output.stderr).unwrap();
     assert!(summary.starts_with("2 rules loaded"), "{summary}");
 }
+
+/// `vigil hunt` runs itself again with mimalloc's lean options unless the caller chose either;
+/// mimalloc prints the options it started with when `MIMALLOC_VERBOSE` is set.
+#[test]
+fn hunts_restart_with_a_lean_allocator_unless_the_caller_chose() {
+    let case = evtx(BITSADMIN_CASE);
+    let run = |purge_delay: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        command
+            .current_dir(sigma_dir())
+            .env(
+                "XDG_CACHE_HOME",
+                std::env::temp_dir().join("vigil-hunt-tests-cache"),
+            )
+            .env("MIMALLOC_VERBOSE", "1")
+            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+            .env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(delay) = purge_delay {
+            command.env("MIMALLOC_PURGE_DELAY", delay);
+        }
+        let output = command
+            .args([
+                "hunt",
+                &case,
+                "--rules",
+                BITSADMIN_RULE,
+                "--format",
+                "jsonl",
+                "--no-progress",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let hits = jsonl(&stdout(&output));
+        (stderr, hits)
+    };
+
+    let (stderr, hits) = run(None);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    // The first start with mimalloc's defaults, then the hunt's own with both options off.
+    assert!(stderr.contains("option 'purge_delay': 1000"), "{stderr}");
+    assert!(stderr.contains("option 'purge_delay': 0"), "{stderr}");
+    assert!(
+        stderr.contains("option 'arena_eager_commit': 0"),
+        "{stderr}"
+    );
+
+    let (stderr, hits) = run(Some("10"));
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(stderr.contains("option 'purge_delay': 10"), "{stderr}");
+    assert!(!stderr.contains("option 'purge_delay': 0"), "{stderr}");
+    assert!(
+        !stderr.contains("option 'arena_eager_commit': 0"),
+        "{stderr}"
+    );
+}
