@@ -448,6 +448,12 @@ tags:
             .collect()
     }
 
+    /// How [`feed`] prints the ids of the events fed at `times`.
+    fn window_ids(times: &[i64]) -> String {
+        let ids: Vec<String> = times.iter().map(|at| format!("e{at}")).collect();
+        format!("{ids:?}")
+    }
+
     #[test]
     fn event_count_fires_per_group_within_the_window() {
         let rules = rules();
@@ -462,15 +468,10 @@ tags:
         assert!(fired[0].starts_with("Whoami burst"), "{fired:?}");
         assert!(fired[0].contains("pc1"), "{fired:?}");
         // The alert names the events of its window (pc2's is another group).
-        let ids = format!(
-            "{:?}",
-            [
-                format!("e{t0}"),
-                format!("e{}", t0 + 10),
-                format!("e{}", t0 + 20)
-            ]
+        assert!(
+            fired[0].ends_with(&window_ids(&[t0, t0 + 10, t0 + 20])),
+            "{fired:?}"
         );
-        assert!(fired[0].ends_with(&ids), "{fired:?}");
         // Outside the window nothing adds up for pc2.
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 600).is_empty());
         assert!(feed(&mut correlator, &rules, &whoami("pc2"), t0 + 1200).is_empty());
@@ -577,15 +578,10 @@ tags:
         // The window's events survive too.
         let fired = feed(&mut second, &rules, &whoami("pc1"), t0 + 9);
         assert_eq!(fired.len(), 1);
-        let ids = format!(
-            "{:?}",
-            [
-                format!("e{t0}"),
-                format!("e{}", t0 + 5),
-                format!("e{}", t0 + 9)
-            ]
+        assert!(
+            fired[0].ends_with(&window_ids(&[t0, t0 + 5, t0 + 9])),
+            "{fired:?}"
         );
-        assert!(fired[0].ends_with(&ids), "{fired:?}");
 
         let mut third = rules.correlator();
         assert!(

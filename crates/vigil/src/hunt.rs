@@ -119,8 +119,6 @@ pub struct HuntSummary {
 
 const MAX_REASONS: usize = 10;
 
-/// Runs a hunt, writing hits to `out`. Returns the summary, or an error for a path that cannot
-/// be read at all or output that cannot be written.
 /// mimalloc's options that keep memory a one-shot run no longer needs: arenas committed eagerly,
 /// freed pages returned only after a delay. Right for the services' throughput; for a hunt,
 /// whose memory is mostly rules loaded once, they keep about 100 MB for nothing
@@ -157,6 +155,8 @@ pub(crate) fn restart_with_lean_allocator() {
     }
 }
 
+/// Runs a hunt, writing hits to `out`. Returns the summary, or an error for a path that cannot
+/// be read at all or output that cannot be written.
 pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, String> {
     let started = Instant::now();
     let mappings = Arc::new(Mappings::builtin().map_err(|err| err.to_string())?);
