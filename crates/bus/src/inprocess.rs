@@ -199,6 +199,7 @@ impl Bus for InProcessBus {
                     name,
                     ConsumerState {
                         tenant: spec.tenant.clone(),
+                        partition: spec.partition,
                         cursor: first,
                         pending: BTreeMap::new(),
                         ack_wait: spec.ack_wait,
@@ -254,6 +255,7 @@ struct Pending {
 #[derive(Debug)]
 struct ConsumerState {
     tenant: Option<TenantId>,
+    partition: Option<u32>,
     /// Next sequence never delivered to this consumer.
     cursor: u64,
     /// Delivered and not yet acknowledged, by sequence.
@@ -265,6 +267,7 @@ struct ConsumerState {
 impl ConsumerState {
     fn wants(&self, subject: &Subject) -> bool {
         self.tenant.as_ref().is_none_or(|t| *t == subject.tenant)
+            && self.partition.is_none_or(|p| subject.partition == Some(p))
     }
 
     /// Lowest sequence this consumer still needs.

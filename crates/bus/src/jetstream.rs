@@ -108,7 +108,7 @@ impl JetStreamConfig {
         stream::Config {
             name: stream_name(stage),
             description: Some(format!("Vigil {stage} of every tenant")),
-            subjects: vec![format!("vigil.*.{stage}")],
+            subjects: vec![crate::stream_subject(stage)],
             retention: if dead_letters {
                 stream::RetentionPolicy::Limits
             } else {

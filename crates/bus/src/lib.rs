@@ -91,6 +91,8 @@ pub struct ConsumerSpec {
     pub stage: Stage,
     /// One tenant's subject, or every tenant's (`vigil.*.<stage>`) when `None`.
     pub tenant: Option<TenantId>,
+    /// On a partitioned stage, one partition's subjects, or every partition's when `None`.
+    pub partition: Option<u32>,
     /// Redeliver a message not acknowledged within this time.
     pub ack_wait: Duration,
     /// Dead-letter a message after this many deliveries without acknowledgement.
@@ -107,6 +109,7 @@ impl ConsumerSpec {
             name: name.into(),
             stage,
             tenant,
+            partition: None,
             ack_wait: Duration::from_secs(30),
             max_deliveries: 5,
             max_in_flight: 1024,
@@ -127,6 +130,12 @@ impl ConsumerSpec {
                 self.name
             )));
         }
+        if self.partition.is_some() && !self.stage.is_partitioned() {
+            return Err(BusError::InvalidConsumer(format!(
+                "consumer {}: stage {} has no partitions",
+                self.name, self.stage
+            )));
+        }
         if self.max_deliveries == 0 || self.max_in_flight == 0 || self.ack_wait.is_zero() {
             return Err(BusError::InvalidConsumer(format!(
                 "consumer {}: ack_wait, max_deliveries and max_in_flight must be greater than zero",
@@ -136,20 +145,28 @@ impl ConsumerSpec {
         Ok(())
     }
 
-    /// The subject filter: `vigil.<tenant>.<stage>` or `vigil.*.<stage>`.
+    /// The subject filter: `vigil.<tenant>.<stage>` or `vigil.*.<stage>`; on a partitioned
+    /// stage followed by `.<partition>` or `.*`.
     pub fn filter_subject(&self) -> String {
-        match &self.tenant {
-            Some(tenant) => Subject::new(tenant.clone(), self.stage).to_string(),
-            None => format!("vigil.*.{}", self.stage),
+        let tenant = self.tenant.as_ref().map_or("*", TenantId::as_str);
+        let mut filter = format!("vigil.{tenant}.{}", self.stage);
+        if self.stage.is_partitioned() {
+            match self.partition {
+                Some(partition) => filter.push_str(&format!(".{partition}")),
+                None => filter.push_str(".*"),
+            }
         }
+        filter
     }
 
-    /// The durable name on the server: the tenant scope is part of it, so that one service's
-    /// consumer for tenant `a` and its consumer for all tenants never share positions.
+    /// The durable name on the server: the tenant scope (and partition) is part of it, so that
+    /// one service's consumer for tenant `a` and its consumer for all tenants never share
+    /// positions.
     pub fn durable_name(&self) -> String {
-        match &self.tenant {
-            Some(tenant) => format!("{}-{}", self.name, tenant),
-            None => format!("{}-all", self.name),
+        let tenant = self.tenant.as_ref().map_or("all", TenantId::as_str);
+        match self.partition {
+            Some(partition) => format!("{}-{tenant}-p{partition}", self.name),
+            None => format!("{}-{tenant}", self.name),
         }
     }
 }
@@ -157,4 +174,13 @@ impl ConsumerSpec {
 /// The JetStream stream name of a stage: `VIGIL_EVENTS`, ...
 pub fn stream_name(stage: Stage) -> String {
     format!("VIGIL_{}", stage.as_str().to_ascii_uppercase())
+}
+
+/// The subjects of a stage's stream: `vigil.*.<stage>`, `vigil.*.<stage>.*` when partitioned.
+pub fn stream_subject(stage: Stage) -> String {
+    if stage.is_partitioned() {
+        format!("vigil.*.{stage}.*")
+    } else {
+        format!("vigil.*.{stage}")
+    }
 }

@@ -60,7 +60,12 @@ impl OutgoingMessage {
         })?;
         let bytes = serde_json::to_vec(payload)
             .map_err(|err| BusError::Codec(format!("cannot encode {}: {err}", T::KIND)))?;
-        let mut message = Self::new(Subject::new(tenant.clone(), T::STAGE), id, bytes);
+        let subject = Subject {
+            tenant: tenant.clone(),
+            stage: T::STAGE,
+            partition: payload.partition(),
+        };
+        let mut message = Self::new(subject, id, bytes);
         message.headers.insert(HEADER_SCHEMA, T::schema_header());
         Ok(message)
     }

@@ -22,6 +22,7 @@
 mod action;
 mod alert;
 mod audit;
+mod correlate;
 mod entity;
 mod event;
 mod fields;
@@ -34,6 +35,7 @@ mod tenant;
 pub use action::{Action, ActionKind, ActionStatus};
 pub use alert::{Alert, AlertSource, AttackTechnique, IntelMatch, Level, MatchedField};
 pub use audit::{Actor, AuditOutcome, AuditRecord};
+pub use correlate::{CorrelationBatch, CorrelationEvent, CorrelationFeed, RuleScope};
 pub use entity::{Entities, EntityKind, EntityRef};
 pub use event::{Event, EventBatch, Logsource, RAW_RECORD_MAX_BYTES, RawRecord, Source};
 pub use fields::{FieldValue, Fields};
@@ -55,6 +57,11 @@ pub trait Payload: serde::Serialize + serde::de::DeserializeOwned {
     /// The tenant the payload belongs to; `None` only for platform-wide records. The bus checks
     /// it against the subject's tenant so that a payload can never cross into another tenant.
     fn tenant(&self) -> Option<&TenantId>;
+
+    /// The partition of a partitioned stage ([`Stage::is_partitioned`]) the payload goes to.
+    fn partition(&self) -> Option<u32> {
+        None
+    }
 
     /// The value of the `Vigil-Schema` header, `KIND/VERSION`.
     fn schema_header() -> String {

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum Stage {
     /// Normalized events from ingest.
     Events,
+    /// Events that feed correlation rules, routed by detect to the partition that owns their
+    /// group key: `vigil.<tenant>.correlate.<partition>`, the one stage with a fourth token.
+    Correlate,
     /// Anomaly signals from baseline.
     Signals,
     /// Alerts from detect.
@@ -26,8 +29,9 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Events,
+        Stage::Correlate,
         Stage::Signals,
         Stage::Alerts,
         Stage::Incidents,
@@ -36,10 +40,17 @@ impl Stage {
         Stage::Deadletter,
     ];
 
+    /// Whether this stage's subjects end in a partition number
+    /// (`vigil.<tenant>.<stage>.<partition>`).
+    pub fn is_partitioned(self) -> bool {
+        self == Stage::Correlate
+    }
+
     /// The subject token of this stage, e.g. `events`.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Events => "events",
+            Stage::Correlate => "correlate",
             Stage::Signals => "signals",
             Stage::Alerts => "alerts",
             Stage::Incidents => "incidents",

@@ -2,19 +2,28 @@
 //! aggregations) through rsigma's correlation engine, fed with the detections of the partitioned
 //! rule set. Windows and group state can be exported as a snapshot and restored, so a service
 //! that persists it loses no open window on restart.
-
-use std::sync::Arc;
+//!
+//! Correlations are grouped into chains: a correlation and the correlations it names, or that
+//! name it. Each chain has its own rsigma engine, so feeding one chain never touches another's
+//! windows. That is what lets a service split correlation state by group key ([`Correlator::route`]):
+//! a chain of one correlation is routed by the event's group key for it, a longer chain (its
+//! parents must see their children fire) by the chain alone. Every partition's correlator holds
+//! the windows of its own keys, and together they give exactly the hits of one correlator.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rsigma_eval::{
-    CorrelationConfig, CorrelationEngine, CorrelationEventMode, Event, EventValue, ResultBody,
+    CorrelationConfig, CorrelationEngine, CorrelationEventMode, CorrelationSnapshot, DetectionBody,
+    EvaluationResult, Event, EventValue, GroupByField, GroupKey, ResultBody, RuleHeader,
     TimestampFallback,
 };
 use rsigma_parser::{CorrelationRule, SigmaRule};
-use rustc_hash::FxHashMap;
-use serde::Serialize;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::engine::{Detection, Level, RuleInfo, RuleLogsource};
 use crate::flat::{FlatEntries, FlatIndex, FlatRecord, FlatView, classify_flat};
@@ -49,6 +58,16 @@ pub struct CorrelationHit {
 /// How many contributing event ids a correlation window keeps (rsigma's reference buffer, about
 /// 40 bytes and the id per event, per open group; saved with the state).
 pub const MAX_CORRELATION_EVENTS: usize = 32;
+
+/// One detection as one correlation chain counts it: what a service sends to the partition
+/// that owns the event's group key ([`Correlator::route`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fed {
+    /// The chain's id: the smallest id (or name, or title) among its correlations.
+    pub chain: String,
+    /// The detection rule's id.
+    pub rule: String,
+}
 
 /// A record as the correlation engine sees it: the record for group-by fields, and as its JSON
 /// only `{"id": ...}`. rsigma keeps `to_json()` of each counted event in its reference buffer
@@ -95,25 +114,123 @@ impl<E: Event> Event for Identified<'_, E> {
     }
 }
 
-/// Correlation state for one stream (in Vigil: one tenant).
-pub struct Correlator {
+/// Correlations that reference each other, with their own engine.
+struct Chain {
+    /// The smallest stable id (id, else name, else title) of its correlations.
+    id: String,
     engine: CorrelationEngine,
+    /// For a chain of one correlation, its group-by fields: the chain is routed by group key.
+    /// A longer chain is routed whole.
+    group_by: Option<Vec<GroupByField>>,
+}
+
+/// A detection rule as correlations name it.
+struct Feeder {
+    /// Its id and name, what a correlation's `rules` and aliases refer to.
+    refs: Vec<String>,
+    /// The chains whose correlations count it.
+    chains: Vec<usize>,
+}
+
+/// Correlation state for one stream (in Vigil: one tenant, or one partition of its group keys).
+pub struct Correlator {
+    chains: Vec<Chain>,
+    /// A correlation's stable id -> its chain.
+    chain_of: FxHashMap<String, usize>,
     mappings: Arc<Mappings>,
     rules: FxHashMap<String, Arc<RuleInfo>>,
     /// Detection rules (by [`RuleInfo::id`]) whose hits the correlations count.
-    fed_by: rustc_hash::FxHashSet<String>,
+    fed_by: FxHashMap<String, Feeder>,
     /// Of those, the rules every correlation naming them marks `generate: false`: their hits
     /// only feed correlations and are not alerts of their own.
-    silent: rustc_hash::FxHashSet<String>,
+    silent: FxHashSet<String>,
 }
 
 impl std::fmt::Debug for Correlator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Correlator")
             .field("correlations", &self.rules.len())
-            .field("open_groups", &self.engine.state_count())
+            .field("chains", &self.chains.len())
+            .field("open_groups", &self.open_groups())
             .finish_non_exhaustive()
     }
+}
+
+/// The id rsigma's snapshots know a correlation by: id, else name, else title.
+fn stable_id(correlation: &CorrelationRule) -> String {
+    correlation
+        .id
+        .clone()
+        .or_else(|| correlation.name.clone())
+        .unwrap_or_else(|| correlation.title.clone())
+}
+
+fn engine_config() -> CorrelationConfig {
+    CorrelationConfig {
+        // Vigil passes each event's time explicitly; a record without one is not guessed at.
+        timestamp_fallback: TimestampFallback::Skip,
+        // Alerts name the events they were made of.
+        correlation_event_mode: CorrelationEventMode::Refs,
+        max_correlation_events: MAX_CORRELATION_EVENTS,
+        ..CorrelationConfig::default()
+    }
+}
+
+/// Groups correlations (given by index) into chains: two correlations are in one chain when
+/// one names the other. Chains come in the order of their first correlation.
+fn chains_of(correlations: &[&CorrelationRule]) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..correlations.len()).collect();
+    fn root(parent: &mut [usize], mut at: usize) -> usize {
+        while parent[at] != at {
+            parent[at] = parent[parent[at]];
+            at = parent[at];
+        }
+        at
+    }
+    let mut named: FxHashMap<&str, usize> = FxHashMap::default();
+    for (index, correlation) in correlations.iter().enumerate() {
+        for name in [correlation.id.as_deref(), correlation.name.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            named.entry(name).or_insert(index);
+        }
+    }
+    for (index, correlation) in correlations.iter().enumerate() {
+        for wanted in &correlation.rules {
+            if let Some(&other) = named.get(wanted.as_str()) {
+                let (a, b) = (root(&mut parent, index), root(&mut parent, other));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut chains: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for index in 0..correlations.len() {
+        let at = root(&mut parent, index);
+        chains.entry(at).or_default().push(index);
+    }
+    chains.into_values().collect()
+}
+
+/// The partition (of `partitions`) that owns a chain's group: a stable hash, the same in every
+/// process and release, of the chain's id and the group key (none for a chain routed whole).
+pub fn partition_of(chain: &str, key: Option<&GroupKey>, partitions: u32) -> u32 {
+    let mut hasher = Sha256::new();
+    hasher.update(chain.as_bytes());
+    hasher.update([0xff]);
+    for part in key.map_or(&[][..], |key| &key.0) {
+        match part {
+            Some(value) => {
+                hasher.update([1]);
+                hasher.update((value.len() as u64).to_le_bytes());
+                hasher.update(value.as_bytes());
+            }
+            None => hasher.update([0]),
+        }
+    }
+    let digest = hasher.finalize();
+    let head = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    head % partitions.max(1)
 }
 
 impl Correlator {
@@ -122,21 +239,7 @@ impl Correlator {
         rules: &CorrelationRules,
         mappings: Arc<Mappings>,
     ) -> (Self, Vec<(std::path::PathBuf, Option<String>, String)>) {
-        let config = CorrelationConfig {
-            // Vigil passes each event's time explicitly; a record without one is not guessed at.
-            timestamp_fallback: TimestampFallback::Skip,
-            // Alerts name the events they were made of.
-            correlation_event_mode: CorrelationEventMode::Refs,
-            max_correlation_events: MAX_CORRELATION_EVENTS,
-            ..CorrelationConfig::default()
-        };
-        let mut engine = CorrelationEngine::new(config);
         let mut rejected = Vec::new();
-        for rule in &rules.referenced {
-            // Already reported by the detection load when it fails.
-            let _ = engine.add_rule(rule);
-        }
-        let mut infos = FxHashMap::default();
         // What a correlation may name: detection rules it references and other correlations.
         let known: std::collections::HashSet<&str> = rules
             .referenced
@@ -150,6 +253,7 @@ impl Correlator {
             )
             .flatten()
             .collect();
+        let mut candidates = Vec::new();
         for (path, correlation) in &rules.correlations {
             let missing: Vec<&str> = correlation
                 .rules
@@ -157,7 +261,9 @@ impl Correlator {
                 .map(String::as_str)
                 .filter(|name| !known.contains(name))
                 .collect();
-            if !missing.is_empty() {
+            if missing.is_empty() {
+                candidates.push((path, correlation));
+            } else {
                 rejected.push((
                     path.clone(),
                     correlation.id.clone(),
@@ -166,62 +272,127 @@ impl Correlator {
                         missing.join(", ")
                     ),
                 ));
-                continue;
-            }
-            match engine.add_correlation(correlation) {
-                Ok(()) => {
-                    let id = correlation
-                        .id
-                        .clone()
-                        .or_else(|| correlation.name.clone())
-                        .unwrap_or_else(|| correlation.title.clone());
-                    infos.insert(
-                        id.clone(),
-                        Arc::new(RuleInfo {
-                            id,
-                            title: correlation.title.clone(),
-                            level: Level::of(correlation.level),
-                            attack: correlation
-                                .tags
-                                .iter()
-                                .filter_map(|tag| crate::engine::attack_technique(tag))
-                                .collect(),
-                            path: path.clone(),
-                            logsource: RuleLogsource::default(),
-                        }),
-                    );
-                }
-                Err(err) => rejected.push((
-                    path.clone(),
-                    correlation.id.clone(),
-                    crate::one_line(&err.to_string()),
-                )),
             }
         }
-        let mut fed_by = rustc_hash::FxHashSet::default();
-        let mut generating = rustc_hash::FxHashSet::default();
+        let plain: Vec<&CorrelationRule> = candidates.iter().map(|(_, c)| *c).collect();
+        let mut chains = Vec::new();
+        let mut chain_of = FxHashMap::default();
+        let mut infos = FxHashMap::default();
+        for members in chains_of(&plain) {
+            let mut engine = CorrelationEngine::new(engine_config());
+            // The detection rules the chain counts, added so rsigma knows their names.
+            let wanted: FxHashSet<&str> = members
+                .iter()
+                .flat_map(|&index| plain[index].rules.iter().map(String::as_str))
+                .collect();
+            for rule in &rules.referenced {
+                let named = [rule.id.as_deref(), rule.name.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|name| wanted.contains(name));
+                if named {
+                    // Already reported by the detection load when it fails.
+                    let _ = engine.add_rule(rule);
+                }
+            }
+            let mut added = Vec::new();
+            for &index in &members {
+                let (path, correlation) = candidates[index];
+                match engine.add_correlation(correlation) {
+                    Ok(()) => added.push(correlation),
+                    Err(err) => rejected.push((
+                        path.clone(),
+                        correlation.id.clone(),
+                        crate::one_line(&err.to_string()),
+                    )),
+                }
+                let id = stable_id(correlation);
+                infos.insert(
+                    id.clone(),
+                    Arc::new(RuleInfo {
+                        id,
+                        title: correlation.title.clone(),
+                        level: Level::of(correlation.level),
+                        attack: correlation
+                            .tags
+                            .iter()
+                            .filter_map(|tag| crate::engine::attack_technique(tag))
+                            .collect(),
+                        path: path.clone(),
+                        logsource: RuleLogsource::default(),
+                    }),
+                );
+            }
+            if added.is_empty() {
+                continue;
+            }
+            let group_by = match added.as_slice() {
+                [single] => rsigma_eval::correlation::compile_correlation(single)
+                    .ok()
+                    .map(|compiled| compiled.group_by),
+                _ => None,
+            };
+            let index = chains.len();
+            for correlation in &added {
+                chain_of.insert(stable_id(correlation), index);
+            }
+            chains.push(Chain {
+                id: added.iter().map(|c| stable_id(c)).min().unwrap_or_default(),
+                engine,
+                group_by,
+            });
+        }
+        // Rules whose correlation failed to compile report nothing.
+        infos.retain(|id, _| chain_of.contains_key(id));
+
+        let mut fed_by = FxHashMap::default();
+        let mut generating = FxHashSet::default();
         for rule in &rules.referenced {
-            let id = rule.id.clone().unwrap_or_else(|| rule.title.clone());
-            let names: Vec<&str> = [rule.id.as_deref(), rule.name.as_deref()]
+            let Some(rule_id) = rule.id.clone() else {
+                // rsigma finds the rule behind a detection by its id: one without is never
+                // counted (and is not silenced either).
+                continue;
+            };
+            let refs: Vec<String> = [rule.id.clone(), rule.name.clone()]
                 .into_iter()
                 .flatten()
                 .collect();
-            let named_by_generating = rules.correlations.iter().any(|(_, correlation)| {
-                correlation.generate
-                    && correlation
-                        .rules
-                        .iter()
-                        .any(|name| names.contains(&name.as_str()))
-            });
-            if named_by_generating {
-                generating.insert(id.clone());
+            let names = |correlation: &CorrelationRule| {
+                correlation.rules.iter().any(|wanted| refs.contains(wanted))
+            };
+            let mut fed_chains = Vec::new();
+            for (path_correlation, &chain) in candidates
+                .iter()
+                .filter_map(|(_, c)| chain_of.get(&stable_id(c)).map(|chain| (c, chain)))
+            {
+                if names(path_correlation) {
+                    fed_chains.push(chain);
+                    if path_correlation.generate {
+                        generating.insert(rule_id.clone());
+                    }
+                }
             }
-            fed_by.insert(id);
+            fed_chains.sort_unstable();
+            fed_chains.dedup();
+            if !fed_chains.is_empty() {
+                fed_by.insert(
+                    rule_id,
+                    Feeder {
+                        refs,
+                        chains: fed_chains,
+                    },
+                );
+            }
         }
-        let silent = fed_by.difference(&generating).cloned().collect();
+        let silent = fed_by
+            .keys()
+            .filter(|id| !generating.contains(*id))
+            .cloned()
+            .collect();
         (
             Self {
-                engine,
+                chains,
+                chain_of,
                 mappings,
                 rules: infos,
                 fed_by,
@@ -233,7 +404,7 @@ impl Correlator {
 
     /// Whether a detection of this rule counts toward a correlation.
     pub fn is_fed_by(&self, rule_id: &str) -> bool {
-        self.fed_by.contains(rule_id)
+        self.fed_by.contains_key(rule_id)
     }
 
     /// Whether this rule's hits only feed correlations (`generate: false` in every
@@ -252,6 +423,24 @@ impl Correlator {
         self.rules.is_empty()
     }
 
+    /// What the detections feed: one [`Fed`] per (chain, rule), in chain order.
+    pub fn fed(&self, detections: &[Detection]) -> Vec<Fed> {
+        let mut fed = Vec::new();
+        for detection in detections {
+            if let Some(feeder) = self.fed_by.get(&detection.rule.id) {
+                for &chain in &feeder.chains {
+                    fed.push(Fed {
+                        chain: self.chains[chain].id.clone(),
+                        rule: detection.rule.id.clone(),
+                    });
+                }
+            }
+        }
+        fed.sort_unstable();
+        fed.dedup();
+        fed
+    }
+
     /// Feeds one record's detections at `event_time` (Unix seconds), with the record's id for
     /// [`CorrelationHit::events`]; returns the correlations that fired. Records must come in
     /// event-time order per group for windows to be exact.
@@ -262,20 +451,14 @@ impl Correlator {
         event_time: i64,
         event_id: Option<&str>,
     ) -> Vec<CorrelationHit> {
-        let results = self.raw_results(detections);
-        if results.is_empty() {
+        let fed = self.fed(detections);
+        if fed.is_empty() {
             return Vec::new();
         }
-        let classified = classify(&self.mappings, record);
+        let mappings = Arc::clone(&self.mappings);
+        let classified = classify(&mappings, record);
         let view = Record::new(record, classified.shape, None, classified.loose);
-        let view = Identified {
-            record: &view,
-            id: event_id,
-        };
-        let out = self
-            .engine
-            .process_with_detections(&view, results, event_time);
-        self.hits(out)
+        self.feed(&view, &fed, event_time, event_id)
     }
 
     /// [`Correlator::observe`] for a record stored as flat dotted keys.
@@ -286,25 +469,131 @@ impl Correlator {
         event_time: i64,
         event_id: Option<&str>,
     ) -> Vec<CorrelationHit> {
-        let results = self.raw_results(detections);
-        if results.is_empty() {
+        let fed = self.fed(detections);
+        self.observe_fed(record, &fed, event_time, event_id)
+    }
+
+    /// Feeds a flat record's detections as [`Correlator::fed`] or [`Correlator::route`] listed
+    /// them (what a partition receives). Entries of chains this correlator does not have (the
+    /// content changed in between) are skipped.
+    pub fn observe_fed(
+        &mut self,
+        record: &impl FlatRecord,
+        fed: &[Fed],
+        event_time: i64,
+        event_id: Option<&str>,
+    ) -> Vec<CorrelationHit> {
+        if fed.is_empty() {
+            return Vec::new();
+        }
+        let mappings = Arc::clone(&self.mappings);
+        let entries = FlatEntries::new(record);
+        let classified = classify_flat(&mappings, &entries);
+        let index = FlatIndex::new(&entries, classified.shape);
+        let view = FlatView::new(&entries, &index, &classified);
+        self.feed(&view, fed, event_time, event_id)
+    }
+
+    /// Which partitions (of `partitions`) a flat record's detections go to, and what each
+    /// feeds: a chain of one correlation by the record's group key for it, a longer chain by
+    /// the chain. Partitions come in order; [`partition_of`] is the hash.
+    pub fn route(
+        &self,
+        record: &impl FlatRecord,
+        detections: &[Detection],
+        partitions: u32,
+    ) -> Vec<(u32, Vec<Fed>)> {
+        let fed = self.fed(detections);
+        if fed.is_empty() {
             return Vec::new();
         }
         let entries = FlatEntries::new(record);
         let classified = classify_flat(&self.mappings, &entries);
         let index = FlatIndex::new(&entries, classified.shape);
         let view = FlatView::new(&entries, &index, &classified);
+        let by_id: FxHashMap<&str, &Chain> = self
+            .chains
+            .iter()
+            .map(|chain| (chain.id.as_str(), chain))
+            .collect();
+        let mut routed: BTreeMap<u32, Vec<Fed>> = BTreeMap::new();
+        for entry in fed {
+            let Some(chain) = by_id.get(entry.chain.as_str()) else {
+                continue;
+            };
+            let key = chain.group_by.as_ref().map(|group_by| {
+                let refs: Vec<&str> = self
+                    .fed_by
+                    .get(&entry.rule)
+                    .map(|feeder| feeder.refs.iter().map(String::as_str).collect())
+                    .unwrap_or_default();
+                GroupKey::extract(&view, group_by, &refs)
+            });
+            let partition = partition_of(&chain.id, key.as_ref(), partitions);
+            routed.entry(partition).or_default().push(entry);
+        }
+        routed.into_iter().collect()
+    }
+
+    /// Feeds each listed chain its rules' detections.
+    fn feed(
+        &mut self,
+        view: &impl Event,
+        fed: &[Fed],
+        event_time: i64,
+        event_id: Option<&str>,
+    ) -> Vec<CorrelationHit> {
         let view = Identified {
-            record: &view,
+            record: view,
             id: event_id,
         };
-        let out = self
-            .engine
-            .process_with_detections(&view, results, event_time);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < fed.len() {
+            let chain_id = &fed[at].chain;
+            let end = fed[at..]
+                .iter()
+                .position(|entry| &entry.chain != chain_id)
+                .map_or(fed.len(), |offset| at + offset);
+            if let Some(&index) = self.chain_index(chain_id) {
+                // rsigma's correlation layer reads only the rule's id from a detection.
+                let results = fed[at..end]
+                    .iter()
+                    .map(|entry| EvaluationResult {
+                        header: RuleHeader {
+                            rule_title: entry.rule.clone(),
+                            rule_id: Some(entry.rule.clone()),
+                            level: None,
+                            tags: Vec::new(),
+                            custom_attributes: Arc::default(),
+                            enrichments: None,
+                        },
+                        body: ResultBody::Detection(DetectionBody {
+                            matched_selections: Vec::new(),
+                            matched_fields: Vec::new(),
+                            event: None,
+                        }),
+                    })
+                    .collect();
+                out.extend(
+                    self.chains[index]
+                        .engine
+                        .process_with_detections(&view, results, event_time),
+                );
+            }
+            at = end;
+        }
         self.hits(out)
     }
 
-    fn hits(&self, out: Vec<rsigma_eval::EvaluationResult>) -> Vec<CorrelationHit> {
+    fn chain_index(&self, chain_id: &str) -> Option<&usize> {
+        // A chain's id is one of its correlations' stable ids.
+        self.chain_of
+            .get(chain_id)
+            .filter(|&&index| self.chains[index].id == chain_id)
+    }
+
+    fn hits(&self, out: Vec<EvaluationResult>) -> Vec<CorrelationHit> {
         out.into_iter()
             .filter_map(|result| {
                 let ResultBody::Correlation(body) = result.body else {
@@ -342,42 +631,135 @@ impl Correlator {
 
     /// Drops windows that ended before `now` (Unix seconds).
     pub fn evict_expired(&mut self, now: i64) {
-        self.engine.evict_expired(now);
+        for chain in &mut self.chains {
+            chain.engine.evict_expired(now);
+        }
     }
 
     /// Open (correlation, group) windows.
     pub fn open_groups(&self) -> usize {
-        self.engine.state_count()
+        self.chains
+            .iter()
+            .map(|chain| chain.engine.state_count())
+            .sum()
     }
 
-    /// The state as bytes (JSON), for the detect service to persist.
+    /// The state as bytes (JSON), for the detect service to persist: one rsigma snapshot, keyed
+    /// by correlation, whichever chain holds it.
     pub fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.engine.export_state()).unwrap_or_default()
+        let mut merged = empty_snapshot();
+        for chain in &self.chains {
+            let part = chain.engine.export_state();
+            merged.windows.extend(part.windows);
+            merged.last_alert.extend(part.last_alert);
+            merged.event_buffers.extend(part.event_buffers);
+            merged.event_ref_buffers.extend(part.event_ref_buffers);
+        }
+        serde_json::to_vec(&merged).unwrap_or_default()
     }
 
     /// Restores state from [`Correlator::snapshot`]'s bytes. State of correlations that no
     /// longer exist is dropped; an unreadable or incompatible snapshot is an error and leaves
     /// the current state alone.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let snapshot: rsigma_eval::CorrelationSnapshot = serde_json::from_slice(bytes)
-            .map_err(|err| format!("unreadable correlation snapshot: {err}"))?;
-        if self.engine.import_state(snapshot) {
-            Ok(())
-        } else {
-            Err("correlation snapshot has an incompatible version".to_owned())
+        let snapshot = read_snapshot(bytes)?;
+        let mut parts = self.split_by(snapshot, |chain, _| Some(chain))?;
+        for (index, chain) in self.chains.iter_mut().enumerate() {
+            if let Some(part) = parts.remove(&index) {
+                chain.engine.import_state(part);
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits [`Correlator::snapshot`]'s bytes into the state each of `partitions` partitions
+    /// owns, by [`partition_of`] as [`Correlator::route`] routes: what a service does once when
+    /// it moves from one state to partitioned state. Partitions without state are left out;
+    /// state of correlations that no longer exist is dropped.
+    pub fn partition_snapshot(
+        &self,
+        bytes: &[u8],
+        partitions: u32,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, String> {
+        let snapshot = read_snapshot(bytes)?;
+        let parts = self.split_by(snapshot, |chain, key| {
+            let chain = &self.chains[chain];
+            let key = chain.group_by.as_ref().map(|_| key);
+            usize::try_from(partition_of(&chain.id, key, partitions)).ok()
+        })?;
+        Ok(parts
+            .into_iter()
+            .map(|(partition, part)| {
+                let partition = u32::try_from(partition).unwrap_or_default();
+                (partition, serde_json::to_vec(&part).unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Distributes a snapshot's entries into parts by `place(chain, group key)`; entries of
+    /// correlations this correlator does not have are dropped.
+    fn split_by(
+        &self,
+        snapshot: CorrelationSnapshot,
+        place: impl Fn(usize, &GroupKey) -> Option<usize>,
+    ) -> Result<BTreeMap<usize, CorrelationSnapshot>, String> {
+        let version = empty_snapshot().version;
+        if snapshot.version != version {
+            return Err(format!(
+                "correlation snapshot has version {}, this engine reads {version}",
+                snapshot.version
+            ));
+        }
+        let place = |correlation: &str, key: &GroupKey| {
+            let chain = *self.chain_of.get(correlation)?;
+            place(chain, key)
+        };
+        let mut parts = BTreeMap::new();
+        split_map(snapshot.windows, &place, &mut parts, |part| {
+            &mut part.windows
+        });
+        split_map(snapshot.last_alert, &place, &mut parts, |part| {
+            &mut part.last_alert
+        });
+        split_map(snapshot.event_buffers, &place, &mut parts, |part| {
+            &mut part.event_buffers
+        });
+        split_map(snapshot.event_ref_buffers, &place, &mut parts, |part| {
+            &mut part.event_ref_buffers
+        });
+        Ok(parts)
+    }
+}
+
+/// A snapshot of no state, in the version this rsigma writes.
+fn empty_snapshot() -> CorrelationSnapshot {
+    CorrelationEngine::new(engine_config()).export_state()
+}
+
+type PerGroup<T> = std::collections::HashMap<String, Vec<(GroupKey, T)>>;
+
+/// Moves one of a snapshot's maps into the parts `place` gives each entry.
+fn split_map<T>(
+    map: PerGroup<T>,
+    place: &dyn Fn(&str, &GroupKey) -> Option<usize>,
+    parts: &mut BTreeMap<usize, CorrelationSnapshot>,
+    field: fn(&mut CorrelationSnapshot) -> &mut PerGroup<T>,
+) {
+    for (correlation, groups) in map {
+        for (key, value) in groups {
+            if let Some(at) = place(&correlation, &key) {
+                let part = parts.entry(at).or_insert_with(empty_snapshot);
+                field(part)
+                    .entry(correlation.clone())
+                    .or_default()
+                    .push((key, value));
+            }
         }
     }
 }
 
-impl Correlator {
-    /// rsigma's own results behind the detections that feed a correlation.
-    fn raw_results(&self, detections: &[Detection]) -> Vec<rsigma_eval::EvaluationResult> {
-        detections
-            .iter()
-            .filter(|detection| self.fed_by.contains(&detection.rule.id))
-            .filter_map(|detection| detection.raw.clone())
-            .collect()
-    }
+fn read_snapshot(bytes: &[u8]) -> Result<CorrelationSnapshot, String> {
+    serde_json::from_slice(bytes).map_err(|err| format!("unreadable correlation snapshot: {err}"))
 }
 
 #[cfg(test)]
@@ -543,6 +925,266 @@ tags:
             fired[0].group_key,
             [("Computer".to_owned(), "pc9".to_owned())]
         );
+    }
+
+    const MORE_RULES: &str = r"
+title: Net
+id: 6b1a9d30-0000-4000-8000-000000000004
+name: net_run
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    sel:
+        Image|endswith: '\net.exe'
+    condition: sel
+level: low
+---
+title: Net from many hosts
+id: 6b1a9d30-0000-4000-8000-000000000005
+correlation:
+    type: value_count
+    rules:
+        - net_run
+    group-by:
+        - User
+    timespan: 10m
+    condition:
+        field: Computer
+        gte: 3
+level: high
+---
+title: Whoami burst
+id: 6b1a9d30-0000-4000-8000-000000000002
+name: whoami_burst
+correlation:
+    type: event_count
+    rules:
+        - whoami_run
+    group-by:
+        - Computer
+    timespan: 5m
+    condition:
+        gte: 3
+level: high
+---
+title: Repeated whoami bursts
+id: 6b1a9d30-0000-4000-8000-000000000006
+correlation:
+    type: event_count
+    rules:
+        - whoami_burst
+    group-by:
+        - Computer
+    timespan: 1h
+    condition:
+        gte: 2
+level: critical
+";
+
+    /// The whoami rule of [`RULES`] with [`MORE_RULES`]: two chains of one correlation and
+    /// one chain of two.
+    fn more_rules() -> RuleSet {
+        let whoami = RULES.split("---").next().unwrap().to_owned();
+        RuleSet::from_texts(
+            vec![(
+                PathBuf::from("more.yml"),
+                format!("{whoami}---{MORE_RULES}"),
+            )],
+            Arc::new(Mappings::builtin().unwrap()),
+            &LoadOptions::default(),
+        )
+        .unwrap()
+    }
+
+    struct Owned(Vec<(String, Value)>);
+
+    impl FlatRecord for Owned {
+        fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, crate::FlatValue<'s>)) {
+            for (key, value) in &self.0 {
+                let value = match value {
+                    Value::String(text) => crate::FlatValue::Str(text),
+                    Value::Number(number) => crate::FlatValue::Int(number.as_i64().unwrap()),
+                    _ => crate::FlatValue::Null,
+                };
+                visit(key, value);
+            }
+        }
+    }
+
+    /// A Sysmon process creation of `image` on `computer` by `user`.
+    fn process(image: &str, computer: &str, user: &str) -> Owned {
+        Owned(vec![
+            (
+                "Event.System.Channel".into(),
+                json!("Microsoft-Windows-Sysmon/Operational"),
+            ),
+            ("Event.System.EventID".into(), json!(1)),
+            ("Event.System.Computer".into(), json!(computer)),
+            (
+                "Event.EventData.Image".into(),
+                json!(format!("C:\\Windows\\System32\\{image}")),
+            ),
+            ("Event.EventData.User".into(), json!(user)),
+        ])
+    }
+
+    /// A stream that fires all four correlations: (record, time, id).
+    fn stream() -> Vec<(Owned, i64, String)> {
+        let t0 = 1_800_000_000;
+        (0..600_i64)
+            .map(|n| {
+                let image = if n % 3 == 0 { "net.exe" } else { "whoami.exe" };
+                let computer = format!("pc{}", (n * 7) % 9);
+                let user = format!("u{}", n % 4);
+                (
+                    process(image, &computer, &user),
+                    t0 + n * 5,
+                    format!("e{n}"),
+                )
+            })
+            .collect()
+    }
+
+    /// A hit as the comparisons below print it.
+    fn shown(hit: &CorrelationHit) -> String {
+        format!(
+            "{} {:?} {} {:?}",
+            hit.rule.id, hit.group_key, hit.aggregated_value, hit.events
+        )
+    }
+
+    #[test]
+    fn chains_group_correlations_that_name_each_other() {
+        let rules = more_rules();
+        assert_eq!(rules.check().correlation_rules, 3, "{:?}", rules.check());
+        let correlator = rules.correlator();
+        let chains: Vec<(&str, bool)> = correlator
+            .chains
+            .iter()
+            .map(|chain| (chain.id.as_str(), chain.group_by.is_some()))
+            .collect();
+        assert_eq!(
+            chains,
+            [
+                ("6b1a9d30-0000-4000-8000-000000000005", true),
+                ("6b1a9d30-0000-4000-8000-000000000002", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn partitions_together_give_exactly_the_hits_of_one_correlator() {
+        let rules = more_rules();
+        let mut whole = rules.correlator();
+        let partitions = 4;
+        let mut parts: Vec<Correlator> = (0..partitions).map(|_| rules.correlator()).collect();
+        let (mut expected, mut got) = (Vec::new(), Vec::new());
+        let mut used = std::collections::BTreeSet::new();
+        for (record, at, id) in stream() {
+            let detections = rules.detect_flat(&record);
+            expected.extend(
+                whole
+                    .observe_flat(&record, &detections, at, Some(&id))
+                    .iter()
+                    .map(shown),
+            );
+            for (partition, fed) in whole.route(&record, &detections, partitions) {
+                used.insert(partition);
+                let part = &mut parts[partition as usize];
+                got.extend(
+                    part.observe_fed(&record, &fed, at, Some(&id))
+                        .iter()
+                        .map(shown),
+                );
+            }
+        }
+        for rule in ["000000000002", "000000000005", "000000000006"] {
+            assert!(
+                expected.iter().any(|hit| hit.contains(rule)),
+                "{rule} never fired: {expected:?}"
+            );
+        }
+        assert!(
+            used.len() > 1,
+            "every key landed in one partition: {used:?}"
+        );
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
+        // Each window lives in one partition only.
+        let open: usize = parts.iter().map(Correlator::open_groups).sum();
+        assert_eq!(open, whole.open_groups());
+    }
+
+    #[test]
+    fn a_partitioned_snapshot_restores_to_the_same_hits() {
+        let rules = more_rules();
+        let partitions = 3;
+        let events = stream();
+        let (first, rest) = events.split_at(250);
+        let mut whole = rules.correlator();
+        for (record, at, id) in first {
+            let detections = rules.detect_flat(record);
+            whole.observe_flat(record, &detections, *at, Some(id));
+        }
+        let split = whole
+            .partition_snapshot(&whole.snapshot(), partitions)
+            .unwrap();
+        assert!(split.len() > 1, "{:?}", split.keys());
+        let mut parts: Vec<Correlator> = (0..partitions).map(|_| rules.correlator()).collect();
+        for (partition, bytes) in &split {
+            parts[*partition as usize].restore(bytes).unwrap();
+        }
+        let (mut expected, mut got) = (Vec::new(), Vec::new());
+        for (record, at, id) in rest {
+            let detections = rules.detect_flat(record);
+            for (partition, fed) in whole.route(record, &detections, partitions) {
+                let part = &mut parts[partition as usize];
+                got.extend(
+                    part.observe_fed(record, &fed, *at, Some(id))
+                        .iter()
+                        .map(shown),
+                );
+            }
+            expected.extend(
+                whole
+                    .observe_flat(record, &detections, *at, Some(id))
+                    .iter()
+                    .map(shown),
+            );
+        }
+        assert!(!expected.is_empty());
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
+
+        assert!(
+            whole
+                .partition_snapshot(b"[1, 2]", partitions)
+                .unwrap_err()
+                .contains("unreadable")
+        );
+    }
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        let key = |value: &str| GroupKey(vec![Some(value.to_owned())]);
+        // The hash is part of the stored state's layout: it must not change between releases
+        // (the values are SHA-256's, computed apart from this code).
+        assert_eq!(partition_of("chain", Some(&key("pc1")), 16), 15);
+        assert_eq!(partition_of("chain", Some(&key("pc1")), 1000), 327);
+        let spread: std::collections::BTreeSet<u32> = (0..64)
+            .map(|n| partition_of("chain", Some(&key(&format!("pc{n}"))), 8))
+            .collect();
+        assert_eq!(spread.len(), 8);
+        assert!(partition_of("chain", None, 0) == 0);
+        // A missing value and an empty one are different keys.
+        let none = GroupKey(vec![None, Some("a".into())]);
+        let empty = GroupKey(vec![Some(String::new()), Some("a".into())]);
+        let differ = (1..64)
+            .any(|n| partition_of("c", Some(&none), n) != partition_of("c", Some(&empty), n));
+        assert!(differ);
     }
 
     #[test]

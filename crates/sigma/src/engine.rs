@@ -134,9 +134,6 @@ pub struct Detection {
     pub rule: Arc<RuleInfo>,
     /// The fields and values that matched (empty for keyword rules).
     pub matched: Vec<MatchedField>,
-    /// rsigma's result, for the correlation engine.
-    #[serde(skip)]
-    pub(crate) raw: Option<rsigma_eval::EvaluationResult>,
 }
 
 /// What hunting shows about a record besides its detections.
@@ -633,13 +630,13 @@ impl RuleSet {
                 let Some(rule) = partition.rules.get(key) else {
                     continue;
                 };
-                let mut matched: Vec<MatchedField> = match &result.body {
+                let mut matched: Vec<MatchedField> = match result.body {
                     rsigma_eval::ResultBody::Detection(body) => body
                         .matched_fields
-                        .iter()
+                        .into_iter()
                         .map(|field| MatchedField {
-                            field: field.field.clone(),
-                            value: field.value.clone(),
+                            field: field.field,
+                            value: field.value,
                         })
                         .collect(),
                     _ => Vec::new(),
@@ -655,7 +652,6 @@ impl RuleSet {
                 detections.push(Detection {
                     rule: Arc::clone(rule),
                     matched,
-                    raw: Some(result),
                 });
             }
         }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use attack::{Technique, technique};
-pub use correlate::{CorrelationHit, Correlator};
+pub use correlate::{CorrelationHit, Correlator, Fed, partition_of};
 pub use engine::{
     Detection, Level, LoadOptions, MAX_VALUE_BYTES, MatchedField, RecordMeta, RuleInfo,
     RuleLogsource, RuleSet,
