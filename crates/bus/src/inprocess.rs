@@ -431,8 +431,9 @@ impl InProcessSubscription {
                 return Next::Deliver(self.delivery(stored, sequence, deliveries));
             }
         }
-        let out = consumer.pending.values().filter(|p| p.out).count();
-        if out < consumer.max_in_flight {
+        // As JetStream's max_ack_pending: a message waiting for its redelivery still counts, so
+        // a consumer of one message at a time gets them strictly in order.
+        if consumer.pending.len() < consumer.max_in_flight {
             let from = consumer.cursor;
             let next = messages
                 .range(from..)

@@ -451,6 +451,59 @@ async fn rejects_invalid_consumers(fixture: Fixture) {
     assert!(err.to_string().contains("greater than zero"), "{err}");
 }
 
+/// A consumer of one partition gets only that partition's messages of its tenant, one at a
+/// time: a refused message comes back before the next one.
+async fn partitions_deliver_one_at_a_time_in_order(fixture: Fixture) {
+    let bus = fixture.bus.as_ref();
+    let partition_spec = |partition: u32| {
+        let mut spec = ConsumerSpec::new("parts", Stage::Correlate, Some(tenant("acme")));
+        spec.partition = Some(partition);
+        spec.ack_wait = Duration::from_secs(5);
+        spec.max_deliveries = 5;
+        spec.max_in_flight = 1;
+        spec
+    };
+    let mut one = bus.subscribe(partition_spec(1)).await.unwrap();
+    let mut two = bus.subscribe(partition_spec(2)).await.unwrap();
+    assert_eq!(partition_spec(1).filter_subject(), "vigil.acme.correlate.1");
+    assert_eq!(partition_spec(1).durable_name(), "parts-acme-p1");
+    let to = |name: &str, partition: u32| {
+        Subject::partitioned(tenant(name), Stage::Correlate, partition)
+    };
+    for (id, subject) in [
+        ("a", to("acme", 1)),
+        ("b", to("acme", 2)),
+        ("c", to("globex", 1)),
+        ("d", to("acme", 1)),
+    ] {
+        assert!(!publish(bus, subject, id, id).await);
+    }
+    let first = next(&mut one).await;
+    assert_eq!(
+        (text(&first).as_str(), first.subject.partition),
+        ("a", Some(1))
+    );
+    // The next message of the partition waits for the first to be settled, even refused.
+    assert!(quiet(&mut one, Duration::from_millis(500)).await);
+    first.nak(Some(Duration::from_millis(300))).await.unwrap();
+    let again = next(&mut one).await;
+    assert_eq!((text(&again).as_str(), again.deliveries), ("a", 2));
+    again.ack().await.unwrap();
+    let second = next(&mut one).await;
+    assert_eq!(text(&second), "d");
+    second.ack().await.unwrap();
+    let other = next(&mut two).await;
+    assert_eq!(text(&other), "b");
+    other.ack().await.unwrap();
+    // globex's message is for no consumer here.
+    assert!(quiet(&mut one, Duration::from_millis(300)).await);
+
+    let mut wrong = spec("parts", None);
+    wrong.partition = Some(1);
+    let err = bus.subscribe(wrong).await.unwrap_err();
+    assert!(err.to_string().contains("no partitions"), "{err}");
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod in_process {
@@ -484,4 +537,5 @@ conformance!(
     shares_one_consumer_between_instances,
     rejects_invalid_consumers,
     carries_compressed_batches,
+    partitions_deliver_one_at_a_time_in_order,
 );
