@@ -213,12 +213,13 @@ fn chains_of(correlations: &[&CorrelationRule]) -> Vec<Vec<usize>> {
 }
 
 /// The partition (of `partitions`) that owns a chain's group: a stable hash, the same in every
-/// process and release, of the chain's id and the group key (none for a chain routed whole).
-pub fn partition_of(chain: &str, key: Option<&GroupKey>, partitions: u32) -> u32 {
+/// process and release, of the chain's id and the group key's values in group-by order (none
+/// for a chain routed whole; a `None` value is a group-by field the event lacks).
+pub fn partition_of(chain: &str, key: Option<&[Option<String>]>, partitions: u32) -> u32 {
     let mut hasher = Sha256::new();
     hasher.update(chain.as_bytes());
     hasher.update([0xff]);
-    for part in key.map_or(&[][..], |key| &key.0) {
+    for part in key.unwrap_or_default() {
         match part {
             Some(value) => {
                 hasher.update([1]);
@@ -529,7 +530,7 @@ impl Correlator {
                     .unwrap_or_default();
                 GroupKey::extract(&view, group_by, &refs)
             });
-            let partition = partition_of(&chain.id, key.as_ref(), partitions);
+            let partition = partition_of(&chain.id, key.as_ref().map(|key| &key.0[..]), partitions);
             routed.entry(partition).or_default().push(entry);
         }
         routed.into_iter().collect()
@@ -684,7 +685,7 @@ impl Correlator {
         let snapshot = read_snapshot(bytes)?;
         let parts = self.split_by(snapshot, |chain, key| {
             let chain = &self.chains[chain];
-            let key = chain.group_by.as_ref().map(|_| key);
+            let key = chain.group_by.as_ref().map(|_| &key.0[..]);
             usize::try_from(partition_of(&chain.id, key, partitions)).ok()
         })?;
         Ok(parts
@@ -1169,7 +1170,7 @@ level: critical
 
     #[test]
     fn partitions_are_stable_and_spread() {
-        let key = |value: &str| GroupKey(vec![Some(value.to_owned())]);
+        let key = |value: &str| vec![Some(value.to_owned())];
         // The hash is part of the stored state's layout: it must not change between releases
         // (the values are SHA-256's, computed apart from this code).
         assert_eq!(partition_of("chain", Some(&key("pc1")), 16), 15);
@@ -1180,8 +1181,8 @@ level: critical
         assert_eq!(spread.len(), 8);
         assert!(partition_of("chain", None, 0) == 0);
         // A missing value and an empty one are different keys.
-        let none = GroupKey(vec![None, Some("a".into())]);
-        let empty = GroupKey(vec![Some(String::new()), Some("a".into())]);
+        let none = vec![None, Some("a".to_owned())];
+        let empty = vec![Some(String::new()), Some("a".to_owned())];
         let differ = (1..64)
             .any(|n| partition_of("c", Some(&none), n) != partition_of("c", Some(&empty), n));
         assert!(differ);

@@ -2,16 +2,17 @@
 //! own rules, with the tenant's overrides), correlations in event time, and threat-intel
 //! matches, turned into alerts with stable ids.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vigil_schema::{
-    Alert, AlertId, AlertSource, AttackTechnique, Event, EventId, FieldValue, Fields, IntelMatch,
-    Level, MatchedField, TenantId,
+    Alert, AlertId, AlertSource, AttackTechnique, CorrelationBatch, CorrelationEvent,
+    CorrelationFeed, Event, EventId, FieldValue, Fields, IntelMatch, Level, MatchedField,
+    RuleScope, TenantId,
 };
-use vigil_sigma::{CorrelationHit, Correlator, Detection, FlatRecord, FlatValue, RuleInfo};
+use vigil_sigma::{CorrelationHit, Correlator, Detection, Fed, FlatRecord, FlatValue, RuleInfo};
 
 use crate::content::{Content, Override, TenantContent};
 use vigil_intel::{IndicatorKind, IndicatorMeta, IntelSet};
@@ -47,7 +48,8 @@ impl FlatRecord for EventFields<'_> {
     }
 }
 
-/// One tenant's correlation state.
+/// One tenant's correlation state in one partition; the first stage keeps one per tenant, never
+/// fed, to route events by.
 #[derive(Debug)]
 pub struct TenantState {
     /// Correlations of the global rules.
@@ -62,11 +64,9 @@ pub struct TenantState {
     pub generation: u64,
     /// The stored state's version this state matches (`None`: nothing stored).
     pub stored_version: Option<i64>,
-    /// Whether `stored_version` was read at all.
+    /// Whether the state in memory is the stored one (false after a failed save or
+    /// publication: it is read again before the next batch).
     pub synced: bool,
-    /// Increases each time the state is reread after a failed save or publication; batches
-    /// evaluated in an older epoch are redone.
-    pub epoch: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,7 +91,6 @@ impl TenantState {
             generation: content.generation,
             stored_version: None,
             synced: false,
-            epoch: 0,
         }
     }
 
@@ -107,12 +106,11 @@ impl TenantState {
             return;
         }
         let snapshot = self.snapshot();
-        let (stored_version, synced, epoch) = (self.stored_version, self.synced, self.epoch);
+        let (stored_version, synced) = (self.stored_version, self.synced);
         *self = Self::new(content, tenant);
         let _ = self.restore(&snapshot);
         self.stored_version = stored_version;
         self.synced = synced;
-        self.epoch = epoch;
     }
 
     /// The state as bytes for the store.
@@ -141,17 +139,43 @@ impl TenantState {
         self.applied = snapshot.applied;
         result
     }
+
+    /// Takes `partition`'s share (of `partitions`) of a state saved whole, before correlation
+    /// state was partitioned: its windows, and the watermark. Batch ids are not kept (they were
+    /// event batches').
+    pub fn restore_partition(
+        &mut self,
+        bytes: &[u8],
+        partition: u32,
+        partitions: u32,
+    ) -> Result<(), String> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|err| format!("unreadable detection state: {err}"))?;
+        let bytes = |value: &serde_json::Value| serde_json::to_vec(value).unwrap_or_default();
+        let share = |correlator: &mut Correlator, saved: &serde_json::Value| {
+            let mut parts = correlator.partition_snapshot(&bytes(saved), partitions)?;
+            match parts.remove(&partition) {
+                Some(part) => correlator.restore(&part),
+                None => Ok(()),
+            }
+        };
+        let mut result = share(&mut self.global, &snapshot.global);
+        if let (Some(own), Some(saved)) = (self.own.as_mut(), snapshot.own.as_ref()) {
+            result = result.and(share(own, saved));
+        }
+        self.watermark = snapshot.watermark;
+        result
+    }
 }
 
-/// What a batch produced.
+/// What a batch of events produced.
 #[derive(Debug, Default)]
 pub struct BatchResult {
     /// Alerts, in event order.
     pub alerts: Vec<Alert>,
-    /// Whether the correlation state changed.
-    pub dirty: bool,
-    /// Events too late for correlation windows.
-    pub late: u64,
+    /// The events that feed correlations, one batch per partition of the tenant's correlation
+    /// state, in partition order.
+    pub correlate: Vec<CorrelationBatch>,
     /// Hits suppressed by the tenant's overrides.
     pub suppressed: u64,
 }
@@ -169,14 +193,16 @@ struct IntelHit {
     value: String,
 }
 
-/// Evaluates a batch. `batch_id` identifies it across redeliveries.
+/// Evaluates a batch: Sigma and intel alerts, and what each event feeds in which partition of
+/// the tenant's correlation state (of `partitions`). `router` only routes: it is never fed.
+/// `batch_id` identifies the batch across redeliveries.
 pub fn evaluate_batch(
     content: &Content,
     tenant: &TenantId,
-    state: &mut TenantState,
+    router: &TenantState,
     events: &[Event],
     batch_id: &str,
-    allowed_lateness: i64,
+    partitions: u32,
     now: time::OffsetDateTime,
 ) -> BatchResult {
     let tenant_content = content.tenant(tenant).map(Arc::as_ref);
@@ -204,14 +230,13 @@ pub fn evaluate_batch(
         })
         .collect();
 
-    let already_applied = state.applied.iter().any(|id| id == batch_id);
-    let correlates = state.correlates() && !already_applied;
+    let correlates = router.correlates();
     let mut result = BatchResult::default();
+    let mut routed: BTreeMap<u32, CorrelationBatch> = BTreeMap::new();
     let no_overrides = rustc_hash::FxHashMap::default();
     let overrides = tenant_content.map_or(&no_overrides, |t| &t.overrides);
     for (event, hits) in events.iter().zip(hits) {
         let fields = EventFields(&event.fields);
-        let event_time = event.event_time.unix_timestamp();
         let keep = |detection: &Detection, result: &mut BatchResult| match overrides
             .get(&detection.rule.id)
         {
@@ -236,50 +261,46 @@ pub fn evaluate_batch(
             }
         }
 
-        let mut correlations: Vec<CorrelationHit> = Vec::new();
         if correlates {
-            // An event from the future (a sender's wrong clock) is not fed: it would move the
-            // watermark ahead and make every real event late.
-            let future = event_time > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS);
-            let late = future
-                || (state.watermark != i64::MIN
-                    && event_time < state.watermark.saturating_sub(allowed_lateness));
-            if late {
-                if global.iter().chain(&own).any(|d| {
-                    state.global.is_fed_by(&d.rule.id)
-                        || state.own.as_ref().is_some_and(|c| c.is_fed_by(&d.rule.id))
-                }) {
-                    result.late += 1;
+            let mut feeds: BTreeMap<u32, Vec<CorrelationFeed>> = BTreeMap::new();
+            let mut add = |scope: RuleScope, routes: Vec<(u32, Vec<Fed>)>| {
+                for (partition, fed) in routes {
+                    feeds
+                        .entry(partition)
+                        .or_default()
+                        .extend(fed.into_iter().map(|fed| CorrelationFeed {
+                            scope,
+                            chain: fed.chain,
+                            rule: fed.rule,
+                        }));
                 }
-            } else {
-                // The event's id, for the correlation's list of events; made only when fed.
-                let mut id: Option<String> = None;
-                if global.iter().any(|d| state.global.is_fed_by(&d.rule.id)) {
-                    correlations.extend(state.global.observe_flat(
-                        &fields,
-                        &global,
-                        event_time,
-                        Some(id.get_or_insert_with(|| event.id.to_string())),
-                    ));
-                    result.dirty = true;
-                }
-                if let Some(correlator) = state.own.as_mut()
-                    && own.iter().any(|d| correlator.is_fed_by(&d.rule.id))
-                {
-                    correlations.extend(correlator.observe_flat(
-                        &fields,
-                        &own,
-                        event_time,
-                        Some(id.get_or_insert_with(|| event.id.to_string())),
-                    ));
-                    result.dirty = true;
-                }
-                state.watermark = state.watermark.max(event_time);
+            };
+            add(
+                RuleScope::Global,
+                router.global.route(&fields, &global, partitions),
+            );
+            if let Some(correlator) = &router.own {
+                add(RuleScope::Own, correlator.route(&fields, &own, partitions));
+            }
+            for (partition, feeds) in feeds {
+                routed
+                    .entry(partition)
+                    .or_insert_with(|| CorrelationBatch {
+                        tenant: tenant.clone(),
+                        partition,
+                        source: batch_id.to_owned(),
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push(CorrelationEvent {
+                        event: event.clone(),
+                        feeds,
+                    });
             }
         }
 
         for detection in &global {
-            if !state.global.is_silent(&detection.rule.id) {
+            if !router.global.is_silent(&detection.rule.id) {
                 result
                     .alerts
                     .push(sigma_alert(tenant, event, detection, overrides, now));
@@ -287,7 +308,7 @@ pub fn evaluate_batch(
         }
         for detection in &own {
             let own_rule = tenant_content.is_some_and(|t| t.own.contains(&detection.rule.id));
-            let silent = state
+            let silent = router
                 .own
                 .as_ref()
                 .is_some_and(|c| c.is_silent(&detection.rule.id));
@@ -295,15 +316,6 @@ pub fn evaluate_batch(
                 result
                     .alerts
                     .push(sigma_alert(tenant, event, detection, overrides, now));
-            }
-        }
-        for hit in &correlations {
-            match overrides.get(&hit.rule.id) {
-                Some(o) if o.enabled == Some(false) => {}
-                Some(o) if excepted(o, event) => result.suppressed += 1,
-                _ => result
-                    .alerts
-                    .push(correlation_alert(tenant, event, hit, overrides, now)),
             }
         }
         for hit in hits.intel {
@@ -317,20 +329,99 @@ pub fn evaluate_batch(
             }
         }
     }
-    if correlates {
-        if state.watermark != i64::MIN {
+    result.correlate = routed.into_values().collect();
+    result
+}
+
+/// What a correlation batch produced.
+#[derive(Debug, Default)]
+pub struct CorrelateResult {
+    /// Correlation alerts, in event order.
+    pub alerts: Vec<Alert>,
+    /// Whether the partition's state changed.
+    pub dirty: bool,
+    /// Events too late for the partition's windows.
+    pub late: u64,
+    /// Hits suppressed by the tenant's overrides.
+    pub suppressed: u64,
+}
+
+/// Feeds a correlation batch to one partition's state. A batch the state already counted (a
+/// redelivery after its state was saved) changes nothing and gives no alert: its alerts were
+/// published before that save.
+pub fn correlate_batch(
+    content: &Content,
+    state: &mut TenantState,
+    batch: &CorrelationBatch,
+    allowed_lateness: i64,
+    now: time::OffsetDateTime,
+) -> CorrelateResult {
+    let mut result = CorrelateResult::default();
+    let batch_id = batch.message_id();
+    if !state.correlates() || state.applied.iter().any(|id| *id == batch_id) {
+        return result;
+    }
+    let tenant = &batch.tenant;
+    let now_secs = now.unix_timestamp();
+    let no_overrides = rustc_hash::FxHashMap::default();
+    let overrides = content
+        .tenant(tenant)
+        .map_or(&no_overrides, |t| &t.overrides);
+    for item in &batch.events {
+        let event = &item.event;
+        let event_time = event.event_time.unix_timestamp();
+        // An event from the future (a sender's wrong clock) is not fed: it would move the
+        // watermark ahead and make every real event late.
+        let future = event_time > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS);
+        let late = future
+            || (state.watermark != i64::MIN
+                && event_time < state.watermark.saturating_sub(allowed_lateness));
+        if late {
+            result.late += 1;
+            continue;
+        }
+        let scoped = |scope: RuleScope| -> Vec<Fed> {
+            item.feeds
+                .iter()
+                .filter(|feed| feed.scope == scope)
+                .map(|feed| Fed {
+                    chain: feed.chain.clone(),
+                    rule: feed.rule.clone(),
+                })
+                .collect()
+        };
+        let fields = EventFields(&event.fields);
+        let id = event.id.to_string();
+        let mut hits =
             state
                 .global
-                .evict_expired(state.watermark.saturating_sub(allowed_lateness));
-            if let Some(own) = state.own.as_mut() {
-                own.evict_expired(state.watermark.saturating_sub(allowed_lateness));
+                .observe_fed(&fields, &scoped(RuleScope::Global), event_time, Some(&id));
+        if let Some(own) = state.own.as_mut() {
+            hits.extend(own.observe_fed(&fields, &scoped(RuleScope::Own), event_time, Some(&id)));
+        }
+        state.watermark = state.watermark.max(event_time);
+        result.dirty = true;
+        for hit in &hits {
+            match overrides.get(&hit.rule.id) {
+                Some(o) if o.enabled == Some(false) => {}
+                Some(o) if excepted(o, event) => result.suppressed += 1,
+                _ => result
+                    .alerts
+                    .push(correlation_alert(tenant, event, hit, overrides, now)),
             }
         }
-        if result.dirty {
-            state.applied.push_back(batch_id.to_owned());
-            while state.applied.len() > APPLIED_BATCHES {
-                state.applied.pop_front();
-            }
+    }
+    if state.watermark != i64::MIN {
+        let horizon = state.watermark.saturating_sub(allowed_lateness);
+        state.global.evict_expired(horizon);
+        if let Some(own) = state.own.as_mut() {
+            own.evict_expired(horizon);
+        }
+    }
+    if result.dirty {
+        state.applied.push_back(batch_id);
+        while state.applied.len() > APPLIED_BATCHES {
+            state.applied.pop_front();
         }
     }
     result

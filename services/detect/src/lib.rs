@@ -1,12 +1,20 @@
 //! The detect service: each tenant's event stream against its effective Sigma rules,
 //! correlations and threat-intel feeds, published as alerts.
 //!
-//! Events arrive as `EventBatch`es on `vigil.<tenant>.events` through the durable consumer
-//! `detect`, shared by every detect process (so several processes split a stream without
-//! duplicates). For each batch: evaluate (in parallel over the batch's events), publish the
-//! alerts to `vigil.<tenant>.alerts` with ids derived from tenant, rule and event (a redelivered
-//! batch gives the same ids, which the bus and the alert persister drop), save the tenant's
-//! correlation state when it changed, and only then acknowledge the batch.
+//! Two stages (ADR 0012), both shared by every detect process:
+//!
+//! - Events arrive as `EventBatch`es on `vigil.<tenant>.events` through the durable consumer
+//!   `detect` (so several processes split a stream without duplicates). For each batch:
+//!   evaluate (in parallel over the batch's events); publish the Sigma and intel alerts to
+//!   `vigil.<tenant>.alerts` with ids derived from tenant, rule and event (a redelivered batch
+//!   gives the same ids, which the bus and the alert persister drop); publish the events that
+//!   feed correlations as one `CorrelationBatch` per partition of the tenant's correlation state
+//!   that owns their group keys (`vigil.<tenant>.correlate.<p>`); and only then acknowledge the
+//!   batch. This stage keeps no state.
+//! - Each partition has its own durable consumer (`detect-correlate`, partition `p`) that hands
+//!   out one batch at a time to whichever process pulls. Per batch: read the partition's state
+//!   (`correlation/<p>` in the store) when another process changed it, feed the batch, publish
+//!   the correlation alerts, save the state by compare-and-swap, acknowledge.
 //!
 //! Content (rules, overrides, feeds) comes from the store, where the control plane keeps it,
 //! and from configured directories; a watcher rebuilds it when either changes and swaps it in
@@ -25,17 +33,24 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use vigil_bus::{ConsumerSpec, Delivery, OutgoingMessage};
 use vigil_runtime::ServiceContext;
-use vigil_schema::{Alert, EventBatch, Stage, TenantId};
+use vigil_schema::{Alert, CorrelationBatch, EventBatch, Stage, TenantId};
 use vigil_sigma::Mappings;
 
 use content::{Content, Sources};
-use evaluate::{TenantState, evaluate_batch};
+use evaluate::{TenantState, correlate_batch, evaluate_batch};
 
 /// The durable consumer every detect process shares.
 pub const CONSUMER: &str = "detect";
 
-/// The name of the correlation state in the store.
+/// The durable consumers of the correlation partitions (one per partition), shared by every
+/// detect process.
+pub const CORRELATE_CONSUMER: &str = "detect-correlate";
+
+/// The name of the correlation state in the store; a partition's is `correlation/<p>`.
 const STATE: &str = "correlation";
+
+/// The most correlation partitions a deployment may have.
+pub const MAX_CORRELATION_PARTITIONS: u32 = 256;
 
 /// The detect service's configuration (`[detect]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +76,11 @@ pub struct Config {
     /// redelivered for passing reasons (a store hiccup, another process saving correlation
     /// state first), so this is high.
     pub max_deliveries: u32,
+    /// Partitions of each tenant's correlation state, by group key: each is worked on by one
+    /// process at a time, so this bounds how many processes share a tenant's correlations.
+    /// Every process of a deployment must use the same number; changing it starts open
+    /// windows again.
+    pub correlation_partitions: u32,
 }
 
 impl Default for Config {
@@ -74,6 +94,7 @@ impl Default for Config {
             allowed_lateness_secs: 300,
             max_in_flight: 16,
             max_deliveries: 100,
+            correlation_partitions: 16,
         }
     }
 }
@@ -89,6 +110,11 @@ impl Config {
         }
         if self.max_deliveries < 2 {
             return Err("detect.max_deliveries must be at least 2".into());
+        }
+        if !(1..=MAX_CORRELATION_PARTITIONS).contains(&self.correlation_partitions) {
+            return Err(format!(
+                "detect.correlation_partitions must be between 1 and {MAX_CORRELATION_PARTITIONS}"
+            ));
         }
         for path in self.rules.iter().chain(&self.intel) {
             if !path.exists() {
@@ -113,6 +139,23 @@ impl Config {
         spec.max_deliveries = self.max_deliveries;
         spec.ack_wait = Duration::from_secs(60);
         spec
+    }
+
+    /// The consumer of one correlation partition: one batch at a time.
+    pub fn partition_consumer(&self, partition: u32) -> ConsumerSpec {
+        let mut spec = ConsumerSpec::new(CORRELATE_CONSUMER, Stage::Correlate, self.tenant.clone());
+        spec.partition = Some(partition);
+        spec.max_in_flight = 1;
+        spec.max_deliveries = self.max_deliveries;
+        spec.ack_wait = Duration::from_secs(60);
+        spec
+    }
+
+    /// Every consumer this service reads: the events, and each correlation partition.
+    pub fn consumers(&self) -> Vec<ConsumerSpec> {
+        std::iter::once(self.consumer())
+            .chain((0..self.correlation_partitions).map(|p| self.partition_consumer(p)))
+            .collect()
     }
 }
 
@@ -139,7 +182,9 @@ pub enum DetectError {
 /// Creates the consumer before any service publishes events, so that none is lost to a
 /// stream without interest.
 pub async fn ensure_consumer(context: &ServiceContext, config: &Config) -> Result<(), DetectError> {
-    context.bus.ensure_consumer(&config.consumer()).await?;
+    for spec in config.consumers() {
+        context.bus.ensure_consumer(&spec).await?;
+    }
     Ok(())
 }
 
@@ -271,29 +316,13 @@ async fn watch_content(
     }
 }
 
-/// A batch evaluated, waiting for its alerts to be published and its state saved.
+/// A batch evaluated, waiting for its alerts and correlation batches to be published.
 struct Evaluated {
     delivery: Delivery,
     tenant: TenantId,
-    /// The tenant state's epoch it was evaluated in (see [`Progress`]).
-    epoch: u64,
     alerts: Vec<Alert>,
-    /// The correlation state after this batch, with the stored version it replaces.
-    save: Option<(Option<i64>, Vec<u8>)>,
+    correlate: Vec<CorrelationBatch>,
 }
-
-/// What the publishing stage tells the evaluating stage. A batch's publication or state save
-/// that fails makes every later batch of that tenant evaluated in the same epoch wrong (they
-/// built on its state): they are redelivered, and the evaluating stage rereads the state.
-#[derive(Default)]
-struct Progress {
-    /// Per tenant, the latest epoch that failed.
-    failed: HashMap<TenantId, u64>,
-    /// Per tenant, state saves handed to the publishing stage and not finished.
-    pending_saves: HashMap<TenantId, usize>,
-}
-
-type SharedProgress = Arc<std::sync::Mutex<Progress>>;
 
 /// How long a batch redelivered for a passing reason waits: 250 ms, doubling with each
 /// delivery, at most 10 s.
@@ -302,31 +331,52 @@ fn retry_delay(delivery: &Delivery) -> Duration {
     Duration::from_millis(250 << doublings).min(Duration::from_secs(10))
 }
 
-fn lock(progress: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
-    progress
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Three stages: this task takes batches and evaluates them (decoding and evaluating on the
-/// blocking pool, rayon across the batch); a second sends each batch's alerts; a third waits
-/// for their acknowledgements, saves the batch's state and settles it, in order. Evaluation
-/// continues while the bus acknowledges earlier batches' alerts.
+/// Opens every partition's consumer, then runs both stages until shutdown: the partitions
+/// listen before the first stage can route anything to them.
 async fn consume(
     context: &ServiceContext,
     config: &Config,
     content_rx: watch::Receiver<Arc<Content>>,
 ) -> Result<(), DetectError> {
-    let mut subscription = context.bus.subscribe(config.consumer()).await?;
     let lateness = i64::try_from(config.allowed_lateness_secs).unwrap_or(i64::MAX);
-    let mut states: HashMap<TenantId, TenantState> = HashMap::new();
-    let progress = SharedProgress::default();
+    let mut partitions = tokio::task::JoinSet::new();
+    for partition in 0..config.correlation_partitions {
+        let subscription = context
+            .bus
+            .subscribe(config.partition_consumer(partition))
+            .await?;
+        partitions.spawn(correlate_partition(
+            context.clone(),
+            subscription,
+            partition,
+            config.correlation_partitions,
+            content_rx.clone(),
+            lateness,
+        ));
+    }
+    let result = detect_events(context, config, content_rx).await;
+    // A partition stops at shutdown, or when its subscription closes.
+    if result.is_err() {
+        partitions.abort_all();
+    }
+    while partitions.join_next().await.is_some() {}
+    result
+}
+
+/// The first stage, in three steps: this task takes batches and evaluates them (decoding and
+/// evaluating on the blocking pool, rayon across the batch); a second sends each batch's
+/// alerts and correlation batches; a third waits for their acknowledgements and then
+/// acknowledges the batch, in order. Evaluation continues while the bus acknowledges earlier
+/// batches' messages.
+async fn detect_events(
+    context: &ServiceContext,
+    config: &Config,
+    content_rx: watch::Receiver<Arc<Content>>,
+) -> Result<(), DetectError> {
+    let mut subscription = context.bus.subscribe(config.consumer()).await?;
+    let mut routers: HashMap<TenantId, TenantState> = HashMap::new();
     let (evaluated_tx, evaluated_rx) = tokio::sync::mpsc::channel::<Evaluated>(2);
-    let publisher = tokio::spawn(publish_stage(
-        context.clone(),
-        evaluated_rx,
-        Arc::clone(&progress),
-    ));
+    let publisher = tokio::spawn(publish_stage(context.clone(), evaluated_rx));
     let mut result = Ok(());
     loop {
         let next = tokio::select! {
@@ -351,12 +401,10 @@ async fn consume(
         let content = content_rx.borrow().clone();
         let evaluated = tracing::Instrument::instrument(
             evaluate(
-                context,
                 &content,
-                &mut states,
-                &progress,
+                &mut routers,
                 delivery,
-                lateness,
+                config.correlation_partitions,
             ),
             span,
         )
@@ -374,83 +422,53 @@ async fn consume(
     result
 }
 
-/// Decodes and evaluates one batch; `None` when it was settled here (undecodable, refused, or
-/// its state could not be read).
+/// Decodes and evaluates one batch; `None` when it was settled here (undecodable or refused).
 async fn evaluate(
-    context: &ServiceContext,
     content: &Arc<Content>,
-    states: &mut HashMap<TenantId, TenantState>,
-    progress: &SharedProgress,
+    routers: &mut HashMap<TenantId, TenantState>,
     delivery: Delivery,
-    lateness: i64,
+    partitions: u32,
 ) -> Option<Evaluated> {
     let tenant = delivery.subject.tenant.clone();
     let tenant_content = content.tenant(&tenant).cloned();
-    let mut state = match states.remove(&tenant) {
-        Some(mut state) => {
-            state.follow(content, tenant_content.as_deref());
-            state
+    let router = match routers.remove(&tenant) {
+        Some(mut router) => {
+            router.follow(content, tenant_content.as_deref());
+            router
         }
         None => TenantState::new(content, tenant_content.as_deref()),
     };
-    let pending_saves = {
-        let progress = lock(progress);
-        if let Some(&failed) = progress.failed.get(&tenant)
-            && failed >= state.epoch
-        {
-            state.epoch = failed + 1;
-            state.synced = false;
-        }
-        progress.pending_saves.get(&tenant).copied().unwrap_or(0)
-    };
-    // Another process may have advanced this tenant's windows since: reread them (unless
-    // this process's own saves are still under way, which would fail if it had).
-    if state.correlates()
-        && (pending_saves == 0 || !state.synced)
-        && let Err(err) = sync_state(context, &tenant, &mut state, || {
-            TenantState::new(content, tenant_content.as_deref())
-        })
-        .await
-    {
-        tracing::warn!(%tenant, error = %err, "cannot read correlation state, retrying");
-        states.insert(tenant, state);
-        let delay = retry_delay(&delivery);
-        let _ = delivery.nak(Some(delay)).await;
-        return None;
-    }
     let content = Arc::clone(content);
     let batch_tenant = tenant.clone();
     let evaluated = tokio::task::spawn_blocking(move || {
         let batch = match delivery.decode::<EventBatch>() {
             Ok(batch) => batch,
-            Err(err) => return (state, delivery, Err(err.to_string())),
+            Err(err) => return (router, delivery, Err(err.to_string())),
         };
         if let Err(reason) = batch.validate() {
-            return (state, delivery, Err(reason));
+            return (router, delivery, Err(reason));
         }
-        let batch_id = batch.message_id();
-        let now = time::OffsetDateTime::now_utc();
         let result = evaluate_batch(
             &content,
             &batch_tenant,
-            &mut state,
+            &router,
             &batch.events,
-            &batch_id,
-            lateness,
-            now,
+            &batch.message_id(),
+            partitions,
+            time::OffsetDateTime::now_utc(),
         );
         metrics::counter!(metric_names::EVENTS).increment(batch.events.len() as u64);
-        (state, delivery, Ok(result))
+        (router, delivery, Ok(result))
     })
     .await;
-    let (mut state, delivery, result) = match evaluated {
+    let (router, delivery, result) = match evaluated {
         Ok(done) => done,
         Err(err) => {
-            // The state went with the task: the next batch starts from the stored one.
             tracing::warn!(%tenant, error = %err, "evaluating a batch failed");
             return None;
         }
     };
+    routers.insert(tenant.clone(), router);
     let result = match result {
         Ok(result) => result,
         Err(reason) => {
@@ -458,58 +476,41 @@ async fn evaluate(
             // evaluated; it goes to the dead-letter subject with the reason.
             metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
             tracing::debug!(%tenant, %reason, "event batch refused");
-            states.insert(tenant, state);
             let _ = delivery.dead_letter("detect", &reason).await;
             return None;
         }
     };
-    metrics::counter!(metric_names::LATE).increment(result.late);
     metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
-    let save = result.dirty.then(|| {
-        let expected = state.stored_version;
-        state.stored_version = Some(expected.map_or(1, |version| version + 1));
-        *lock(progress)
-            .pending_saves
-            .entry(tenant.clone())
-            .or_default() += 1;
-        (expected, state.snapshot())
-    });
-    let epoch = state.epoch;
-    states.insert(tenant.clone(), state);
     Some(Evaluated {
         delivery,
         tenant,
-        epoch,
         alerts: result.alerts,
-        save,
+        correlate: result.correlate,
     })
 }
 
-/// A batch whose alerts were sent, waiting for the bus's acknowledgements.
+/// A batch whose messages were sent, waiting for the bus's acknowledgements.
 struct Sent {
     item: Evaluated,
     acks: Result<Vec<vigil_bus::AckFuture>, ()>,
 }
 
-/// Sends each evaluated batch's alerts without waiting for the bus, so the alerts of several
+/// Sends each evaluated batch's messages without waiting for the bus, so those of several
 /// batches are in flight at once; [`settle_stage`] waits for them in order.
 async fn publish_stage(
     context: ServiceContext,
     mut evaluated_rx: tokio::sync::mpsc::Receiver<Evaluated>,
-    progress: SharedProgress,
 ) {
     let (sent_tx, sent_rx) = tokio::sync::mpsc::channel::<Sent>(8);
-    let settler = tokio::spawn(settle_stage(
-        context.clone(),
-        sent_rx,
-        Arc::clone(&progress),
-    ));
+    let settler = tokio::spawn(settle_stage(sent_rx));
     while let Some(item) = evaluated_rx.recv().await {
-        let acks = if is_stale(&progress, &item) {
-            Err(())
-        } else {
-            send_alerts(&context, &item.tenant, &item.alerts).await
-        };
+        let mut acks = send_alerts(&context, &item.tenant, &item.alerts).await;
+        if let Ok(pending) = &mut acks {
+            match send_correlation_batches(&context, &item.tenant, &item.correlate).await {
+                Ok(more) => pending.extend(more),
+                Err(()) => acks = Err(()),
+            }
+        }
         if sent_tx.send(Sent { item, acks }).await.is_err() {
             break;
         }
@@ -518,55 +519,18 @@ async fn publish_stage(
     let _ = settler.await;
 }
 
-/// Whether a batch was evaluated on a state that a failure since made wrong.
-fn is_stale(progress: &SharedProgress, item: &Evaluated) -> bool {
-    lock(progress)
-        .failed
-        .get(&item.tenant)
-        .is_some_and(|&failed| failed >= item.epoch)
-}
-
-/// Waits for each batch's alerts to be acknowledged, saves its state, then acknowledges the
-/// batch; on any failure the batch (and what was evaluated on top of it) is redelivered.
-async fn settle_stage(
-    context: ServiceContext,
-    mut sent_rx: tokio::sync::mpsc::Receiver<Sent>,
-    progress: SharedProgress,
-) {
+/// Waits for each batch's messages to be acknowledged, then acknowledges the batch; on any
+/// failure the batch is redelivered (what it published comes out again with the same ids and
+/// is dropped as a duplicate).
+async fn settle_stage(mut sent_rx: tokio::sync::mpsc::Receiver<Sent>) {
     while let Some(Sent { item, acks }) = sent_rx.recv().await {
-        let mut outcome = match acks {
+        let outcome = match acks {
             Ok(acks) => await_acks(&item.tenant, acks).await,
             Err(()) => Err(()),
         };
-        // A batch evaluated on top of one that failed since is redone, saved or not (its
-        // watermark and correlation decisions came from the failed one).
-        if outcome.is_ok() && is_stale(&progress, &item) {
-            outcome = Err(());
-        }
-        if outcome.is_ok()
-            && let Some(save) = &item.save
-        {
-            outcome = save_state(&context, &item.tenant, save).await;
-        }
         let Evaluated {
-            delivery,
-            tenant,
-            epoch,
-            alerts,
-            save,
+            delivery, alerts, ..
         } = item;
-        {
-            let mut progress = lock(&progress);
-            if save.is_some()
-                && let Some(pending) = progress.pending_saves.get_mut(&tenant)
-            {
-                *pending = pending.saturating_sub(1);
-            }
-            if outcome.is_err() {
-                let failed = progress.failed.entry(tenant).or_default();
-                *failed = (*failed).max(epoch);
-            }
-        }
         let settled = match outcome {
             Ok(()) => {
                 metrics::counter!(metric_names::ALERTS).increment(alerts.len() as u64);
@@ -583,22 +547,162 @@ async fn settle_stage(
     }
 }
 
+/// The store row of a partition's correlation state.
+fn state_name(partition: u32) -> String {
+    format!("{STATE}/{partition}")
+}
+
+/// The second stage for one partition: its correlation batches one at a time (the consumer
+/// hands out one message until it is settled, to whichever process pulls), each fed to the
+/// tenant's state of this partition, its alerts published, the state saved by
+/// compare-and-swap, and only then acknowledged.
+async fn correlate_partition(
+    context: ServiceContext,
+    mut subscription: vigil_bus::Subscription,
+    partition: u32,
+    partitions: u32,
+    content_rx: watch::Receiver<Arc<Content>>,
+    lateness: i64,
+) {
+    let mut states: HashMap<TenantId, TenantState> = HashMap::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => break,
+            next = subscription.next() => next,
+        };
+        let delivery = match next {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(err)) => {
+                tracing::debug!(partition, error = %err, "correlation consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            None => break,
+        };
+        let span = tracing::debug_span!("correlate", tenant = %delivery.subject.tenant, partition);
+        delivery.follow(&span);
+        let content = content_rx.borrow().clone();
+        tracing::Instrument::instrument(
+            correlate_one(
+                &context,
+                &content,
+                &mut states,
+                delivery,
+                (partition, partitions),
+                lateness,
+            ),
+            span,
+        )
+        .await;
+    }
+    tracing::debug!(partition, "correlation consumer stopped");
+}
+
+/// Handles one correlation batch of a partition and settles it.
+async fn correlate_one(
+    context: &ServiceContext,
+    content: &Arc<Content>,
+    states: &mut HashMap<TenantId, TenantState>,
+    delivery: Delivery,
+    (partition, partitions): (u32, u32),
+    lateness: i64,
+) {
+    let tenant = delivery.subject.tenant.clone();
+    let batch = match delivery.decode::<CorrelationBatch>() {
+        Ok(batch) => batch,
+        Err(err) => {
+            metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
+            let _ = delivery.dead_letter("correlate", &err.to_string()).await;
+            return;
+        }
+    };
+    let misplaced = (batch.partition != partition).then(|| {
+        format!(
+            "correlation batch for partition {} arrived on partition {partition}",
+            batch.partition
+        )
+    });
+    if let Some(reason) = batch.validate().err().or(misplaced) {
+        metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
+        tracing::debug!(%tenant, %reason, "correlation batch refused");
+        let _ = delivery.dead_letter("correlate", &reason).await;
+        return;
+    }
+    let tenant_content = content.tenant(&tenant).cloned();
+    let mut state = match states.remove(&tenant) {
+        Some(mut state) => {
+            state.follow(content, tenant_content.as_deref());
+            state
+        }
+        None => TenantState::new(content, tenant_content.as_deref()),
+    };
+    let fresh = || TenantState::new(content, tenant_content.as_deref());
+    if let Err(err) = sync_state(context, &tenant, (partition, partitions), &mut state, fresh).await
+    {
+        tracing::warn!(%tenant, partition, error = %err, "cannot read correlation state, retrying");
+        states.insert(tenant, state);
+        let delay = retry_delay(&delivery);
+        let _ = delivery.nak(Some(delay)).await;
+        return;
+    }
+    let result = correlate_batch(
+        content,
+        &mut state,
+        &batch,
+        lateness,
+        time::OffsetDateTime::now_utc(),
+    );
+    metrics::counter!(metric_names::LATE).increment(result.late);
+    metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
+    let mut outcome = match send_alerts(context, &tenant, &result.alerts).await {
+        Ok(acks) => await_acks(&tenant, acks).await,
+        Err(()) => Err(()),
+    };
+    if outcome.is_ok() && result.dirty {
+        let expected = state.stored_version;
+        outcome = save_state(context, &tenant, partition, expected, state.snapshot()).await;
+        if outcome.is_ok() {
+            state.stored_version = Some(expected.map_or(1, |version| version + 1));
+        }
+    }
+    let settled = match outcome {
+        Ok(()) => {
+            metrics::counter!(metric_names::ALERTS).increment(result.alerts.len() as u64);
+            delivery.ack().await
+        }
+        Err(()) => {
+            // The state in memory counted the batch: read the stored one before going on.
+            state.synced = false;
+            let delay = retry_delay(&delivery);
+            delivery.nak(Some(delay)).await
+        }
+    };
+    if let Err(err) = settled {
+        tracing::debug!(error = %err, "settling a correlation batch failed");
+    }
+    states.insert(tenant, state);
+}
+
 async fn save_state(
     context: &ServiceContext,
     tenant: &TenantId,
-    (expected, body): &(Option<i64>, Vec<u8>),
+    partition: u32,
+    expected: Option<i64>,
+    body: Vec<u8>,
 ) -> Result<(), ()> {
     let now = vigil_store::micros(time::OffsetDateTime::now_utc());
     match context
         .store
         .tenant(tenant)
-        .put_detect_state(STATE, *expected, body.clone(), now)
+        .put_detect_state(&state_name(partition), expected, body, now)
         .await
     {
         Ok(Some(_)) => Ok(()),
         Ok(None) => {
-            // Another process saved first: redo the batch on its state. The alerts already
-            // published come out with the same ids and are dropped downstream.
+            // Another process saved first (it held the partition while this one was slow):
+            // redo the batch on its state. Alerts already published come out with the same
+            // ids and are dropped downstream.
             metrics::counter!(metric_names::STATE_CONFLICTS).increment(1);
             Err(())
         }
@@ -609,37 +713,73 @@ async fn save_state(
     }
 }
 
-/// Rereads the stored correlation state when it is newer than the one in memory.
+/// Rereads a partition's stored correlation state when it is newer than the one in memory.
+/// A partition with no stored state yet takes its share of the state saved whole before
+/// correlation state was partitioned, if there is one.
 async fn sync_state(
     context: &ServiceContext,
     tenant: &TenantId,
+    (partition, partitions): (u32, u32),
     state: &mut TenantState,
     fresh: impl Fn() -> TenantState,
 ) -> Result<(), vigil_store::StoreError> {
+    if !state.correlates() {
+        return Ok(());
+    }
     let scope = context.store.tenant(tenant);
-    let stored = scope.detect_state_version(STATE).await?;
+    let name = state_name(partition);
+    let stored = scope.detect_state_version(&name).await?;
     if state.synced && stored == state.stored_version {
         return Ok(());
     }
     // Always from a fresh state: windows in memory may hold batches redelivered since.
-    let epoch = state.epoch;
     *state = fresh();
-    state.epoch = epoch;
-    match scope.detect_state(STATE).await? {
+    match scope.detect_state(&name).await? {
         Some((version, body)) => {
             if let Err(reason) = state.restore(&body) {
                 // An unreadable state (a correlation rule changed shape): start its windows
                 // again rather than stop the tenant's detection.
-                tracing::warn!(%tenant, %reason, "correlation state not restored, windows start again");
+                tracing::warn!(%tenant, partition, %reason, "correlation state not restored, windows start again");
                 *state = fresh();
-                state.epoch = epoch;
             }
             state.stored_version = Some(version);
         }
-        None => state.stored_version = None,
+        None => {
+            if let Some((_, body)) = scope.detect_state(STATE).await?
+                && let Err(reason) = state.restore_partition(&body, partition, partitions)
+            {
+                tracing::warn!(%tenant, partition, %reason, "unpartitioned correlation state not restored");
+                *state = fresh();
+            }
+            state.stored_version = None;
+        }
     }
     state.synced = true;
     Ok(())
+}
+
+/// Sends correlation batches to their partitions; each returned future resolves when the bus
+/// holds its batch.
+async fn send_correlation_batches(
+    context: &ServiceContext,
+    tenant: &TenantId,
+    batches: &[CorrelationBatch],
+) -> Result<Vec<vigil_bus::AckFuture>, ()> {
+    let mut pending = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let sent = match OutgoingMessage::encode_compressed(batch, batch.message_id()) {
+            Ok(message) => context.bus.publish(message).await,
+            Err(err) => Err(err),
+        };
+        match sent {
+            Ok(ack) => pending.push(ack),
+            Err(err) => {
+                tracing::warn!(%tenant, error = %err, "publishing correlation batches failed, the batch will be redelivered");
+                return Err(());
+            }
+        }
+    }
+    Ok(pending)
 }
 
 /// Sends alerts; each returned future resolves when the bus holds its alert.

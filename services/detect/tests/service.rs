@@ -385,13 +385,18 @@ async fn correlation_windows_survive_a_restart() {
         .await;
     // The hits only feed the correlation (`generate` is false): no alert yet.
     assert!(harness.alerts(Duration::from_secs(2)).await.is_empty());
-    let saved = harness
-        .store
-        .tenant(&tenant("acme"))
-        .detect_state_version("correlation")
+    // The window is saved in the partition that owns pc1's group of the burst.
+    let partition = vigil_sigma::partition_of(BURST, Some(&[Some("pc1".to_owned())]), 16);
+    let scope = harness.store.tenant(&tenant("acme"));
+    let saved = scope
+        .detect_state_version(&format!("correlation/{partition}"))
         .await
         .unwrap();
     assert_eq!(saved, Some(1), "the window was saved");
+    for other in (0..16).filter(|p| *p != partition) {
+        let name = format!("correlation/{other}");
+        assert_eq!(scope.detect_state_version(&name).await.unwrap(), None);
+    }
     shutdown.cancel();
     task.await.unwrap();
 
@@ -592,4 +597,72 @@ async fn two_processes_share_a_stream_and_its_correlation_windows() {
         shutdown.cancel();
         task.await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_saved_whole_is_taken_up_by_its_partitions() {
+    let mut harness = Harness::new(&["acme", "globex"]).await;
+    harness
+        .global_rule(&whoami_rule(), WHOAMI, "detection")
+        .await;
+    harness
+        .global_rule(&burst_rule(), BURST, "correlation")
+        .await;
+    let whoami = || process("C:\\Windows\\System32\\whoami.exe", "pc1");
+    // What a release before partitioning saved for acme: one state holding pc1's window with
+    // two hits in it.
+    let rules = vigil_sigma::RuleSet::from_texts(
+        vec![(
+            "burst.yml".into(),
+            format!("{}\n---\n{}", whoami_rule(), burst_rule()),
+        )],
+        Arc::new(vigil_sigma::Mappings::builtin().unwrap()),
+        &vigil_sigma::LoadOptions::default(),
+    )
+    .unwrap();
+    let mut correlator = rules.correlator();
+    let mut watermark = 0;
+    for n in 1..=2 {
+        let hit = event("acme", n, whoami());
+        let fields = vigil_detect::evaluate::EventFields(&hit.fields);
+        let detections = rules.detect_flat(&fields);
+        watermark = hit.event_time.unix_timestamp();
+        correlator.observe_flat(&fields, &detections, watermark, Some(&hit.id.to_string()));
+    }
+    let whole: serde_json::Value = serde_json::from_slice(&correlator.snapshot()).unwrap();
+    let saved = json!({"watermark": watermark, "applied": [], "global": whole});
+    harness
+        .store
+        .tenant(&tenant("acme"))
+        .put_detect_state("correlation", None, serde_json::to_vec(&saved).unwrap(), 0)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (shutdown, task) = harness.start(config(60)).await;
+    // globex's pc1 is another tenant's host: acme's old window is not its.
+    harness
+        .send("globex", vec![event("globex", 3, whoami())])
+        .await;
+    harness.send("acme", vec![event("acme", 3, whoami())]).await;
+    let alerts = harness.alerts(Duration::from_secs(2)).await;
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let burst = &alerts[0];
+    assert_eq!(
+        (burst.tenant.as_str(), burst.rule_id.as_str()),
+        ("acme", BURST)
+    );
+    let id = |n: u32| EventId::derive(&["acme".as_bytes(), &n.to_le_bytes()]);
+    assert_eq!(burst.event_ids, vec![id(1), id(2), id(3)], "{burst:#?}");
+    // The window now lives in its partition's row.
+    let partition = vigil_sigma::partition_of(BURST, Some(&[Some("pc1".to_owned())]), 16);
+    let version = harness
+        .store
+        .tenant(&tenant("acme"))
+        .detect_state_version(&format!("correlation/{partition}"))
+        .await
+        .unwrap();
+    assert_eq!(version, Some(1));
+    shutdown.cancel();
+    task.await.unwrap();
 }
