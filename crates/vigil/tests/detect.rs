@@ -254,3 +254,183 @@ async fn regression_events_become_alerts_once_each_across_a_crash() {
     drop(bus);
     database.drop().await.unwrap();
 }
+
+/// A Sysmon process creation of whoami on `host`, as ingest receives it.
+fn whoami_on(host: &str) -> serde_json::Value {
+    serde_json::json!({"Event": {
+        "System": {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+                   "Computer": host},
+        "EventData": {"Image": "C:\\Windows\\System32\\whoami.exe"}}})
+}
+
+const WHOAMI_RULE: &str = r"
+title: Whoami
+id: 6b1a9d30-0000-4000-8000-0000000000a1
+name: whoami_run
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    sel:
+        Image|endswith: '\whoami.exe'
+    condition: sel
+level: low
+";
+
+const BURST_RULE: &str = r"
+title: Whoami burst
+id: 6b1a9d30-0000-4000-8000-0000000000a2
+correlation:
+    type: event_count
+    rules:
+        - whoami_run
+    group-by:
+        - Computer
+    timespan: 1h
+    condition:
+        gte: 3
+level: high
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlations_fire_once_across_two_processes_and_a_crash() {
+    let nats = NatsServer::start().unwrap();
+    let database = TestDatabase::create("correlate").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("whoami.yml"), WHOAMI_RULE).unwrap();
+    std::fs::write(rules.join("burst.yml"), BURST_RULE).unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detect]\nrules = [{}]\ncorrelation_partitions = 4\n",
+            serde_json::to_string(&rules).unwrap()
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--bus".into(),
+        nats.url(),
+        "--store".into(),
+        database.url.clone(),
+    ];
+    // Every process of a deployment shares the store's master key: the first one's.
+    let master_key = dir
+        .path()
+        .join("first/data/master.key")
+        .display()
+        .to_string();
+    let start = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        let mut args: Vec<String> = args.clone();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let master_key = master_key.clone();
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env = [("VIGIL_CONTROL__MASTER_KEY_FILE", master_key.as_str())];
+            Server::start_with_env(&path, &args, &env, "http")
+        }
+    };
+    let first = tokio::task::spawn_blocking(start("first", &[]))
+        .await
+        .unwrap();
+    let admin = first.admin_token();
+    first.ok(&admin, &["tenant", "create", "acme"]);
+    let token = first
+        .ok(
+            &admin,
+            &["token", "issue", "--tenant", "acme", "--role", "ingest"],
+        )
+        .trim()
+        .to_owned();
+    // A second process running detection (and a control plane, which the harness waits for).
+    let second_args = ["--services", "detect,control"];
+    let mut second = tokio::task::spawn_blocking(start("second", &second_args))
+        .await
+        .unwrap();
+
+    let acme = TenantId::new("acme").unwrap();
+    let bus = JetStreamBus::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .unwrap();
+    let mut subscription = bus
+        .subscribe(ConsumerSpec::new("e2e", Stage::Alerts, Some(acme.clone())))
+        .await
+        .unwrap();
+    // Three hits on each host: each host's burst fires once, on its third.
+    let hosts: Vec<String> = (0..24).map(|n| format!("ws{n:02}")).collect();
+    let post = |server: &Server, hosts: &[String]| {
+        for host in hosts {
+            let body = serde_json::to_string(&vec![whoami_on(host); 3]).unwrap();
+            let (status, answer) = server
+                .post_events_with(&token, &body, &[("Idempotency-Key", host)])
+                .unwrap();
+            assert_eq!(status, 200, "{host}: {answer}");
+        }
+    };
+    let (early, late) = hosts.split_at(hosts.len() / 2);
+    tokio::task::block_in_place(|| post(&first, early));
+    let mut alerts = Vec::new();
+    collect(
+        &mut subscription,
+        &mut alerts,
+        Instant::now() + Duration::from_secs(120),
+        |alerts| !alerts.is_empty(),
+    )
+    .await;
+    assert!(!alerts.is_empty(), "no correlation before the crash");
+    // The second process dies without a word; what it held comes back after the ack wait.
+    second.kill_hard();
+    drop(second);
+    let second = tokio::task::spawn_blocking(start("second", &second_args))
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| post(&first, late));
+
+    let bursts_by_host = |alerts: &[Alert]| -> BTreeMap<String, usize> {
+        let mut by_host = BTreeMap::new();
+        for alert in alerts {
+            let host = alert
+                .matched
+                .iter()
+                .find(|m| m.field == "Computer")
+                .map(|m| m.value.clone())
+                .unwrap_or_default();
+            *by_host.entry(host).or_default() += 1;
+        }
+        by_host
+    };
+    collect(
+        &mut subscription,
+        &mut alerts,
+        Instant::now() + Duration::from_secs(300),
+        |alerts| bursts_by_host(alerts).len() >= hosts.len(),
+    )
+    .await;
+    // Anything still in flight (a duplicate would show here).
+    collect(
+        &mut subscription,
+        &mut alerts,
+        Instant::now() + Duration::from_secs(5),
+        |_| false,
+    )
+    .await;
+    let expected: BTreeMap<String, usize> = hosts.iter().map(|h| (h.clone(), 1)).collect();
+    assert_eq!(bursts_by_host(&alerts), expected, "{alerts:#?}");
+    for alert in &alerts {
+        assert_eq!(alert.tenant, acme);
+        assert_eq!(alert.rule_id, "6b1a9d30-0000-4000-8000-0000000000a2");
+        // The whoami hits only feed the burst (`generate` is false).
+        assert_eq!(alert.event_ids.len(), 3, "{alert:#?}");
+    }
+
+    drop(second);
+    drop(first);
+    drop(bus);
+    database.drop().await.unwrap();
+}
