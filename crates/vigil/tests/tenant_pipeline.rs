@@ -197,6 +197,7 @@ async fn a_tenant_pipeline_runs_on_its_own_nats_user() {
         .env("VIGIL_BUS__CREDENTIALS_FILE", &creds_path)
         .env("VIGIL_BUS__INBOX_PREFIX", &user.inbox_prefix)
         .env("VIGIL_BUS__MANAGE_STREAMS", "false")
+        .env("VIGIL_DETECT__CORRELATION_PARTITIONS", "4")
         // A publish the server refuses is never acknowledged: fail it sooner than 30 s.
         .env("VIGIL_BUS__PUBLISH_TIMEOUT_SECS", "5")
         .env("VIGIL_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))

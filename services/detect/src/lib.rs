@@ -49,6 +49,12 @@ pub const CORRELATE_CONSUMER: &str = "detect-correlate";
 /// The name of the correlation state in the store; a partition's is `correlation/<p>`.
 const STATE: &str = "correlation";
 
+/// The correlation partitions of a per-tenant deployment: the tenant chart sets it, and the
+/// NATS user the operator makes for the tenant may use exactly these partitions' consumers (a
+/// user's permissions travel in its connect line, which nats-server caps at 4 KiB by default;
+/// 16 partitions' permissions do not fit). The tenant chart runs at most 4 detect processes.
+pub const TENANT_CORRELATION_PARTITIONS: u32 = 4;
+
 /// The most correlation partitions a deployment may have.
 pub const MAX_CORRELATION_PARTITIONS: u32 = 256;
 

@@ -198,10 +198,17 @@ mod tests {
     fn permissions_name_only_the_tenant() {
         let tenant = TenantId::new("acme").unwrap();
         let spec = ConsumerSpec::new("detect", Stage::Events, Some(tenant.clone()));
-        let allow = publish_permissions(&tenant, &[spec]);
+        let mut partition =
+            ConsumerSpec::new("detect-correlate", Stage::Correlate, Some(tenant.clone()));
+        partition.partition = Some(3);
+        let allow = publish_permissions(&tenant, &[spec, partition]);
         assert!(allow.contains(&"vigil.acme.>".to_owned()));
         assert!(allow.contains(
             &"$JS.API.CONSUMER.CREATE.VIGIL_EVENTS.detect-acme.vigil.acme.events".to_owned()
+        ));
+        assert!(allow.contains(
+            &"$JS.API.CONSUMER.CREATE.VIGIL_CORRELATE.detect-correlate-acme-p3.vigil.acme.correlate.3"
+                .to_owned()
         ));
         for subject in &allow {
             assert!(!subject.contains('*'), "{subject} has a wildcard");

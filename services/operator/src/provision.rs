@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vigil_auth::{MasterKey, Role, Scope, SigningKey, TokenRequest, TokenSettings};
 use vigil_bus::{Bus, ConsumerSpec};
-use vigil_schema::{Actor, AuditId, AuditOutcome, AuditRecord, Stage, TenantId};
+use vigil_schema::{Actor, AuditId, AuditOutcome, AuditRecord, TenantId};
 use vigil_store::{Store, StoreError, TenantRecord, TenantState};
 
 use crate::crd::{PipelineService, Retention};
@@ -51,16 +51,18 @@ fn store_failure(err: StoreError) -> Failure {
     Failure::transient("StoreUnavailable", err.to_string())
 }
 
-/// The durable consumer a per-tenant service reads through; the same spec the service itself
-/// ensures when it starts (same name, stage and tenant filter).
-pub fn consumer_for(service: PipelineService, tenant: &TenantId) -> Option<ConsumerSpec> {
+/// The durable consumers a per-tenant service reads through: the same specs the service itself
+/// ensures when it starts as the tenant chart configures it (for detect: the events, and each
+/// of [`vigil_detect::TENANT_CORRELATION_PARTITIONS`] correlation partitions).
+pub fn consumers_for(service: PipelineService, tenant: &TenantId) -> Vec<ConsumerSpec> {
     match service {
-        PipelineService::Ingest => None,
-        PipelineService::Detect => {
-            let mut spec = ConsumerSpec::new("detect", Stage::Events, Some(tenant.clone()));
-            spec.ack_wait = Duration::from_secs(60);
-            Some(spec)
+        PipelineService::Ingest => Vec::new(),
+        PipelineService::Detect => vigil_detect::Config {
+            tenant: Some(tenant.clone()),
+            correlation_partitions: vigil_detect::TENANT_CORRELATION_PARTITIONS,
+            ..vigil_detect::Config::default()
         }
+        .consumers(),
     }
 }
 
@@ -68,7 +70,7 @@ pub fn consumer_for(service: PipelineService, tenant: &TenantId) -> Option<Consu
 pub fn all_consumers(tenant: &TenantId) -> Vec<ConsumerSpec> {
     [PipelineService::Ingest, PipelineService::Detect]
         .into_iter()
-        .filter_map(|service| consumer_for(service, tenant))
+        .flat_map(|service| consumers_for(service, tenant))
         .collect()
 }
 
@@ -215,7 +217,7 @@ impl Provisioner {
     ) -> Result<Vec<ConsumerSpec>, Failure> {
         let mut specs = Vec::new();
         for service in services {
-            if let Some(spec) = consumer_for(*service, tenant) {
+            for spec in consumers_for(*service, tenant) {
                 self.bus.ensure_consumer(&spec).await.map_err(|err| {
                     Failure::transient(
                         "BusUnavailable",

@@ -101,7 +101,11 @@ async fn tenant_users_reach_their_own_subjects_and_consumers_only() {
             .ensure_consumers(&tenant, &[PipelineService::Ingest, PipelineService::Detect])
             .await
             .unwrap();
-        assert_eq!(consumers.len(), 1, "ingest has no consumer, detect has one");
+        assert_eq!(
+            consumers.len(),
+            5,
+            "ingest has no consumer; detect has its events' and one per correlation partition"
+        );
         let issued = provisioner
             .issue_credentials(&tenant, &manager, 90, true, &consumers)
             .await
@@ -153,6 +157,47 @@ async fn tenant_users_reach_their_own_subjects_and_consumers_only() {
         nothing_else.is_err(),
         "only acme's event reaches acme's consumer"
     );
+
+    // Detect's correlation stage: acme's partition subjects, through its partition consumer.
+    bus.publish_durable(OutgoingMessage::new(
+        Subject::partitioned(acme.clone(), Stage::Correlate, 3),
+        "acme-corr-3",
+        "acme's correlation batch",
+    ))
+    .await
+    .unwrap();
+    let partition_spec = |tenant: &TenantId| {
+        vigil_operator::provision::consumers_for(PipelineService::Detect, tenant)
+            .into_iter()
+            .find(|spec| spec.partition == Some(3))
+            .unwrap()
+    };
+    let mut partition = bus.subscribe(partition_spec(&acme)).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), partition.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&delivery.payload[..], b"acme's correlation batch");
+    delivery.ack().await.unwrap();
+    let refused = bus
+        .publish_durable(OutgoingMessage::new(
+            Subject::partitioned(globex.clone(), Stage::Correlate, 3),
+            "acme-as-globex-corr",
+            "forged",
+        ))
+        .await;
+    assert!(
+        refused.is_err(),
+        "publishing to globex's partition must fail"
+    );
+    if let Ok(mut stolen) = bus.subscribe(partition_spec(&globex)).await {
+        let next = tokio::time::timeout(Duration::from_secs(3), stolen.next()).await;
+        assert!(
+            !matches!(next, Ok(Some(Ok(_)))),
+            "acme must not receive from globex's partition consumer"
+        );
+    }
 
     // acme cannot publish to globex.
     let refused = bus
