@@ -1,5 +1,5 @@
 //! The wire schema of Vigil: tenant identity and the versioned payload types that travel between
-//! stages (`events`, `signals`, `alerts`, `incidents`, `actions`, `audit`).
+//! stages (`events`, `correlate`, `signals`, `alerts`, `incidents`, `actions`, `audit`).
 //!
 //! Every service reads and writes these types only; no service defines its own wire format.
 //!

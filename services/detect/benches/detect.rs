@@ -267,17 +267,18 @@ fn main() {
         tenants: Default::default(),
         generation: 1,
     };
-    let mut state = TenantState::new(&content, None);
+    let router = TenantState::new(&content, None);
+    let partitions = vigil_detect::Config::default().correlation_partitions;
     let began = Instant::now();
     let mut alerts = 0;
     for (n, chunk) in events.chunks(BATCH).enumerate() {
         let result = evaluate_batch(
             &content,
             &tenant,
-            &mut state,
+            &router,
             chunk,
             &n.to_string(),
-            300,
+            partitions,
             time::OffsetDateTime::now_utc(),
         );
         alerts += result.alerts.len();
