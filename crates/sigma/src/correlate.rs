@@ -512,16 +512,12 @@ impl Correlator {
         let classified = classify_flat(&self.mappings, &entries);
         let index = FlatIndex::new(&entries, classified.shape);
         let view = FlatView::new(&entries, &index, &classified);
-        let by_id: FxHashMap<&str, &Chain> = self
-            .chains
-            .iter()
-            .map(|chain| (chain.id.as_str(), chain))
-            .collect();
         let mut routed: BTreeMap<u32, Vec<Fed>> = BTreeMap::new();
         for entry in fed {
-            let Some(chain) = by_id.get(entry.chain.as_str()) else {
+            let Some(&index) = self.chain_index(&entry.chain) else {
                 continue;
             };
+            let chain = &self.chains[index];
             let key = chain.group_by.as_ref().map(|group_by| {
                 let refs: Vec<&str> = self
                     .fed_by

@@ -764,48 +764,51 @@ async fn sync_state(
     Ok(())
 }
 
-/// Sends correlation batches to their partitions; each returned future resolves when the bus
-/// holds its batch.
+/// Sends correlation batches to their partitions, compressed like event batches.
 async fn send_correlation_batches(
     context: &ServiceContext,
     tenant: &TenantId,
     batches: &[CorrelationBatch],
 ) -> Result<Vec<vigil_bus::AckFuture>, ()> {
-    let mut pending = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let sent = match OutgoingMessage::encode_compressed(batch, batch.message_id()) {
-            Ok(message) => context.bus.publish(message).await,
-            Err(err) => Err(err),
-        };
-        match sent {
-            Ok(ack) => pending.push(ack),
-            Err(err) => {
-                tracing::warn!(%tenant, error = %err, "publishing correlation batches failed, the batch will be redelivered");
-                return Err(());
-            }
-        }
-    }
-    Ok(pending)
+    send(context, tenant, batches, "correlation batches", |batch| {
+        OutgoingMessage::encode_compressed(batch, batch.message_id())
+    })
+    .await
 }
 
-/// Sends alerts; each returned future resolves when the bus holds its alert.
+/// Sends alerts.
 async fn send_alerts(
     context: &ServiceContext,
     tenant: &TenantId,
     alerts: &[Alert],
 ) -> Result<Vec<vigil_bus::AckFuture>, ()> {
-    let mut pending = Vec::with_capacity(alerts.len());
-    for alert in alerts {
+    send(context, tenant, alerts, "alerts", |alert| {
         // The alert's subject is its tenant's; the batch's tenant made it.
         debug_assert_eq!(&alert.tenant, tenant);
-        let sent = match OutgoingMessage::encode(alert, alert.id.to_string()) {
+        OutgoingMessage::encode(alert, alert.id.to_string())
+    })
+    .await
+}
+
+/// Sends `items` of a batch of `tenant`; each returned future resolves when the bus holds its
+/// message. A failure stops at once: the batch is redelivered and sends everything again.
+async fn send<T>(
+    context: &ServiceContext,
+    tenant: &TenantId,
+    items: &[T],
+    what: &str,
+    encode: impl Fn(&T) -> vigil_bus::Result<OutgoingMessage>,
+) -> Result<Vec<vigil_bus::AckFuture>, ()> {
+    let mut pending = Vec::with_capacity(items.len());
+    for item in items {
+        let sent = match encode(item) {
             Ok(message) => context.bus.publish(message).await,
             Err(err) => Err(err),
         };
         match sent {
             Ok(ack) => pending.push(ack),
             Err(err) => {
-                tracing::warn!(%tenant, error = %err, "publishing alerts failed, the batch will be redelivered");
+                tracing::warn!(%tenant, error = %err, "publishing {what} failed, the batch will be redelivered");
                 return Err(());
             }
         }
