@@ -75,6 +75,27 @@ fn post_all(server: &Server, token: &str, cases: &[Case]) {
     }
 }
 
+/// Writes a configuration with these rule directories and `[detect]` lines, and returns the
+/// `vigil run` arguments that use it with this bus and store.
+fn run_args(
+    config: &Path,
+    rules: &[PathBuf],
+    detect: &str,
+    nats: &NatsServer,
+    database: &TestDatabase,
+) -> Vec<String> {
+    let rules = serde_json::to_string(rules).unwrap();
+    std::fs::write(config, format!("[detect]\nrules = {rules}\n{detect}")).unwrap();
+    vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--bus".into(),
+        nats.url(),
+        "--store".into(),
+        database.url.clone(),
+    ]
+}
+
 /// Reads alerts until `done` says so or the deadline passes, acknowledging each.
 async fn collect(
     subscription: &mut Subscription,
@@ -105,22 +126,7 @@ async fn regression_events_become_alerts_once_each_across_a_crash() {
         .iter()
         .map(|name| sigma.join(name))
         .collect();
-    std::fs::write(
-        &config,
-        format!(
-            "[detect]\nrules = {}\n",
-            serde_json::to_string(&rules).unwrap()
-        ),
-    )
-    .unwrap();
-    let args: Vec<String> = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--bus".into(),
-        nats.url(),
-        "--store".into(),
-        database.url.clone(),
-    ];
+    let args = run_args(&config, &rules, "", &nats, &database);
     let start = {
         let (args, path) = (args.clone(), dir.path().to_owned());
         move || {
@@ -302,22 +308,13 @@ async fn correlations_fire_once_across_two_processes_and_a_crash() {
     std::fs::write(rules.join("whoami.yml"), WHOAMI_RULE).unwrap();
     std::fs::write(rules.join("burst.yml"), BURST_RULE).unwrap();
     let config = dir.path().join("vigil.toml");
-    std::fs::write(
+    let args = run_args(
         &config,
-        format!(
-            "[detect]\nrules = [{}]\ncorrelation_partitions = 4\n",
-            serde_json::to_string(&rules).unwrap()
-        ),
-    )
-    .unwrap();
-    let args: Vec<String> = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--bus".into(),
-        nats.url(),
-        "--store".into(),
-        database.url.clone(),
-    ];
+        &[rules],
+        "correlation_partitions = 4\n",
+        &nats,
+        &database,
+    );
     // Every process of a deployment shares the store's master key: the first one's.
     let master_key = dir
         .path()

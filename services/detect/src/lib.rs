@@ -385,19 +385,10 @@ async fn detect_events(
     let publisher = tokio::spawn(publish_stage(context.clone(), evaluated_rx));
     let mut result = Ok(());
     loop {
-        let next = tokio::select! {
-            biased;
-            () = context.shutdown.cancelled() => break,
-            next = subscription.next() => next,
-        };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(err)) => {
-                tracing::debug!(error = %err, "detect consumer error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            None => {
+        let delivery = match next_delivery(context, &mut subscription).await {
+            Next::Delivery(delivery) => delivery,
+            Next::Shutdown => break,
+            Next::Closed => {
                 result = Err(DetectError::Bus(vigil_bus::BusError::Closed));
                 break;
             }
@@ -426,6 +417,37 @@ async fn detect_events(
     let _ = publisher.await;
     tracing::debug!("detect consumer stopped");
     result
+}
+
+/// What a consumer loop gets next.
+enum Next {
+    Delivery(Delivery),
+    Shutdown,
+    Closed,
+}
+
+/// The next delivery, or shutdown, or the end of the subscription; consumer errors are logged
+/// and retried after 100 ms.
+async fn next_delivery(
+    context: &ServiceContext,
+    subscription: &mut vigil_bus::Subscription,
+) -> Next {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => return Next::Shutdown,
+            next = subscription.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => return Next::Delivery(delivery),
+            Some(Err(err)) => {
+                let consumer = subscription.spec().durable_name();
+                tracing::debug!(%consumer, error = %err, "consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None => return Next::Closed,
+        }
+    }
 }
 
 /// Decodes and evaluates one batch; `None` when it was settled here (undecodable or refused).
@@ -571,21 +593,7 @@ async fn correlate_partition(
     lateness: i64,
 ) {
     let mut states: HashMap<TenantId, TenantState> = HashMap::new();
-    loop {
-        let next = tokio::select! {
-            biased;
-            () = context.shutdown.cancelled() => break,
-            next = subscription.next() => next,
-        };
-        let delivery = match next {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(err)) => {
-                tracing::debug!(partition, error = %err, "correlation consumer error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            None => break,
-        };
+    while let Next::Delivery(delivery) = next_delivery(&context, &mut subscription).await {
         let span = tracing::debug_span!("correlate", tenant = %delivery.subject.tenant, partition);
         delivery.follow(&span);
         let content = content_rx.borrow().clone();
