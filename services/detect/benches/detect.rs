@@ -8,6 +8,9 @@
 //! 3. the service: the same batches in JetStream (its own nats-server), drained by the detect
 //!    service with every SigmaHQ rule and the feed loaded, publishing alerts; beside it, in the
 //!    same run, a consumer that only decodes and acknowledges the batches (the bus's ceiling).
+//!    With `--correlation 1`, a correlation counting every Windows event per host is loaded
+//!    too (it never fires), so every Windows event also goes through the correlation
+//!    partitions, and the service is timed until they are drained as well.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -165,8 +168,37 @@ fn sigma_dirs(shared: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A correlation over every Windows event, per host, that never fires: the correlation
+/// partitions' work without alerts of its own.
+const CORRELATION: &str = r"
+title: Bench any Windows event
+id: 7e1c0000-0000-4000-8000-0000000000b1
+name: bench_any_windows
+logsource:
+    product: windows
+detection:
+    sel:
+        EventID|gt: 0
+    condition: sel
+level: informational
+---
+title: Bench Windows events per host
+id: 7e1c0000-0000-4000-8000-0000000000b2
+correlation:
+    type: event_count
+    rules:
+        - bench_any_windows
+    group-by:
+        - Computer
+    timespan: 1m
+    condition:
+        gte: 1000000000
+level: low
+";
+
 fn main() {
     let total = vigil_e2e::bench_arg("--events", 200_000);
+    let correlation = vigil_e2e::bench_arg("--correlation", 0) != 0;
     let indicators = vigil_e2e::bench_arg("--indicators", 1_000_000);
     let shared = vigil_e2e::shared_dir();
     let tenant = TenantId::new("bench").unwrap();
@@ -246,8 +278,15 @@ fn main() {
     );
     let events = events(&tenant, &records, total, windows_percent);
     let mappings = Arc::new(vigil_sigma::Mappings::builtin().unwrap());
+    let correlation_dir = tempfile::tempdir().unwrap();
+    let mut rule_dirs = sigma_dirs(&shared);
+    if correlation {
+        std::fs::write(correlation_dir.path().join("bench.yml"), CORRELATION).unwrap();
+        rule_dirs.push(correlation_dir.path().to_owned());
+        println!("correlation: every Windows event counted per host in the correlation partitions");
+    }
     let sources = Sources {
-        rule_dirs: sigma_dirs(&shared),
+        rule_dirs,
         intel_paths: vec![feed_path.clone()],
         placeholders: Default::default(),
     };
@@ -385,14 +424,15 @@ async fn service(tenant: &TenantId, events: Vec<Event>, sources: Sources) {
     };
     let task = tokio::spawn(vigil_detect::run(context, config.clone()));
     let durable = config.consumer().durable_name();
-    let pending = async || {
+    let pending_of = async |durable: &str, stream: &str| {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
-            .get_consumer_from_stream(&durable, "VIGIL_EVENTS")
+            .get_consumer_from_stream(durable, stream)
             .await
             .unwrap();
         let info = consumer.info().await.unwrap();
         info.num_pending as usize + info.num_ack_pending
     };
+    let pending = async || pending_of(&durable, "VIGIL_EVENTS").await;
     let all = pending().await;
     // From the first batch taken (rules and feed loaded) until none is left.
     let (start, at_start) = loop {
@@ -408,7 +448,26 @@ async fn service(tenant: &TenantId, events: Vec<Event>, sources: Sources) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The events' correlation batches are in JetStream once their event batches are acked.
+    for partition in 0..config.correlation_partitions {
+        let durable = config.partition_consumer(partition).durable_name();
+        loop {
+            if pending_of(&durable, "VIGIL_CORRELATE").await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let secs = start.elapsed().as_secs_f64();
+    let correlation_batches = jetstream
+        .get_stream("VIGIL_CORRELATE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
     let drained = at_start * BATCH;
     let alerts = jetstream
         .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
@@ -422,7 +481,7 @@ async fn service(tenant: &TenantId, events: Vec<Event>, sources: Sources) {
         .unwrap()
         .num_pending;
     println!(
-        "detect service: {drained} events in {secs:.2} s = {:.0} events/s, {alerts} alerts published",
+        "detect service: {drained} events in {secs:.2} s = {:.0} events/s, {alerts} alerts published, {correlation_batches} correlation batches",
         drained as f64 / secs
     );
     shutdown.cancel();
