@@ -111,7 +111,7 @@ fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N] | cargo xtask bench ingest [--events N] [--batch N] [--concurrency N] [--seconds N] | cargo xtask bench syslog [--lines N] [--connections N] | cargo xtask bench detect [--events N] [--indicators N] [--windows-percent P]"
+            "usage: cargo xtask bench bus [--seconds N] [--batch N] | cargo xtask bench alerts [--alerts N] [--persist N] [--queries N] | cargo xtask bench ingest [--events N] [--batch N] [--concurrency N] [--seconds N] | cargo xtask bench syslog [--lines N] [--connections N] | cargo xtask bench detect [--events N] [--indicators N] [--windows-percent P] [--correlation 1]"
         ),
     }
 }

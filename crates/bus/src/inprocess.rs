@@ -248,8 +248,6 @@ struct Pending {
     deliveries: u32,
     /// When the message is due for (re)delivery.
     due: Instant,
-    /// Whether it is out with a consumer right now (as opposed to waiting for redelivery).
-    out: bool,
 }
 
 #[derive(Debug)]
@@ -368,7 +366,6 @@ impl Stream {
             }
             Settle::Retry(delay) => {
                 if let Some(pending) = consumer_state.pending.get_mut(&sequence) {
-                    pending.out = false;
                     pending.due = Instant::now() + delay;
                 }
             }
@@ -425,7 +422,6 @@ impl InProcessSubscription {
         if let Some((&sequence, pending)) = due {
             pending.deliveries += 1;
             pending.due = now + ack_wait;
-            pending.out = true;
             let deliveries = pending.deliveries;
             if let Some(stored) = messages.get(&sequence) {
                 return Next::Deliver(self.delivery(stored, sequence, deliveries));
@@ -446,7 +442,6 @@ impl InProcessSubscription {
                         Pending {
                             deliveries: 1,
                             due: now + ack_wait,
-                            out: true,
                         },
                     );
                     return Next::Deliver(self.delivery(stored, sequence, 1));

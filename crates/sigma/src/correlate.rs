@@ -279,6 +279,8 @@ impl Correlator {
         let mut chains = Vec::new();
         let mut chain_of = FxHashMap::default();
         let mut infos = FxHashMap::default();
+        // The correlations that compiled, with their chains.
+        let mut loaded: Vec<(&CorrelationRule, usize)> = Vec::new();
         for members in chains_of(&plain) {
             let mut engine = CorrelationEngine::new(engine_config());
             // The detection rules the chain counts, added so rsigma knows their names.
@@ -299,14 +301,15 @@ impl Correlator {
             let mut added = Vec::new();
             for &index in &members {
                 let (path, correlation) = candidates[index];
-                match engine.add_correlation(correlation) {
-                    Ok(()) => added.push(correlation),
-                    Err(err) => rejected.push((
+                if let Err(err) = engine.add_correlation(correlation) {
+                    rejected.push((
                         path.clone(),
                         correlation.id.clone(),
                         crate::one_line(&err.to_string()),
-                    )),
+                    ));
+                    continue;
                 }
+                added.push(correlation);
                 let id = stable_id(correlation);
                 infos.insert(
                     id.clone(),
@@ -336,6 +339,7 @@ impl Correlator {
             let index = chains.len();
             for correlation in &added {
                 chain_of.insert(stable_id(correlation), index);
+                loaded.push((*correlation, index));
             }
             chains.push(Chain {
                 id: added.iter().map(|c| stable_id(c)).min().unwrap_or_default(),
@@ -343,8 +347,6 @@ impl Correlator {
                 group_by,
             });
         }
-        // Rules whose correlation failed to compile report nothing.
-        infos.retain(|id, _| chain_of.contains_key(id));
 
         let mut fed_by = FxHashMap::default();
         let mut generating = FxHashSet::default();
@@ -358,17 +360,11 @@ impl Correlator {
                 .into_iter()
                 .flatten()
                 .collect();
-            let names = |correlation: &CorrelationRule| {
-                correlation.rules.iter().any(|wanted| refs.contains(wanted))
-            };
             let mut fed_chains = Vec::new();
-            for (path_correlation, &chain) in candidates
-                .iter()
-                .filter_map(|(_, c)| chain_of.get(&stable_id(c)).map(|chain| (c, chain)))
-            {
-                if names(path_correlation) {
+            for &(correlation, chain) in &loaded {
+                if correlation.rules.iter().any(|wanted| refs.contains(wanted)) {
                     fed_chains.push(chain);
-                    if path_correlation.generate {
+                    if correlation.generate {
                         generating.insert(rule_id.clone());
                     }
                 }
@@ -514,7 +510,7 @@ impl Correlator {
         let view = FlatView::new(&entries, &index, &classified);
         let mut routed: BTreeMap<u32, Vec<Fed>> = BTreeMap::new();
         for entry in fed {
-            let Some(&index) = self.chain_index(&entry.chain) else {
+            let Some(index) = self.chain_index(&entry.chain) else {
                 continue;
             };
             let chain = &self.chains[index];
@@ -552,7 +548,7 @@ impl Correlator {
                 .iter()
                 .position(|entry| &entry.chain != chain_id)
                 .map_or(fed.len(), |offset| at + offset);
-            if let Some(&index) = self.chain_index(chain_id) {
+            if let Some(index) = self.chain_index(chain_id) {
                 // rsigma's correlation layer reads only the rule's id from a detection.
                 let results = fed[at..end]
                     .iter()
@@ -583,11 +579,12 @@ impl Correlator {
         self.hits(out)
     }
 
-    fn chain_index(&self, chain_id: &str) -> Option<&usize> {
+    fn chain_index(&self, chain_id: &str) -> Option<usize> {
         // A chain's id is one of its correlations' stable ids.
         self.chain_of
             .get(chain_id)
-            .filter(|&&index| self.chains[index].id == chain_id)
+            .copied()
+            .filter(|&index| self.chains[index].id == chain_id)
     }
 
     fn hits(&self, out: Vec<EvaluationResult>) -> Vec<CorrelationHit> {

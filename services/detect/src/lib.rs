@@ -183,6 +183,9 @@ pub enum DetectError {
     /// Rules or feeds that cannot be read.
     #[error("{0}")]
     Content(String),
+    /// A stage stopped without being asked to.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// Creates the consumer before any service publishes events, so that none is lost to a
@@ -360,9 +363,20 @@ async fn consume(
             lateness,
         ));
     }
-    let result = detect_events(context, config, content_rx).await;
-    // A partition stops at shutdown, or when its subscription closes.
-    if result.is_err() {
+    // Either stage stopping for any reason but shutdown stops the service: a partition nobody
+    // works on would hold its tenants' correlations back unseen.
+    let mut events = std::pin::pin!(detect_events(context, config, content_rx));
+    let result = loop {
+        tokio::select! {
+            result = &mut events => break result,
+            Some(stopped) = partitions.join_next() => match stopped {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => break Err(err),
+                Err(err) => break Err(DetectError::Stopped(format!("a correlation partition failed: {err}"))),
+            },
+        }
+    };
+    if !context.shutdown.is_cancelled() {
         partitions.abort_all();
     }
     while partitions.join_next().await.is_some() {}
@@ -591,9 +605,14 @@ async fn correlate_partition(
     partitions: u32,
     content_rx: watch::Receiver<Arc<Content>>,
     lateness: i64,
-) {
+) -> Result<(), DetectError> {
     let mut states: HashMap<TenantId, TenantState> = HashMap::new();
-    while let Next::Delivery(delivery) = next_delivery(&context, &mut subscription).await {
+    loop {
+        let delivery = match next_delivery(&context, &mut subscription).await {
+            Next::Delivery(delivery) => delivery,
+            Next::Shutdown => break,
+            Next::Closed => return Err(DetectError::Bus(vigil_bus::BusError::Closed)),
+        };
         let span = tracing::debug_span!("correlate", tenant = %delivery.subject.tenant, partition);
         delivery.follow(&span);
         let content = content_rx.borrow().clone();
@@ -611,6 +630,7 @@ async fn correlate_partition(
         .await;
     }
     tracing::debug!(partition, "correlation consumer stopped");
+    Ok(())
 }
 
 /// Handles one correlation batch of a partition and settles it.
