@@ -254,6 +254,69 @@ pub(crate) fn unwrap_text(value: &Value) -> &Value {
 /// Renames for one logsource: Sigma's field name -> the event's field name.
 pub(crate) type Renames = FxHashMap<Box<str>, Box<str>>;
 
+/// A shape's fields as a tree of object keys: a record's nested fields resolved in one walk,
+/// each key looked up once however many fields share it (`Event.System.*` on Windows).
+#[derive(Debug, Default)]
+pub(crate) struct FieldTree {
+    children: Vec<(Box<str>, FieldTree)>,
+    /// Fields whose path ends here.
+    names: Vec<Box<str>>,
+}
+
+impl FieldTree {
+    /// Paths with a wildcard stay out of the tree; [`FieldTree::resolve`]'s caller resolves
+    /// those, and any field the walk misses, with [`Path::resolve`].
+    fn of(fields: &FxHashMap<Box<str>, Path>) -> Self {
+        let mut root = FieldTree::default();
+        let mut sorted: Vec<_> = fields.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, path) in sorted {
+            if path.has_wildcard() {
+                continue;
+            }
+            let mut node = &mut root;
+            for segment in &path.segments {
+                let Segment::Key(key) = segment else {
+                    unreachable!("paths with a wildcard are skipped")
+                };
+                let at = match node.children.iter().position(|(have, _)| have == key) {
+                    Some(at) => at,
+                    None => {
+                        node.children.push((key.clone(), FieldTree::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[at].1;
+            }
+            node.names.push(name.clone());
+        }
+        root
+    }
+
+    /// Calls `found` with each field present in `value` by nested keys, its `#text` unwrapped:
+    /// the value [`Path::resolve`] finds for it.
+    pub(crate) fn resolve<'s, 'v>(
+        &'s self,
+        value: &'v Value,
+        found: &mut impl FnMut(&'s str, &'v Value),
+    ) {
+        for name in &self.names {
+            found(name, unwrap_text(value));
+        }
+        if self.children.is_empty() {
+            return;
+        }
+        let Some(object) = value.as_object() else {
+            return;
+        };
+        for (key, child) in &self.children {
+            if let Some(value) = object.get(key.as_ref()) {
+                child.resolve(value, found);
+            }
+        }
+    }
+}
+
 /// One recognizable record shape.
 #[derive(Debug)]
 pub(crate) struct Shape {
@@ -268,6 +331,8 @@ pub(crate) struct Shape {
     /// Where a syslog record names its program; services then come from linux.yml.
     pub(crate) program: Option<Path>,
     pub(crate) fields: FxHashMap<Box<str>, Path>,
+    /// The same fields as a tree of keys, so a record's fields are resolved in one walk.
+    pub(crate) field_tree: FieldTree,
     pub(crate) containers: Vec<Path>,
     pub(crate) keywords_in_containers: bool,
     pub(crate) record_id: Option<Path>,
@@ -440,6 +505,7 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
     for (sigma, at) in &spec.fields {
         fields.insert(sigma.as_str().into(), path(at)?);
     }
+    let field_tree = FieldTree::of(&fields);
     Ok(Shape {
         name: spec.name.as_str().into(),
         product: spec.product.map(Into::into),
@@ -454,6 +520,7 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
         event_id: optional(&spec.event_id)?,
         program: optional(&spec.program)?,
         fields,
+        field_tree,
         containers: spec
             .containers
             .iter()

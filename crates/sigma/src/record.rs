@@ -233,9 +233,17 @@ impl<'a> Record<'a> {
     pub(crate) fn build_index(&self) -> FieldIndex<'a> {
         let mut index = FieldIndex::default();
         if let Some(shape) = self.shape {
-            for (name, path) in &shape.fields {
-                if let Some(value) = path.resolve(self.root) {
-                    index.insert(name.as_ref(), value);
+            shape.field_tree.resolve(self.root, &mut |name, value| {
+                index.insert(name, value);
+            });
+            // Wildcard paths, and keys some shippers write dotted (`"winlog.channel": ...`).
+            if index.len() < shape.fields.len() {
+                for (name, path) in &shape.fields {
+                    if !index.contains_key(name.as_ref())
+                        && let Some(value) = path.resolve(self.root)
+                    {
+                        index.insert(name.as_ref(), value);
+                    }
                 }
             }
         }
@@ -505,6 +513,40 @@ mod tests {
         assert_eq!(view.lookup("Channel"), Some(&json!("Security")));
         // Without the logsource's renames the Sigma name does not exist on this event.
         assert_eq!(view.with_renames(None).lookup("Image"), None);
+    }
+
+    #[test]
+    fn the_field_index_finds_what_each_path_finds() {
+        let mappings = Mappings::builtin().unwrap();
+        let records = [
+            json!({"Event": {"System": {"Channel": "Security", "EventID": 4688, "Computer": "pc1",
+                                        "Provider": {"#attributes": {"Name": "p", "Guid": "{g}"}},
+                                        "Security": {"#attributes": {"UserID": "S-1-5-18"}}},
+                             "EventData": {"NewProcessName": "C:\\x.exe"}}}),
+            // Fields missing, a key written dotted at one level, an attribute block without
+            // the attribute.
+            json!({"Event": {"System": {"Channel": "Security", "EventID": {"#text": 4624},
+                                        "Provider.#attributes.Name": "dotted",
+                                        "Execution": {"#attributes": {}}},
+                             "System.Computer": "not a field path"}}),
+            json!({"winlog": {"channel": "Security", "event_id": 4625,
+                              "event_data": {"TargetUserName": "bob"}},
+                   "winlog.computer_name": "dotted-pc"}),
+        ];
+        for record in &records {
+            let classified = classify(&mappings, record);
+            let shape = classified.shape.expect("a known shape");
+            let view = Record::new(record, Some(shape), None, false);
+            let index = view.build_index();
+            let indexed = view.with_index(&index);
+            for name in shape.fields.keys() {
+                assert_eq!(
+                    indexed.lookup(name),
+                    view.lookup(name),
+                    "{name} in {record}"
+                );
+            }
+        }
     }
 
     #[test]
