@@ -567,29 +567,110 @@ fn regex_literals(pattern: &str) -> Option<Vec<String>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
     let folded = fold_hir(&hir)?;
-    let usable = |kind: ExtractKind| -> Option<Vec<String>> {
+    let extracted = |kind: ExtractKind| -> Option<Vec<String>> {
         let sequence = Extractor::new().kind(kind).extract(&folded);
-        let literals = sequence.literals()?;
-        if literals.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(literals.len());
-        for literal in literals {
-            let text = std::str::from_utf8(literal.as_bytes()).ok()?;
-            if text.len() < MIN_REGEX_LITERAL || !text.is_ascii() {
+        sequence
+            .literals()?
+            .iter()
+            .map(|literal| String::from_utf8(literal.as_bytes().to_vec()).ok())
+            .collect()
+    };
+    [
+        extracted(ExtractKind::Prefix),
+        extracted(ExtractKind::Suffix),
+        inner_literals(&folded),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(usable)
+    .max_by_key(|literals| shortest(literals))
+}
+
+/// A set of literals worth an atom: none empty, each either two bytes or more or one rare
+/// character, sorted.
+fn usable(mut literals: Vec<String>) -> Option<Vec<String>> {
+    let rare = |text: &str| {
+        let mut chars = text.chars();
+        matches!(
+            (chars.next(), chars.next()),
+            (
+                Some(
+                    '`' | '^'
+                        | '~'
+                        | '|'
+                        | '{'
+                        | '}'
+                        | '$'
+                        | '#'
+                        | '@'
+                        | '<'
+                        | '>'
+                        | '!'
+                        | '['
+                        | ']'
+                ),
+                None
+            )
+        ) || (text.chars().count() == 1 && !text.is_ascii())
+    };
+    if literals.is_empty()
+        || literals
+            .iter()
+            .any(|text| text.len() < MIN_REGEX_LITERAL && !rare(text))
+    {
+        return None;
+    }
+    literals.sort();
+    literals.dedup();
+    Some(literals)
+}
+
+fn shortest(literals: &[String]) -> usize {
+    literals.iter().map(String::len).min().unwrap_or(0)
+}
+
+/// Classes with more members than this give no literals inside a pattern.
+const MAX_INNER_CLASS: u32 = 4;
+
+/// Literals one of which every match of a folded pattern contains, anywhere in it: the best
+/// usable part of a concatenation, every branch of an alternation, the body of a repetition
+/// that must occur. Prefix and suffix extraction miss `\w+`x` (a literal between classes).
+fn inner_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Literal(literal) => Some(vec![String::from_utf8(literal.0.to_vec()).ok()?]),
+        HirKind::Class(Class::Unicode(class)) => {
+            let width: u32 = class
+                .ranges()
+                .iter()
+                .map(|range| u32::from(range.end()) - u32::from(range.start()) + 1)
+                .sum();
+            if width > MAX_INNER_CLASS {
                 return None;
             }
-            out.push(text.to_owned());
+            Some(
+                class
+                    .ranges()
+                    .iter()
+                    .flat_map(|range| range.start()..=range.end())
+                    .map(String::from)
+                    .collect(),
+            )
         }
-        out.sort();
-        out.dedup();
-        Some(out)
-    };
-    let shortest = |literals: &Vec<String>| literals.iter().map(String::len).min().unwrap_or(0);
-    match (usable(ExtractKind::Prefix), usable(ExtractKind::Suffix)) {
-        (Some(prefix), Some(suffix)) if shortest(&suffix) > shortest(&prefix) => Some(suffix),
-        (Some(prefix), _) => Some(prefix),
-        (None, suffix) => suffix,
+        HirKind::Capture(capture) => inner_literals(&capture.sub),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => inner_literals(&repetition.sub),
+        HirKind::Concat(parts) => parts
+            .iter()
+            .filter_map(|part| inner_literals(part).and_then(usable))
+            .max_by_key(|literals| shortest(literals)),
+        HirKind::Alternation(parts) => {
+            let mut all = Vec::new();
+            for part in parts {
+                all.extend(inner_literals(part)?);
+            }
+            Some(all)
+        }
+        _ => None,
     }
 }
 
@@ -1239,6 +1320,26 @@ detection:
         assert_eq!(regex_literals("(?i)[İx]yz"), None);
         assert_eq!(regex_literals(".*"), None);
         assert_eq!(regex_literals("a|b"), None);
+        // A literal between classes, found by neither end.
+        assert_eq!(
+            regex_literals(r"\d+ -enc [a-z]+"),
+            Some(vec![" -enc ".to_owned()])
+        );
+        // One character is enough when it is rare (PowerShell's escape character).
+        assert_eq!(
+            regex_literals(r"\w+`(?:\w+|-|.)`[\w+|\s]"),
+            Some(vec!["`".to_owned()])
+        );
+        assert_eq!(regex_literals(r"\w+-\w+"), None);
+        // Literals outside ASCII (an emoji keycap: `*` is Sigma's wildcard).
+        assert_eq!(
+            regex_literals("(?i).*\u{fe0f}\u{20e3}"),
+            Some(vec!["\u{fe0f}\u{20e3}".to_owned()])
+        );
+        // Nothing but classes.
+        assert_eq!(regex_literals(r"\s[a-fA-F0-9]{64}\s[a-fA-F0-9]{16}"), None);
+        // A branch without a literal opens the alternation.
+        assert_eq!(regex_literals(r"x(?:abc|\d+)y"), None);
         assert_eq!(regex_literals("(unclosed"), None);
     }
 }
