@@ -23,9 +23,13 @@
 //!   falls back to the field's presence, as rsigma's own index does: every matcher but `null` is
 //!   false on an absent field.
 //! - `startswith`/`endswith` become "contains". A regex (which is also what rsigma makes of a
-//!   value with wildcards) gives the literals one of which starts (or ends) every match: its
-//!   literals and small classes are folded character by character, then regex-syntax's
-//!   extractor reads them; a character that folds to two gives nothing.
+//!   value with wildcards) gives literals one of which every match contains: its literals and
+//!   small classes are folded character by character, then regex-syntax's extractor reads the
+//!   prefixes and suffixes, and [`inner_literals`] a literal between classes; the set whose
+//!   shortest member is longest wins. A character that folds to two gives nothing. Literals of
+//!   one character count only when the character is rare in logs (a backtick, a brace).
+//! - A record's keyword strings are scanned joined by NUL, so a keyword literal holding NUL
+//!   gives nothing.
 //! - Literals are compared folded: case-insensitive ones as rsigma stores them (lowercased),
 //!   case-sensitive ASCII ones lowercased (a raw match implies a folded match), case-sensitive
 //!   non-ASCII ones not at all. Values are folded as rsigma folds them: ASCII in place,
@@ -527,12 +531,7 @@ fn fold_hir(hir: &regex_syntax::hir::Hir) -> Option<regex_syntax::hir::Hir> {
             Hir::literal(folded?.into_bytes())
         }
         HirKind::Class(Class::Unicode(class)) => {
-            let width: u32 = class
-                .ranges()
-                .iter()
-                .map(|range| u32::from(range.end()) - u32::from(range.start()) + 1)
-                .sum();
-            if width > MAX_FOLDED_CLASS {
+            if class_width(class) > MAX_FOLDED_CLASS {
                 return Some(hir.clone());
             }
             let mut members = Vec::new();
@@ -629,6 +628,15 @@ fn shortest(literals: &[String]) -> usize {
     literals.iter().map(String::len).min().unwrap_or(0)
 }
 
+/// How many characters a class holds.
+fn class_width(class: &regex_syntax::hir::ClassUnicode) -> u32 {
+    class
+        .ranges()
+        .iter()
+        .map(|range| u32::from(range.end()) - u32::from(range.start()) + 1)
+        .sum()
+}
+
 /// Classes with more members than this give no literals inside a pattern.
 const MAX_INNER_CLASS: u32 = 4;
 
@@ -640,12 +648,7 @@ fn inner_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
     match hir.kind() {
         HirKind::Literal(literal) => Some(vec![String::from_utf8(literal.0.to_vec()).ok()?]),
         HirKind::Class(Class::Unicode(class)) => {
-            let width: u32 = class
-                .ranges()
-                .iter()
-                .map(|range| u32::from(range.end()) - u32::from(range.start()) + 1)
-                .sum();
-            if width > MAX_INNER_CLASS {
+            if class_width(class) > MAX_INNER_CLASS {
                 return None;
             }
             Some(
