@@ -585,32 +585,18 @@ fn regex_literals(pattern: &str) -> Option<Vec<String>> {
     .max_by_key(|literals| shortest(literals))
 }
 
-/// A set of literals worth an atom: none empty, each either two bytes or more or one rare
-/// character, sorted.
+/// Characters rare enough in logs to be a literal on their own.
+const RARE_CHARACTERS: &str = "`^~|{}$#@<>![]";
+
+/// A set of literals worth an atom: none empty, each either two bytes or more (any character
+/// outside ASCII is) or one of [`RARE_CHARACTERS`], sorted.
 fn usable(mut literals: Vec<String>) -> Option<Vec<String>> {
     let rare = |text: &str| {
         let mut chars = text.chars();
-        matches!(
-            (chars.next(), chars.next()),
-            (
-                Some(
-                    '`' | '^'
-                        | '~'
-                        | '|'
-                        | '{'
-                        | '}'
-                        | '$'
-                        | '#'
-                        | '@'
-                        | '<'
-                        | '>'
-                        | '!'
-                        | '['
-                        | ']'
-                ),
-                None
-            )
-        ) || (text.chars().count() == 1 && !text.is_ascii())
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => RARE_CHARACTERS.contains(c),
+            _ => false,
+        }
     };
     if literals.is_empty()
         || literals

@@ -271,14 +271,19 @@ impl FieldTree {
         let mut sorted: Vec<_> = fields.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         for (name, path) in sorted {
-            if path.has_wildcard() {
+            let keys: Option<Vec<&Box<str>>> = path
+                .segments
+                .iter()
+                .map(|segment| match segment {
+                    Segment::Key(key) => Some(key),
+                    Segment::Any => None,
+                })
+                .collect();
+            let Some(keys) = keys else {
                 continue;
-            }
+            };
             let mut node = &mut root;
-            for segment in &path.segments {
-                let Segment::Key(key) = segment else {
-                    unreachable!("paths with a wildcard are skipped")
-                };
+            for key in keys {
                 let at = match node.children.iter().position(|(have, _)| have == key) {
                     Some(at) => at,
                     None => {
