@@ -1061,6 +1061,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use proptest::prelude::Strategy;
+    use proptest::prelude::prop;
+    use proptest::prop_oneof;
+    use proptest::strategy::Just;
     use rsigma_eval::JsonEvent;
     use serde_json::json;
 
@@ -1330,5 +1334,144 @@ detection:
         // A branch without a literal opens the alternation.
         assert_eq!(regex_literals(r"x(?:abc|\d+)y"), None);
         assert_eq!(regex_literals("(unclosed"), None);
+    }
+
+    /// A small regex with a way to write a text it matches.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        Literal(String),
+        Class(Vec<char>),
+        Word,
+        Digit,
+        AnyChar,
+        Plus(Box<Piece>),
+        Star(Box<Piece>),
+        Optional(Box<Piece>),
+        Either(Vec<Piece>),
+        Sequence(Vec<Piece>),
+    }
+
+    impl Piece {
+        fn pattern(&self) -> String {
+            let group = |piece: &Piece| format!("(?:{})", piece.pattern());
+            match self {
+                Piece::Literal(text) => regex_syntax::escape(text),
+                Piece::Class(members) => {
+                    let members: String = members
+                        .iter()
+                        .map(|c| regex_syntax::escape(&c.to_string()))
+                        .collect();
+                    format!("[{members}]")
+                }
+                Piece::Word => r"\w".to_owned(),
+                Piece::Digit => r"\d".to_owned(),
+                Piece::AnyChar => ".".to_owned(),
+                Piece::Plus(inner) => format!("{}+", group(inner)),
+                Piece::Star(inner) => format!("{}*", group(inner)),
+                Piece::Optional(inner) => format!("{}?", group(inner)),
+                Piece::Either(branches) => {
+                    let branches: Vec<String> = branches.iter().map(group).collect();
+                    format!("(?:{})", branches.join("|"))
+                }
+                Piece::Sequence(parts) => parts.iter().map(group).collect(),
+            }
+        }
+
+        /// Appends a text the piece matches, steered by `choices`.
+        fn write(&self, choices: &mut impl Iterator<Item = usize>, out: &mut String) {
+            let mut pick = |n: usize| choices.next().unwrap_or(0) % n.max(1);
+            match self {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Class(members) => out.push(members[pick(members.len())]),
+                Piece::Word => out.push(['a', 'Z', '_', '9', 'é'][pick(5)]),
+                Piece::Digit => out.push(['0', '7'][pick(2)]),
+                Piece::AnyChar => out.push(['x', '`', 'é', ' '][pick(4)]),
+                Piece::Plus(inner) => {
+                    for _ in 0..=pick(2) {
+                        inner.write(choices, out);
+                    }
+                }
+                Piece::Star(inner) => {
+                    for _ in 0..pick(3) {
+                        inner.write(choices, out);
+                    }
+                }
+                Piece::Optional(inner) => {
+                    if pick(2) == 1 {
+                        inner.write(choices, out);
+                    }
+                }
+                Piece::Either(branches) => branches[pick(branches.len())].write(choices, out),
+                Piece::Sequence(parts) => {
+                    for part in parts {
+                        part.write(choices, out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        // Letters with case partners outside ASCII (ſ, the Kelvin sign), rare and common
+        // punctuation, a character that lowercases to two (İ).
+        let alphabet = prop::sample::select(vec![
+            'a', 'b', 'k', 's', 'K', 'S', 'ſ', '\u{212a}', 'é', 'É', 'İ', '`', '{', '$', '-', '.',
+            ' ', '\\', '*', '\u{fe0f}',
+        ]);
+        let leaf = prop_oneof![
+            prop::collection::vec(alphabet.clone(), 1..5)
+                .prop_map(|chars| Piece::Literal(chars.into_iter().collect())),
+            prop::collection::vec(alphabet, 1..4).prop_map(Piece::Class),
+            Just(Piece::Word),
+            Just(Piece::Digit),
+            Just(Piece::AnyChar),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|p| Piece::Plus(Box::new(p))),
+                inner.clone().prop_map(|p| Piece::Star(Box::new(p))),
+                inner.clone().prop_map(|p| Piece::Optional(Box::new(p))),
+                prop::collection::vec(inner.clone(), 1..4).prop_map(Piece::Either),
+                prop::collection::vec(inner, 1..5).prop_map(Piece::Sequence),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048, ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever a regex matches holds one of its literals, folded as the gate folds values:
+        /// the gate never drops a rule whose regex matches.
+        #[test]
+        fn regex_literals_are_in_every_match(
+            piece in piece(),
+            case_insensitive in proptest::prelude::any::<bool>(),
+            choices in proptest::collection::vec(0usize..1000, 64),
+            flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 64),
+        ) {
+            let pattern = format!("{}{}", if case_insensitive { "(?i)" } else { "" }, piece.pattern());
+            let mut text = String::new();
+            piece.write(&mut choices.into_iter(), &mut text);
+            if case_insensitive {
+                // Another spelling the pattern matches: ASCII letters flipped.
+                text = text
+                    .chars()
+                    .zip(flips.iter().cycle())
+                    .map(|(c, flip)| if *flip { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                    .collect();
+            }
+            let regex = regex::Regex::new(&pattern).unwrap();
+            proptest::prop_assume!(regex.is_match(&text));
+            if let Some(literals) = regex_literals(&pattern) {
+                let mut scratch = String::new();
+                let folded = fold_value(&text, true, &mut scratch);
+                proptest::prop_assert!(
+                    literals.iter().any(|literal| folded.contains(literal.as_str())),
+                    "{pattern:?} matches {text:?} but none of {literals:?} is in {folded:?}"
+                );
+            }
+        }
     }
 }
