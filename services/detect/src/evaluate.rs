@@ -180,11 +180,15 @@ pub struct BatchResult {
     pub suppressed: u64,
 }
 
-/// What one event met, computed in parallel.
-struct EventHits {
-    global: Vec<Detection>,
-    own: Vec<Detection>,
-    intel: Vec<IntelHit>,
+/// What one event produced, computed in parallel.
+#[derive(Default)]
+struct EventOutcome {
+    /// Its alerts, Sigma's before intel's.
+    alerts: Vec<Alert>,
+    /// Hits suppressed by the tenant's overrides.
+    suppressed: u64,
+    /// The event with what it feeds, per partition, in partition order.
+    feeds: Vec<(u32, CorrelationEvent)>,
 }
 
 struct IntelHit {
@@ -215,118 +219,118 @@ pub fn evaluate_batch(
     .flatten()
     .filter(|set| !set.is_empty())
     .collect();
-    let hits: Vec<EventHits> = events
+    let correlates = router.correlates();
+    let no_overrides = rustc_hash::FxHashMap::default();
+    let overrides = tenant_content.map_or(&no_overrides, |t| &t.overrides);
+    // Each event whole in parallel (detection, overrides, alerts, correlation routing); only
+    // the merge into the batch's result is sequential.
+    let outcomes: Vec<EventOutcome> = events
         .par_iter()
         .map(|event| {
             let fields = EventFields(&event.fields);
-            EventHits {
-                global: content.global.rules.detect_flat(&fields),
-                own: tenant_content
-                    .and_then(|t| t.rules.as_ref())
-                    .map(|rules| rules.detect_flat(&fields))
-                    .unwrap_or_default(),
-                intel: intel_hits(&intel, event, now_secs),
+            let mut outcome = EventOutcome::default();
+            let keep = |detection: &Detection, outcome: &mut EventOutcome| match overrides
+                .get(&detection.rule.id)
+            {
+                Some(o) if o.enabled == Some(false) => false,
+                Some(o) if excepted(o, event) => {
+                    outcome.suppressed += 1;
+                    false
+                }
+                _ => true,
+            };
+            let replaced = |id: &str| tenant_content.is_some_and(|t| t.own.contains(id));
+            let mut global = content.global.rules.detect_flat(&fields);
+            global
+                .retain(|detection| !replaced(&detection.rule.id) && keep(detection, &mut outcome));
+            let mut own = tenant_content
+                .and_then(|t| t.rules.as_ref())
+                .map(|rules| rules.detect_flat(&fields))
+                .unwrap_or_default();
+            own.retain(|detection| keep(detection, &mut outcome));
+
+            if correlates {
+                let mut feeds: BTreeMap<u32, Vec<CorrelationFeed>> = BTreeMap::new();
+                let mut add = |scope: RuleScope, routes: Vec<(u32, Vec<Fed>)>| {
+                    for (partition, fed) in routes {
+                        feeds
+                            .entry(partition)
+                            .or_default()
+                            .extend(fed.into_iter().map(|fed| CorrelationFeed {
+                                scope,
+                                chain: fed.chain,
+                                rule: fed.rule,
+                            }));
+                    }
+                };
+                add(
+                    RuleScope::Global,
+                    router.global.route(&fields, &global, partitions),
+                );
+                if let Some(correlator) = &router.own {
+                    add(RuleScope::Own, correlator.route(&fields, &own, partitions));
+                }
+                outcome.feeds = feeds
+                    .into_iter()
+                    .map(|(partition, feeds)| {
+                        let fed = CorrelationEvent {
+                            event: event.clone(),
+                            feeds,
+                        };
+                        (partition, fed)
+                    })
+                    .collect();
             }
+
+            for detection in &global {
+                if !router.global.is_silent(&detection.rule.id) {
+                    outcome
+                        .alerts
+                        .push(sigma_alert(tenant, event, detection, overrides, now));
+                }
+            }
+            for detection in &own {
+                let own_rule = tenant_content.is_some_and(|t| t.own.contains(&detection.rule.id));
+                let silent = router
+                    .own
+                    .as_ref()
+                    .is_some_and(|c| c.is_silent(&detection.rule.id));
+                if own_rule && !silent {
+                    outcome
+                        .alerts
+                        .push(sigma_alert(tenant, event, detection, overrides, now));
+                }
+            }
+            for hit in intel_hits(&intel, event, now_secs) {
+                let rule_id = format!("intel/{}", hit.meta.feed);
+                match overrides.get(&rule_id) {
+                    Some(o) if o.enabled == Some(false) => {}
+                    Some(o) if excepted(o, event) => outcome.suppressed += 1,
+                    _ => outcome
+                        .alerts
+                        .push(intel_alert(tenant, event, rule_id, hit, overrides, now)),
+                }
+            }
+            outcome
         })
         .collect();
 
-    let correlates = router.correlates();
     let mut result = BatchResult::default();
     let mut routed: BTreeMap<u32, CorrelationBatch> = BTreeMap::new();
-    let no_overrides = rustc_hash::FxHashMap::default();
-    let overrides = tenant_content.map_or(&no_overrides, |t| &t.overrides);
-    for (event, hits) in events.iter().zip(hits) {
-        let fields = EventFields(&event.fields);
-        let keep = |detection: &Detection, result: &mut BatchResult| match overrides
-            .get(&detection.rule.id)
-        {
-            Some(o) if o.enabled == Some(false) => false,
-            Some(o) if excepted(o, event) => {
-                result.suppressed += 1;
-                false
-            }
-            _ => true,
-        };
-        let replaced = |id: &str| tenant_content.is_some_and(|t| t.own.contains(id));
-        let mut global = Vec::with_capacity(hits.global.len());
-        for detection in hits.global {
-            if !replaced(&detection.rule.id) && keep(&detection, &mut result) {
-                global.push(detection);
-            }
-        }
-        let mut own = Vec::with_capacity(hits.own.len());
-        for detection in hits.own {
-            if keep(&detection, &mut result) {
-                own.push(detection);
-            }
-        }
-
-        if correlates {
-            let mut feeds: BTreeMap<u32, Vec<CorrelationFeed>> = BTreeMap::new();
-            let mut add = |scope: RuleScope, routes: Vec<(u32, Vec<Fed>)>| {
-                for (partition, fed) in routes {
-                    feeds
-                        .entry(partition)
-                        .or_default()
-                        .extend(fed.into_iter().map(|fed| CorrelationFeed {
-                            scope,
-                            chain: fed.chain,
-                            rule: fed.rule,
-                        }));
-                }
-            };
-            add(
-                RuleScope::Global,
-                router.global.route(&fields, &global, partitions),
-            );
-            if let Some(correlator) = &router.own {
-                add(RuleScope::Own, correlator.route(&fields, &own, partitions));
-            }
-            for (partition, feeds) in feeds {
-                routed
-                    .entry(partition)
-                    .or_insert_with(|| CorrelationBatch {
-                        tenant: tenant.clone(),
-                        partition,
-                        source: batch_id.to_owned(),
-                        events: Vec::new(),
-                    })
-                    .events
-                    .push(CorrelationEvent {
-                        event: event.clone(),
-                        feeds,
-                    });
-            }
-        }
-
-        for detection in &global {
-            if !router.global.is_silent(&detection.rule.id) {
-                result
-                    .alerts
-                    .push(sigma_alert(tenant, event, detection, overrides, now));
-            }
-        }
-        for detection in &own {
-            let own_rule = tenant_content.is_some_and(|t| t.own.contains(&detection.rule.id));
-            let silent = router
-                .own
-                .as_ref()
-                .is_some_and(|c| c.is_silent(&detection.rule.id));
-            if own_rule && !silent {
-                result
-                    .alerts
-                    .push(sigma_alert(tenant, event, detection, overrides, now));
-            }
-        }
-        for hit in hits.intel {
-            let rule_id = format!("intel/{}", hit.meta.feed);
-            match overrides.get(&rule_id) {
-                Some(o) if o.enabled == Some(false) => {}
-                Some(o) if excepted(o, event) => result.suppressed += 1,
-                _ => result
-                    .alerts
-                    .push(intel_alert(tenant, event, rule_id, hit, overrides, now)),
-            }
+    for outcome in outcomes {
+        result.alerts.extend(outcome.alerts);
+        result.suppressed += outcome.suppressed;
+        for (partition, fed) in outcome.feeds {
+            routed
+                .entry(partition)
+                .or_insert_with(|| CorrelationBatch {
+                    tenant: tenant.clone(),
+                    partition,
+                    source: batch_id.to_owned(),
+                    events: Vec::new(),
+                })
+                .events
+                .push(fed);
         }
     }
     result.correlate = routed.into_values().collect();
