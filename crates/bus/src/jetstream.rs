@@ -477,8 +477,8 @@ impl Bus for JetStreamBus {
         let durable: Arc<str> = Arc::from(spec.durable_name());
         // A consumer of one message at a time (a correlation partition) pulls the next message
         // while its current one is unacknowledged, and with nats-server 2.9.10 such a pull
-        // sometimes waited until it expired: two runs in five of `cargo xtask bench detect
-        // --correlation 1` took 30 s longer, none in four with a 5 s expiry. A short expiry
+        // sometimes waited until it expired: five runs in nine of `cargo xtask bench detect
+        // --correlation 1` took 30 s longer, none in eight with a 5 s expiry. A short expiry
         // bounds that wait; other consumers keep the longer one (fewer idle pulls per tenant).
         let (heartbeat, expires) = if spec.max_in_flight <= 1 {
             (Duration::from_secs(2), Duration::from_secs(5))

@@ -197,6 +197,126 @@ struct IntelHit {
     value: String,
 }
 
+/// What evaluating one event needs of its batch.
+struct BatchContext<'a> {
+    content: &'a Content,
+    tenant: &'a TenantId,
+    tenant_content: Option<&'a TenantContent>,
+    router: &'a TenantState,
+    intel: Vec<&'a IntelSet>,
+    overrides: &'a rustc_hash::FxHashMap<String, Override>,
+    partitions: u32,
+    now: time::OffsetDateTime,
+}
+
+impl BatchContext<'_> {
+    /// One event's alerts, suppressed hits and correlation feeds.
+    fn event(&self, event: &Event) -> EventOutcome {
+        let fields = EventFields(&event.fields);
+        let mut outcome = EventOutcome::default();
+        let keep = |detection: &Detection, outcome: &mut EventOutcome| match self
+            .overrides
+            .get(&detection.rule.id)
+        {
+            Some(o) if o.enabled == Some(false) => false,
+            Some(o) if excepted(o, event) => {
+                outcome.suppressed += 1;
+                false
+            }
+            _ => true,
+        };
+        let replaced = |id: &str| self.tenant_content.is_some_and(|t| t.own.contains(id));
+        let mut global = self.content.global.rules.detect_flat(&fields);
+        global.retain(|detection| !replaced(&detection.rule.id) && keep(detection, &mut outcome));
+        let mut own = self
+            .tenant_content
+            .and_then(|t| t.rules.as_ref())
+            .map(|rules| rules.detect_flat(&fields))
+            .unwrap_or_default();
+        own.retain(|detection| keep(detection, &mut outcome));
+
+        if self.router.correlates() {
+            let mut feeds: BTreeMap<u32, Vec<CorrelationFeed>> = BTreeMap::new();
+            let mut add = |scope: RuleScope, routes: Vec<(u32, Vec<Fed>)>| {
+                for (partition, fed) in routes {
+                    feeds
+                        .entry(partition)
+                        .or_default()
+                        .extend(fed.into_iter().map(|fed| CorrelationFeed {
+                            scope,
+                            chain: fed.chain,
+                            rule: fed.rule,
+                        }));
+                }
+            };
+            add(
+                RuleScope::Global,
+                self.router.global.route(&fields, &global, self.partitions),
+            );
+            if let Some(correlator) = &self.router.own {
+                add(
+                    RuleScope::Own,
+                    correlator.route(&fields, &own, self.partitions),
+                );
+            }
+            outcome.feeds = feeds
+                .into_iter()
+                .map(|(partition, feeds)| {
+                    let event = event.clone();
+                    (partition, CorrelationEvent { event, feeds })
+                })
+                .collect();
+        }
+
+        for detection in &global {
+            if !self.router.global.is_silent(&detection.rule.id) {
+                outcome.alerts.push(sigma_alert(
+                    self.tenant,
+                    event,
+                    detection,
+                    self.overrides,
+                    self.now,
+                ));
+            }
+        }
+        for detection in &own {
+            let own_rule = self
+                .tenant_content
+                .is_some_and(|t| t.own.contains(&detection.rule.id));
+            let silent = self
+                .router
+                .own
+                .as_ref()
+                .is_some_and(|c| c.is_silent(&detection.rule.id));
+            if own_rule && !silent {
+                outcome.alerts.push(sigma_alert(
+                    self.tenant,
+                    event,
+                    detection,
+                    self.overrides,
+                    self.now,
+                ));
+            }
+        }
+        for hit in intel_hits(&self.intel, event, self.now.unix_timestamp()) {
+            let rule_id = format!("intel/{}", hit.meta.feed);
+            match self.overrides.get(&rule_id) {
+                Some(o) if o.enabled == Some(false) => {}
+                Some(o) if excepted(o, event) => outcome.suppressed += 1,
+                _ => outcome.alerts.push(intel_alert(
+                    self.tenant,
+                    event,
+                    rule_id,
+                    hit,
+                    self.overrides,
+                    self.now,
+                )),
+            }
+        }
+        outcome
+    }
+}
+
 /// Evaluates a batch: Sigma and intel alerts, and what each event feeds in which partition of
 /// the tenant's correlation state (of `partitions`). `router` only routes: it is never fed.
 /// `batch_id` identifies the batch across redeliveries.
@@ -210,7 +330,6 @@ pub fn evaluate_batch(
     now: time::OffsetDateTime,
 ) -> BatchResult {
     let tenant_content = content.tenant(tenant).map(Arc::as_ref);
-    let now_secs = now.unix_timestamp();
     let intel: Vec<&IntelSet> = [
         Some(content.global.intel.as_ref()),
         tenant_content.map(|t| t.intel.as_ref()),
@@ -219,101 +338,20 @@ pub fn evaluate_batch(
     .flatten()
     .filter(|set| !set.is_empty())
     .collect();
-    let correlates = router.correlates();
     let no_overrides = rustc_hash::FxHashMap::default();
-    let overrides = tenant_content.map_or(&no_overrides, |t| &t.overrides);
+    let batch = BatchContext {
+        content,
+        tenant,
+        tenant_content,
+        router,
+        intel,
+        overrides: tenant_content.map_or(&no_overrides, |t| &t.overrides),
+        partitions,
+        now,
+    };
     // Each event whole in parallel (detection, overrides, alerts, correlation routing); only
     // the merge into the batch's result is sequential.
-    let outcomes: Vec<EventOutcome> = events
-        .par_iter()
-        .map(|event| {
-            let fields = EventFields(&event.fields);
-            let mut outcome = EventOutcome::default();
-            let keep = |detection: &Detection, outcome: &mut EventOutcome| match overrides
-                .get(&detection.rule.id)
-            {
-                Some(o) if o.enabled == Some(false) => false,
-                Some(o) if excepted(o, event) => {
-                    outcome.suppressed += 1;
-                    false
-                }
-                _ => true,
-            };
-            let replaced = |id: &str| tenant_content.is_some_and(|t| t.own.contains(id));
-            let mut global = content.global.rules.detect_flat(&fields);
-            global
-                .retain(|detection| !replaced(&detection.rule.id) && keep(detection, &mut outcome));
-            let mut own = tenant_content
-                .and_then(|t| t.rules.as_ref())
-                .map(|rules| rules.detect_flat(&fields))
-                .unwrap_or_default();
-            own.retain(|detection| keep(detection, &mut outcome));
-
-            if correlates {
-                let mut feeds: BTreeMap<u32, Vec<CorrelationFeed>> = BTreeMap::new();
-                let mut add = |scope: RuleScope, routes: Vec<(u32, Vec<Fed>)>| {
-                    for (partition, fed) in routes {
-                        feeds
-                            .entry(partition)
-                            .or_default()
-                            .extend(fed.into_iter().map(|fed| CorrelationFeed {
-                                scope,
-                                chain: fed.chain,
-                                rule: fed.rule,
-                            }));
-                    }
-                };
-                add(
-                    RuleScope::Global,
-                    router.global.route(&fields, &global, partitions),
-                );
-                if let Some(correlator) = &router.own {
-                    add(RuleScope::Own, correlator.route(&fields, &own, partitions));
-                }
-                outcome.feeds = feeds
-                    .into_iter()
-                    .map(|(partition, feeds)| {
-                        let fed = CorrelationEvent {
-                            event: event.clone(),
-                            feeds,
-                        };
-                        (partition, fed)
-                    })
-                    .collect();
-            }
-
-            for detection in &global {
-                if !router.global.is_silent(&detection.rule.id) {
-                    outcome
-                        .alerts
-                        .push(sigma_alert(tenant, event, detection, overrides, now));
-                }
-            }
-            for detection in &own {
-                let own_rule = tenant_content.is_some_and(|t| t.own.contains(&detection.rule.id));
-                let silent = router
-                    .own
-                    .as_ref()
-                    .is_some_and(|c| c.is_silent(&detection.rule.id));
-                if own_rule && !silent {
-                    outcome
-                        .alerts
-                        .push(sigma_alert(tenant, event, detection, overrides, now));
-                }
-            }
-            for hit in intel_hits(&intel, event, now_secs) {
-                let rule_id = format!("intel/{}", hit.meta.feed);
-                match overrides.get(&rule_id) {
-                    Some(o) if o.enabled == Some(false) => {}
-                    Some(o) if excepted(o, event) => outcome.suppressed += 1,
-                    _ => outcome
-                        .alerts
-                        .push(intel_alert(tenant, event, rule_id, hit, overrides, now)),
-                }
-            }
-            outcome
-        })
-        .collect();
+    let outcomes: Vec<EventOutcome> = events.par_iter().map(|event| batch.event(event)).collect();
 
     let mut result = BatchResult::default();
     let mut routed: BTreeMap<u32, CorrelationBatch> = BTreeMap::new();
