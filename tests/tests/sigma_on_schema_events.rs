@@ -1,12 +1,11 @@
 //! The detection engine on Vigil's own normalized event: `vigil_schema::Fields` (flat dotted
-//! keys) adapted to `vigil_sigma::FlatRecord` without copying by the detect service's
-//! `EventFields`, giving the same detections as the source JSON.
+//! keys), read in place as a `vigil_sigma::FlatRecord`, gives the same detections as the source
+//! JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
 use serde_json::json;
-use vigil_detect::evaluate::EventFields;
 use vigil_schema::Fields;
 use vigil_sigma::{LoadOptions, Mappings, RuleSet};
 
@@ -49,7 +48,7 @@ level: high
         ),
     ] {
         let fields = Fields::from_json(source.clone());
-        let on_schema = rules.detect_flat(&EventFields(&fields));
+        let on_schema = rules.detect_flat(&fields);
         assert_eq!(on_schema.len(), rules.detect(&source).len(), "{source}");
         assert_eq!(!on_schema.is_empty(), fires, "{source}");
     }

@@ -161,6 +161,22 @@ impl Fields {
         }
     }
 
+    /// Parses one JSON object straight into flat fields: nested objects become dotted keys as
+    /// they are read, with no `serde_json::Value` in between. The same fields as
+    /// [`Fields::from_json`] on the parsed value, except that of duplicate keys each is kept
+    /// where one is an object and the other is not (a `Value` keeps only the last). Anything
+    /// other than an object is an error naming what it is.
+    pub fn deserialize_nested<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
+        let mut entries = Vec::new();
+        deserializer.deserialize_map(FlattenVisitor {
+            entries: &mut entries,
+            prefix: &mut String::new(),
+        })?;
+        Ok(Self::from_unsorted(entries))
+    }
+
     fn from_unsorted(entries: Vec<(Box<str>, FieldValue)>) -> Self {
         let mut keyed: Vec<(u64, Box<str>, FieldValue)> = entries
             .into_iter()
@@ -305,6 +321,144 @@ fn push_flattened(entries: &mut Vec<(Box<str>, FieldValue)>, key: Box<str>, valu
             }
         }
         other => entries.push((key, other)),
+    }
+}
+
+/// Reads an object's entries into `entries`, each key under `prefix` (empty, or ending in `.`).
+struct FlattenVisitor<'a> {
+    entries: &'a mut Vec<(Box<str>, FieldValue)>,
+    prefix: &'a mut String,
+}
+
+impl<'de> Visitor<'de> for FlattenVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let length = self.prefix.len();
+        while map
+            .next_key_seed(KeyInto {
+                prefix: self.prefix,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(Entry {
+                entries: self.entries,
+                prefix: self.prefix,
+            })?;
+            self.prefix.truncate(length);
+        }
+        Ok(())
+    }
+}
+
+/// Appends a key to the prefix it is read into.
+struct KeyInto<'a> {
+    prefix: &'a mut String,
+}
+
+impl<'de> de::DeserializeSeed<'de> for KeyInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        self.prefix.push_str(key);
+        Ok(())
+    }
+}
+
+/// The value of the key the prefix ends with: an object is flattened under it, anything else
+/// is stored at it.
+struct Entry<'a> {
+    entries: &'a mut Vec<(Box<str>, FieldValue)>,
+    prefix: &'a mut String,
+}
+
+impl Entry<'_> {
+    fn push<E>(self, value: FieldValue) -> Result<(), E> {
+        self.entries.push((self.prefix.as_str().into(), value));
+        Ok(())
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Entry<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entry<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.push(FieldValue::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.push(FieldValue::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(FieldValue::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(FieldValue::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        let value = FieldValueVisitor.visit_u64::<E>(v)?;
+        self.push(value)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(FieldValue::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(FieldValue::Str(v.into()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        self.push(FieldValue::Str(v.into_boxed_str()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let value = FieldValueVisitor.visit_seq(seq)?;
+        self.push(value)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.prefix.push('.');
+        FlattenVisitor {
+            entries: self.entries,
+            prefix: self.prefix,
+        }
+        .visit_map(map)
     }
 }
 
@@ -526,6 +680,39 @@ mod tests {
         assert!(matches!(fields.get("n"), Some(FieldValue::Float(_))));
     }
 
+    fn nested(text: &str) -> Result<Fields, serde_json::Error> {
+        Fields::deserialize_nested(&mut serde_json::Deserializer::from_str(text))
+    }
+
+    #[test]
+    fn parsing_straight_into_fields_flattens_as_it_reads() {
+        let text = windows_event().to_string();
+        assert_eq!(nested(&text).unwrap(), Fields::from_json(windows_event()));
+        let escaped =
+            nested(r#"{"a\"b": {"c\u0041": 1, "n": 18446744073709551615, "f": 1.5}, "e": {}}"#)
+                .unwrap();
+        assert_eq!(escaped.get("a\"b.cA"), Some(&FieldValue::Int(1)));
+        assert!(matches!(escaped.get("a\"b.n"), Some(FieldValue::Float(_))));
+        assert_eq!(escaped.get("a\"b.f"), Some(&FieldValue::Float(1.5)));
+        assert_eq!(escaped.len(), 3, "an empty object has no fields");
+        // Of an object and a value under one key, both are kept; of two values, the last.
+        let duplicates = nested(r#"{"a": {"b": 1}, "a": 2, "c": 1, "c": 2}"#).unwrap();
+        assert_eq!(duplicates.get("a.b"), Some(&FieldValue::Int(1)));
+        assert_eq!(duplicates.get("a"), Some(&FieldValue::Int(2)));
+        assert_eq!(duplicates.get("c"), Some(&FieldValue::Int(2)));
+        for (bad, kind) in [("[1]", "sequence"), ("\"x\"", "string"), ("1", "integer")] {
+            let err = nested(bad).unwrap_err().to_string();
+            assert!(err.contains(kind) && err.contains("a JSON object"), "{err}");
+        }
+        let deep = format!("{}1{}", "{\"a\":".repeat(500), "}".repeat(500));
+        assert!(
+            nested(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("recursion limit")
+        );
+    }
+
     fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
@@ -574,6 +761,13 @@ mod tests {
         fn flattening_in_one_pass_equals_flattening_level_by_level(value in colliding_json()) {
             if let serde_json::Value::Object(map) = value.clone() {
                 prop_assert_eq!(Fields::from_json(value), level_by_level(map));
+            }
+        }
+
+        #[test]
+        fn parsing_straight_into_fields_equals_flattening_the_value(value in arb_json()) {
+            if value.is_object() {
+                prop_assert_eq!(nested(&value.to_string()).unwrap(), Fields::from_json(value));
             }
         }
 

@@ -1,8 +1,8 @@
 //! Records whose fields are already flat, keyed by dotted path (`Event.EventData.Image`): how
-//! Vigil's normalized event stores a source's fields. The detect service implements
-//! [`FlatRecord`] for its events; [`crate::RuleSet::detect_flat`] classifies and evaluates them
-//! through the same shapes, logsources and partitions as JSON records, reading values where they
-//! are.
+//! Vigil's normalized event stores a source's fields (`vigil_schema::Fields` is a
+//! [`FlatRecord`]). [`crate::RuleSet::detect_flat`] classifies and evaluates them through the same
+//! shapes, logsources and partitions as JSON records, reading values where they are;
+//! [`Mappings::describe_flat`] gives ingest a record's shape, logsource, timestamp and host.
 
 use std::borrow::Cow;
 
@@ -10,8 +10,9 @@ use rsigma_eval::{Event, EventValue};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
+use crate::engine::RecordMeta;
 use crate::mapping::{Mappings, Path, Renames, Shape};
-use crate::record::{Classified, Probe, classify_with, loosely_equal};
+use crate::record::{Classified, Logsource, Probe, classify_with, loosely_equal};
 
 /// A field value borrowed from a flat record.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +82,69 @@ pub trait FlatRecord {
     fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>));
 }
 
+/// Vigil's normalized fields, read in place.
+impl FlatRecord for vigil_schema::Fields {
+    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+        for (key, value) in self.iter() {
+            visit(key, FlatValue::from_field(value));
+        }
+    }
+}
+
+impl<'a> FlatValue<'a> {
+    /// A normalized field's value (an object inside a list has no flat form: `null`).
+    pub fn from_field(value: &'a vigil_schema::FieldValue) -> Self {
+        use vigil_schema::FieldValue;
+        match value {
+            FieldValue::Null | FieldValue::Object(_) => FlatValue::Null,
+            FieldValue::Bool(b) => FlatValue::Bool(*b),
+            FieldValue::Int(i) => FlatValue::Int(*i),
+            FieldValue::Float(f) => FlatValue::Float(*f),
+            FieldValue::Str(s) => FlatValue::Str(s),
+            FieldValue::Array(items) => {
+                FlatValue::List(items.iter().map(Self::from_field).collect())
+            }
+        }
+    }
+}
+
+/// What ingest records about a record, from one classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description<'m> {
+    /// The shape's name (`evtx`, `winlogbeat`, `cloudtrail`, …), `json` when none fits.
+    pub shape: &'m str,
+    /// The Sigma logsource.
+    pub logsource: Logsource,
+    /// The record's own id, timestamp and host, where its shape says.
+    pub meta: RecordMeta,
+}
+
+impl Mappings {
+    /// A flat record's shape, logsource, id, timestamp and host: what [`Mappings::shape_name`],
+    /// [`Mappings::logsource_of`] and [`Mappings::record_meta`] give for the nested record,
+    /// classifying it once.
+    pub fn describe_flat(&self, record: &impl FlatRecord) -> Description<'_> {
+        let entries = FlatEntries::new(record);
+        let classified = classify_flat(self, &entries);
+        let shape = classified.shape;
+        let at = |path: Option<&Path>| path.and_then(|path| entries.value(path));
+        let text = |value: &FlatValue<'_>| match value {
+            FlatValue::Str(text) => (*text).to_owned(),
+            other => other.to_json().to_string(),
+        };
+        let meta = RecordMeta {
+            record_id: at(shape.and_then(|shape| shape.record_id.as_ref())).map(FlatValue::to_json),
+            timestamp: at(shape.and_then(|shape| shape.timestamp.as_ref())).map(text),
+            computer: entries.field(shape, "Computer").map(text),
+        };
+        Description {
+            shape: shape.map_or("json", |shape| &*shape.name),
+            logsource: classified.to_logsource(),
+            meta,
+        }
+    }
+}
+
 /// A flat record's entries sorted by key, for path probes.
 pub(crate) struct FlatEntries<'a> {
     entries: Vec<(&'a str, FlatValue<'a>)>,
@@ -126,6 +190,27 @@ impl<'a> FlatEntries<'a> {
             }
         }
         text
+    }
+
+    /// Sigma field `name` as the record's shape places it (its path, then its containers),
+    /// else a key of that name: where the nested record's lookup finds it.
+    fn field(&self, shape: Option<&Shape>, name: &str) -> Option<&FlatValue<'a>> {
+        if let Some(shape) = shape {
+            if let Some(value) = shape.fields.get(name).and_then(|path| self.value(path)) {
+                return Some(value);
+            }
+            let in_container = shape.containers.iter().find_map(|container| {
+                self.entries.iter().find_map(|(key, value)| {
+                    let rest = container.strip_flat_prefix(key)?;
+                    (rest.strip_suffix(".#text").unwrap_or(rest) == name).then_some(value)
+                })
+            });
+            if in_container.is_some() {
+                return in_container;
+            }
+        }
+        self.get(name)
+            .or_else(|| self.get(&format!("{name}.#text")))
     }
 
     /// Whether `path` names a value or an object (some key starts with `path.`).
@@ -353,6 +438,44 @@ mod tests {
             for (key, value) in &self.0 {
                 visit(key, value.clone());
             }
+        }
+    }
+
+    /// One classification of the flat fields says what three of the nested record say.
+    #[test]
+    fn a_flat_description_matches_the_nested_answers() {
+        let mappings = Mappings::builtin().unwrap();
+        let records = [
+            serde_json::json!({"Event": {"System": {"Channel": "Security",
+                "EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 4688},
+                "EventRecordID": 77, "Computer": "pc1",
+                "TimeCreated": {"#attributes": {"SystemTime": "2026-01-01T00:00:00.1Z"}}},
+                "EventData": {"NewProcessName": "C:\\x.exe"}}}),
+            serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z",
+                "winlog": {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 1,
+                           "computer_name": "pc2", "record_id": 9,
+                           "event_data": {"Image": "C:\\evil.exe"}}}),
+            serde_json::json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 3,
+                "Hostname": "pc3", "RecordNumber": 5, "EventTime": "2026-01-01 00:00:00",
+                "Image": "C:\\evil.exe"}),
+            serde_json::json!({"eventSource": "iam.amazonaws.com", "eventName": "CreateUser",
+                "awsRegion": "eu-west-1", "eventID": "e-1", "eventTime": "2026-01-01T00:00:00Z"}),
+            crate::source::syslog_record(
+                "<38>Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 173.234.31.186",
+            ),
+            serde_json::json!({"Computer": {"#text": "pc4"}, "message": "generic"}),
+            serde_json::json!({"message": "no shape", "n": [1, 2]}),
+        ];
+        for record in records {
+            let fields = vigil_schema::Fields::from_json(record.clone());
+            let description = mappings.describe_flat(&fields);
+            assert_eq!(description.shape, mappings.shape_name(&record), "{record}");
+            assert_eq!(
+                description.logsource,
+                mappings.logsource_of(&record),
+                "{record}"
+            );
+            assert_eq!(description.meta, mappings.record_meta(&record), "{record}");
         }
     }
 

@@ -29,7 +29,7 @@ pub use engine::{
     Detection, Level, LoadOptions, MAX_VALUE_BYTES, MatchedField, RecordMeta, RuleInfo,
     RuleLogsource, RuleSet,
 };
-pub use flat::{FlatRecord, FlatValue};
+pub use flat::{Description, FlatRecord, FlatValue};
 pub use mapping::{BUILTIN_SHAPES, BUILTIN_WINDOWS, MappingError, Mappings};
 pub use record::Logsource;
 

@@ -223,6 +223,23 @@ fn flat_records_detect_like_nested_json() {
             path.display()
         );
         assert_eq!(nested, ids(rules.detect_flat(&flat)), "{}", path.display());
+        // As ingest stores them, described in one classification.
+        let fields = vigil_schema::Fields::from_json(record.clone());
+        assert_eq!(
+            nested,
+            ids(rules.detect_flat(&fields)),
+            "{}",
+            path.display()
+        );
+        let description = rules.mappings().describe_flat(&fields);
+        assert_eq!(description.shape, rules.mappings().shape_name(&record));
+        assert_eq!(description.logsource, rules.logsource_of(&record));
+        assert_eq!(
+            description.meta,
+            rules.record_meta(&record),
+            "{}",
+            path.display()
+        );
         records += 1;
         hits += nested.len();
     }

@@ -9,10 +9,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vigil_schema::{
     Alert, AlertId, AlertSource, AttackTechnique, CorrelationBatch, CorrelationEvent,
-    CorrelationFeed, Event, EventId, FieldValue, Fields, IntelMatch, Level, MatchedField,
-    RuleScope, TenantId,
+    CorrelationFeed, Event, EventId, FieldValue, IntelMatch, Level, MatchedField, RuleScope,
+    TenantId,
 };
-use vigil_sigma::{CorrelationHit, Correlator, Detection, Fed, FlatRecord, FlatValue, RuleInfo};
+use vigil_sigma::{CorrelationHit, Correlator, Detection, Fed, RuleInfo};
 
 use crate::content::{Content, Override, TenantContent};
 use vigil_intel::{IndicatorKind, IndicatorMeta, IntelSet};
@@ -24,29 +24,6 @@ const APPLIED_BATCHES: usize = 256;
 /// How far ahead of this process's clock an event's time may be and still count in correlation
 /// windows.
 const MAX_CLOCK_SKEW_SECS: i64 = 300;
-
-/// The schema's fields as the Sigma engine reads them, without copying.
-#[derive(Debug, Clone, Copy)]
-pub struct EventFields<'a>(pub &'a Fields);
-
-fn flat(value: &FieldValue) -> FlatValue<'_> {
-    match value {
-        FieldValue::Null | FieldValue::Object(_) => FlatValue::Null,
-        FieldValue::Bool(b) => FlatValue::Bool(*b),
-        FieldValue::Int(i) => FlatValue::Int(*i),
-        FieldValue::Float(f) => FlatValue::Float(*f),
-        FieldValue::Str(s) => FlatValue::Str(s),
-        FieldValue::Array(items) => FlatValue::List(items.iter().map(flat).collect()),
-    }
-}
-
-impl FlatRecord for EventFields<'_> {
-    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
-        for (key, value) in self.0.iter() {
-            visit(key, flat(value));
-        }
-    }
-}
 
 /// One tenant's correlation state in one partition; the first stage keeps one per tenant, never
 /// fed, to route events by.
@@ -212,7 +189,7 @@ struct BatchContext<'a> {
 impl BatchContext<'_> {
     /// One event's alerts, suppressed hits and correlation feeds.
     fn event(&self, event: &Event) -> EventOutcome {
-        let fields = EventFields(&event.fields);
+        let fields = &event.fields;
         let mut outcome = EventOutcome::default();
         let keep = |detection: &Detection, outcome: &mut EventOutcome| match self
             .overrides
@@ -226,12 +203,12 @@ impl BatchContext<'_> {
             _ => true,
         };
         let replaced = |id: &str| self.tenant_content.is_some_and(|t| t.own.contains(id));
-        let mut global = self.content.global.rules.detect_flat(&fields);
+        let mut global = self.content.global.rules.detect_flat(fields);
         global.retain(|detection| !replaced(&detection.rule.id) && keep(detection, &mut outcome));
         let mut own = self
             .tenant_content
             .and_then(|t| t.rules.as_ref())
-            .map(|rules| rules.detect_flat(&fields))
+            .map(|rules| rules.detect_flat(fields))
             .unwrap_or_default();
         own.retain(|detection| keep(detection, &mut outcome));
 
@@ -251,12 +228,12 @@ impl BatchContext<'_> {
             };
             add(
                 RuleScope::Global,
-                self.router.global.route(&fields, &global, self.partitions),
+                self.router.global.route(fields, &global, self.partitions),
             );
             if let Some(correlator) = &self.router.own {
                 add(
                     RuleScope::Own,
-                    correlator.route(&fields, &own, self.partitions),
+                    correlator.route(fields, &own, self.partitions),
                 );
             }
             outcome.feeds = feeds
@@ -432,14 +409,14 @@ pub fn correlate_batch(
                 })
                 .collect()
         };
-        let fields = EventFields(&event.fields);
+        let fields = &event.fields;
         let id = event.id.to_string();
         let mut hits =
             state
                 .global
-                .observe_fed(&fields, &scoped(RuleScope::Global), event_time, Some(&id));
+                .observe_fed(fields, &scoped(RuleScope::Global), event_time, Some(&id));
         if let Some(own) = state.own.as_mut() {
-            hits.extend(own.observe_fed(&fields, &scoped(RuleScope::Own), event_time, Some(&id)));
+            hits.extend(own.observe_fed(fields, &scoped(RuleScope::Own), event_time, Some(&id)));
         }
         state.watermark = state.watermark.max(event_time);
         result.dirty = true;

@@ -624,10 +624,10 @@ async fn a_state_saved_whole_is_taken_up_by_its_partitions() {
     let mut watermark = 0;
     for n in 1..=2 {
         let hit = event("acme", n, whoami());
-        let fields = vigil_detect::evaluate::EventFields(&hit.fields);
-        let detections = rules.detect_flat(&fields);
+        let fields = &hit.fields;
+        let detections = rules.detect_flat(fields);
         watermark = hit.event_time.unix_timestamp();
-        correlator.observe_flat(&fields, &detections, watermark, Some(&hit.id.to_string()));
+        correlator.observe_flat(fields, &detections, watermark, Some(&hit.id.to_string()));
     }
     let whole: serde_json::Value = serde_json::from_slice(&correlator.snapshot()).unwrap();
     let saved = json!({"watermark": watermark, "applied": [], "global": whole});

@@ -107,48 +107,75 @@ fn bounded_read(
     Ok(out)
 }
 
-/// One record of a body: its JSON value and its own text.
+/// One record of a body: its JSON value (or its fields) and its own text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record<'a> {
+pub struct Record<'a, T = Value> {
     /// The parsed object.
-    pub value: Value,
+    pub value: T,
     /// The record's text in the body, for the bounded raw copy.
     pub text: &'a str,
+}
+
+/// What a record is parsed into: a JSON value (for a tenant's parser and HEC's envelope) or
+/// the flat fields of a normalized event, read in one pass.
+pub trait Parsed: serde::de::DeserializeOwned {
+    /// Whether the record is a JSON object.
+    fn is_object(&self) -> bool;
+}
+
+impl Parsed for Value {
+    fn is_object(&self) -> bool {
+        self.is_object()
+    }
+}
+
+/// A record parsed straight into flat fields, with no `Value` in between
+/// ([`vigil_schema::Fields::deserialize_nested`]); only an object parses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatObject(pub vigil_schema::Fields);
+
+impl<'de> serde::Deserialize<'de> for FlatObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        vigil_schema::Fields::deserialize_nested(deserializer).map(FlatObject)
+    }
+}
+
+impl Parsed for FlatObject {
+    fn is_object(&self) -> bool {
+        true
+    }
 }
 
 /// Splits a body into records: one JSON object, a JSON array of objects, or NDJSON (objects
 /// separated by whitespace or newlines). serde_json's recursion limit (128 levels) refuses
 /// deeply nested input.
-pub fn records(body: &[u8], max_records: usize) -> Result<Vec<Record<'_>>, BodyError> {
+pub fn records<T: Parsed>(
+    body: &[u8],
+    max_records: usize,
+) -> Result<Vec<Record<'_, T>>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|err| BodyError::Utf8 {
         offset: err.valid_up_to(),
     })?;
     let trimmed = text.trim_start();
-    let json_error = |index: usize, err: serde_json::Error| BodyError::Json {
-        index,
-        line: err.line(),
-        column: err.column(),
-        reason: err.to_string(),
-    };
     let mut records = Vec::new();
     if trimmed.starts_with('[') {
         // Borrowed raw values keep each record's own text without copying it.
         let values: Vec<&serde_json::value::RawValue> =
-            serde_json::from_str(text).map_err(|err| json_error(0, err))?;
+            serde_json::from_str(text).map_err(|err| json_error(0, text, err))?;
         if values.len() > max_records {
             return Err(BodyError::TooManyRecords { limit: max_records });
         }
         for (index, raw) in values.into_iter().enumerate() {
-            let value: Value =
-                serde_json::from_str(raw.get()).map_err(|err| json_error(index, err))?;
+            let value: T =
+                serde_json::from_str(raw.get()).map_err(|err| json_error(index, raw.get(), err))?;
             records.push(object(index, value, raw.get())?);
         }
     } else {
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<T>();
         let mut start = stream.byte_offset();
         while let Some(next) = stream.next() {
             let index = records.len();
-            let value = next.map_err(|err| json_error(index, err))?;
+            let value = next.map_err(|err| json_error(index, &text[start..], err))?;
             if index >= max_records {
                 return Err(BodyError::TooManyRecords { limit: max_records });
             }
@@ -163,15 +190,37 @@ pub fn records(body: &[u8], max_records: usize) -> Result<Vec<Record<'_>>, BodyE
     Ok(records)
 }
 
-fn object(index: usize, value: Value, text: &str) -> Result<Record<'_>, BodyError> {
-    let kind = match &value {
-        Value::Object(_) => return Ok(Record { value, text }),
-        Value::Array(_) => "array",
-        Value::String(_) => "string",
-        Value::Number(_) => "number",
-        Value::Bool(_) => "boolean",
-        Value::Null => "null",
-    };
+/// What a record that is not an object is, from its first byte.
+fn kind_of(text: &str) -> Option<&'static str> {
+    match text.trim_start().bytes().next()? {
+        b'[' => Some("array"),
+        b'"' => Some("string"),
+        b'-' | b'0'..=b'9' => Some("number"),
+        b't' | b'f' => Some("boolean"),
+        b'n' => Some("null"),
+        _ => None,
+    }
+}
+
+/// A record that failed to parse: not an object when it starts as another JSON value does
+/// and was refused for its type, else invalid JSON.
+fn json_error(index: usize, text: &str, err: serde_json::Error) -> BodyError {
+    match kind_of(text) {
+        Some(kind) if err.is_data() => BodyError::NotObject { index, kind },
+        _ => BodyError::Json {
+            index,
+            line: err.line(),
+            column: err.column(),
+            reason: err.to_string(),
+        },
+    }
+}
+
+fn object<T: Parsed>(index: usize, value: T, text: &str) -> Result<Record<'_, T>, BodyError> {
+    if value.is_object() {
+        return Ok(Record { value, text });
+    }
+    let kind = kind_of(text).unwrap_or("value");
     Err(BodyError::NotObject { index, kind })
 }
 
@@ -180,61 +229,87 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    #[test]
-    fn objects_arrays_and_ndjson() {
-        let one = records(br#"{"a":1}"#, 10).unwrap();
+    fn objects_arrays_and_ndjson<T: Parsed + PartialEq + std::fmt::Debug>() {
+        let one = records::<T>(br#"{"a":1}"#, 10).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].text, r#"{"a":1}"#);
-        let array = records(br#" [{"a":1}, {"b":2}] "#, 10).unwrap();
+        let array = records::<T>(br#" [{"a":1}, {"b":2}] "#, 10).unwrap();
         assert_eq!(array.len(), 2);
         assert_eq!(array[1].text, r#"{"b":2}"#);
-        let ndjson = records(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 10).unwrap();
+        let ndjson = records::<T>(b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}\n", 10).unwrap();
         assert_eq!(ndjson.len(), 3);
         assert_eq!(ndjson[2].text, r#"{"c":3}"#);
     }
 
-    #[test]
-    fn bad_bodies_name_the_problem() {
-        assert_eq!(records(b"", 10), Err(BodyError::Empty));
-        assert_eq!(records(b"  \n", 10), Err(BodyError::Empty));
+    fn bad_bodies_name_the_problem<T: Parsed + PartialEq + std::fmt::Debug>() {
+        assert_eq!(records::<T>(b"", 10), Err(BodyError::Empty));
+        assert_eq!(records::<T>(b"  \n", 10), Err(BodyError::Empty));
         assert!(matches!(
-            records(b"{\"a\":1}\n{\"b\":", 10),
+            records::<T>(b"{\"a\":1}\n{\"b\":", 10),
             Err(BodyError::Json { index: 1, .. })
         ));
         assert_eq!(
-            records(b"[1]", 10),
+            records::<T>(b"[1]", 10),
             Err(BodyError::NotObject {
                 index: 0,
                 kind: "number"
             })
         );
         assert_eq!(
-            records(b"{}\n\"x\"", 10),
+            records::<T>(b"{}\n\"x\"", 10),
             Err(BodyError::NotObject {
                 index: 1,
                 kind: "string"
             })
         );
         assert_eq!(
-            records(b"{\"a\":\xff}", 10),
+            records::<T>(b"{\"a\":\xff}", 10),
             Err(BodyError::Utf8 { offset: 5 })
         );
         assert_eq!(
-            records(b"{}{}{}", 2),
+            records::<T>(b"{}{}{}", 2),
             Err(BodyError::TooManyRecords { limit: 2 })
         );
         assert_eq!(
-            records(b"[{},{},{}]", 2),
+            records::<T>(b"[{},{},{}]", 2),
             Err(BodyError::TooManyRecords { limit: 2 })
         );
+        // A value parser meets the recursion limit, a field parser the array.
         let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
         assert!(matches!(
-            records(deep.as_bytes(), 10),
-            Err(BodyError::Json { .. })
+            records::<T>(deep.as_bytes(), 10),
+            Err(BodyError::Json { .. } | BodyError::NotObject { kind: "array", .. })
         ));
         let deep_object = format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000));
-        let err = records(deep_object.as_bytes(), 10).unwrap_err().to_string();
+        let err = records::<T>(deep_object.as_bytes(), 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
+    fn records_as_values_and_as_fields_split_alike() {
+        objects_arrays_and_ndjson::<Value>();
+        objects_arrays_and_ndjson::<FlatObject>();
+        let ndjson = records::<FlatObject>(b"{\"a\":{\"b\":1}}\n{\"c\":[2]}", 10).unwrap();
+        assert_eq!(
+            ndjson[0].value.0.get("a.b"),
+            Some(&vigil_schema::FieldValue::Int(1))
+        );
+        assert_eq!(ndjson[1].text, r#"{"c":[2]}"#);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem_as_values_and_as_fields() {
+        bad_bodies_name_the_problem::<Value>();
+        bad_bodies_name_the_problem::<FlatObject>();
+        assert_eq!(
+            records::<FlatObject>(b"{}\nnull", 10),
+            Err(BodyError::NotObject {
+                index: 1,
+                kind: "null"
+            })
+        );
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn hec_time(value: Option<&Value>) -> Option<time::OffsetDateTime> {
 
 /// HEC events to records; the error is HEC's answer naming the event.
 fn hec_events(decoded: &[u8], params: &Params, max: usize) -> Result<Vec<Incoming>, HecError> {
-    let records = body::records(decoded, max).map_err(|err| body_error(&err))?;
+    let records = body::records::<Value>(decoded, max).map_err(|err| body_error(&err))?;
     let mut incoming = Vec::with_capacity(records.len());
     for (index, record) in records.into_iter().enumerate() {
         let Value::Object(envelope) = record.value else {

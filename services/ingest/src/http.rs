@@ -243,7 +243,6 @@ async fn events(
     // Decompressing, parsing and normalizing are CPU work: off the async workers.
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(encoding.as_deref(), &body, config.max_decoded_bytes)?;
-        let records = body::records(&decoded, config.max_events_per_request)?;
         let origin = Origin {
             tenant: &tenant_for_work,
             transport: "http",
@@ -251,13 +250,24 @@ async fn events(
             request_key: &request_key,
             received,
         };
-        Ok::<_, BodyError>(
-            records
+        let max = config.max_events_per_request;
+        // Without a custom parser, records are read straight into fields.
+        let events = if normalizer.has_parser(&tenant_for_work) {
+            body::records::<serde_json::Value>(&decoded, max)?
                 .into_iter()
                 .enumerate()
                 .map(|(index, record)| normalizer.event(&origin, index, record.value, record.text))
-                .collect::<Vec<_>>(),
-        )
+                .collect::<Vec<_>>()
+        } else {
+            body::records::<body::FlatObject>(&decoded, max)?
+                .into_iter()
+                .enumerate()
+                .map(|(index, record)| {
+                    normalizer.event_from_fields(&origin, index, record.value.0, record.text)
+                })
+                .collect()
+        };
+        Ok::<_, BodyError>(events)
     })
     .await
     .map_err(|err| {

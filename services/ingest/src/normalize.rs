@@ -82,6 +82,13 @@ impl Normalizer {
         self
     }
 
+    /// Whether the tenant's records go through a custom parser, which needs each record as
+    /// a JSON value; other records can be parsed straight into fields
+    /// ([`Normalizer::event_from_fields`]).
+    pub fn has_parser(&self, tenant: &TenantId) -> bool {
+        self.parsers.get(tenant).is_some()
+    }
+
     /// The event for record number `index` of a request.
     pub fn event(
         &self,
@@ -91,29 +98,41 @@ impl Normalizer {
         text: &str,
     ) -> Event {
         // A tenant's own parser first; a record it fails on enters as generic text, with why.
-        let (value, parse_error) = match self.parsers.get(origin.tenant) {
-            None => (value, None),
+        let (fields, parse_error) = match self.parsers.get(origin.tenant) {
+            None => (Fields::from_json(value), None),
             Some(parser) => match parser.apply(value) {
-                Ok(value) => (value, None),
+                Ok(value) => (Fields::from_json(value), None),
                 Err(error) => {
                     metrics::counter!(crate::metric_names::PARSER_FAILURES, "tenant" => origin.tenant.to_string())
                         .increment(1);
                     (
-                        serde_json::json!({ "message": text }),
+                        Fields::from_pairs([("message", FieldValue::from(text))]),
                         Some(format!("custom parser: {error}")),
                     )
                 }
             },
         };
-        let meta = self.mappings.record_meta(&value);
-        let logsource = self.mappings.logsource_of(&value);
-        let format = self.mappings.shape_name(&value).to_owned();
+        let mut event = self.event_from_fields(origin, index, fields, text);
+        event.parse_error = parse_error;
+        event
+    }
+
+    /// The event for record number `index` of a request, from its fields as parsed (no
+    /// custom parser runs: see [`Normalizer::has_parser`]).
+    pub fn event_from_fields(
+        &self,
+        origin: &Origin<'_>,
+        index: usize,
+        fields: Fields,
+        text: &str,
+    ) -> Event {
+        let description = self.mappings.describe_flat(&fields);
+        let meta = description.meta;
         let event_time = meta
             .timestamp
             .as_deref()
             .and_then(parse_time)
             .unwrap_or(origin.received);
-        let fields = Fields::from_json(value);
         let mut entities = Entities {
             user: find_text(&fields, USER),
             host: meta.computer.filter(|host| !host.is_empty()),
@@ -132,6 +151,7 @@ impl Normalizer {
             entities.src_ip = entities.src_ip.or(address);
             entities.process = entities.process.take().or(process);
         }
+        let logsource = description.logsource;
         Event {
             id: EventId::derive(&[
                 origin.tenant.as_str().as_bytes(),
@@ -143,7 +163,7 @@ impl Normalizer {
             received_time: origin.received,
             source: Source {
                 transport: origin.transport.to_owned(),
-                format,
+                format: description.shape.to_owned(),
                 peer: origin.peer.clone(),
             },
             logsource: Logsource {
@@ -154,7 +174,7 @@ impl Normalizer {
             entities,
             fields,
             raw: Some(RawRecord::bounded(text, RAW_RECORD_MAX_BYTES)),
-            parse_error,
+            parse_error: None,
         }
     }
 }
