@@ -1,5 +1,5 @@
 //! The detection engine on Vigil's own normalized event: `vigil_schema::Fields` (flat dotted
-//! keys), read in place as a `vigil_sigma::FlatRecord`, gives the same detections as the source
+//! keys), read in place as a `vigil_sigma::FlatRecord` through `vigil_runtime::EventFields`, gives the same detections as the source
 //! JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,7 +48,7 @@ level: high
         ),
     ] {
         let fields = Fields::from_json(source.clone());
-        let on_schema = rules.detect_flat(&fields);
+        let on_schema = rules.detect_flat(&vigil_runtime::EventFields(&fields));
         assert_eq!(on_schema.len(), rules.detect(&source).len(), "{source}");
         assert_eq!(!on_schema.is_empty(), fires, "{source}");
     }

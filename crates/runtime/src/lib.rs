@@ -8,6 +8,7 @@
 
 mod admin;
 mod consumer;
+mod flat;
 pub mod trust;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use vigil_store::Store;
 
 pub use admin::{AdminState, RenderMetrics, router, serve as serve_admin};
 pub use consumer::{Handler, Outcome, consume};
+pub use flat::EventFields;
 
 /// Everything a service needs from its process.
 #[derive(Debug, Clone)]

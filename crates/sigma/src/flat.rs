@@ -1,8 +1,9 @@
 //! Records whose fields are already flat, keyed by dotted path (`Event.EventData.Image`): how
-//! Vigil's normalized event stores a source's fields (`vigil_schema::Fields` is a
-//! [`FlatRecord`]). [`crate::RuleSet::detect_flat`] classifies and evaluates them through the same
-//! shapes, logsources and partitions as JSON records, reading values where they are;
-//! [`Mappings::describe_flat`] gives ingest a record's shape, logsource, timestamp and host.
+//! Vigil's normalized event stores a source's fields (`vigil_runtime::EventFields` reads them as
+//! a [`FlatRecord`]; this crate depends on nothing internal). [`crate::RuleSet::detect_flat`]
+//! classifies and evaluates them through the same shapes, logsources and partitions as JSON
+//! records, reading values where they are; [`Mappings::describe_flat`] gives ingest a record's
+//! shape, logsource, timestamp and host in one classification.
 
 use std::borrow::Cow;
 
@@ -80,32 +81,6 @@ impl FlatValue<'_> {
 pub trait FlatRecord {
     /// Calls `visit` with every (dotted key, value).
     fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>));
-}
-
-/// Vigil's normalized fields, read in place.
-impl FlatRecord for vigil_schema::Fields {
-    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
-        for (key, value) in self.iter() {
-            visit(key, FlatValue::from_field(value));
-        }
-    }
-}
-
-impl<'a> FlatValue<'a> {
-    /// A normalized field's value (an object inside a list has no flat form: `null`).
-    pub fn from_field(value: &'a vigil_schema::FieldValue) -> Self {
-        use vigil_schema::FieldValue;
-        match value {
-            FieldValue::Null | FieldValue::Object(_) => FlatValue::Null,
-            FieldValue::Bool(b) => FlatValue::Bool(*b),
-            FieldValue::Int(i) => FlatValue::Int(*i),
-            FieldValue::Float(f) => FlatValue::Float(*f),
-            FieldValue::Str(s) => FlatValue::Str(s),
-            FieldValue::Array(items) => {
-                FlatValue::List(items.iter().map(Self::from_field).collect())
-            }
-        }
-    }
 }
 
 /// What ingest records about a record, from one classification.
@@ -438,44 +413,6 @@ mod tests {
             for (key, value) in &self.0 {
                 visit(key, value.clone());
             }
-        }
-    }
-
-    /// One classification of the flat fields says what three of the nested record say.
-    #[test]
-    fn a_flat_description_matches_the_nested_answers() {
-        let mappings = Mappings::builtin().unwrap();
-        let records = [
-            serde_json::json!({"Event": {"System": {"Channel": "Security",
-                "EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 4688},
-                "EventRecordID": 77, "Computer": "pc1",
-                "TimeCreated": {"#attributes": {"SystemTime": "2026-01-01T00:00:00.1Z"}}},
-                "EventData": {"NewProcessName": "C:\\x.exe"}}}),
-            serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z",
-                "winlog": {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 1,
-                           "computer_name": "pc2", "record_id": 9,
-                           "event_data": {"Image": "C:\\evil.exe"}}}),
-            serde_json::json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 3,
-                "Hostname": "pc3", "RecordNumber": 5, "EventTime": "2026-01-01 00:00:00",
-                "Image": "C:\\evil.exe"}),
-            serde_json::json!({"eventSource": "iam.amazonaws.com", "eventName": "CreateUser",
-                "awsRegion": "eu-west-1", "eventID": "e-1", "eventTime": "2026-01-01T00:00:00Z"}),
-            crate::source::syslog_record(
-                "<38>Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 173.234.31.186",
-            ),
-            serde_json::json!({"Computer": {"#text": "pc4"}, "message": "generic"}),
-            serde_json::json!({"message": "no shape", "n": [1, 2]}),
-        ];
-        for record in records {
-            let fields = vigil_schema::Fields::from_json(record.clone());
-            let description = mappings.describe_flat(&fields);
-            assert_eq!(description.shape, mappings.shape_name(&record), "{record}");
-            assert_eq!(
-                description.logsource,
-                mappings.logsource_of(&record),
-                "{record}"
-            );
-            assert_eq!(description.meta, mappings.record_meta(&record), "{record}");
         }
     }
 

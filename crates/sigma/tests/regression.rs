@@ -223,15 +223,8 @@ fn flat_records_detect_like_nested_json() {
             path.display()
         );
         assert_eq!(nested, ids(rules.detect_flat(&flat)), "{}", path.display());
-        // As ingest stores them, described in one classification.
-        let fields = vigil_schema::Fields::from_json(record.clone());
-        assert_eq!(
-            nested,
-            ids(rules.detect_flat(&fields)),
-            "{}",
-            path.display()
-        );
-        let description = rules.mappings().describe_flat(&fields);
+        // Described in one classification, as ingest does.
+        let description = rules.mappings().describe_flat(&flat);
         assert_eq!(description.shape, rules.mappings().shape_name(&record));
         assert_eq!(description.logsource, rules.logsource_of(&record));
         assert_eq!(
@@ -247,6 +240,43 @@ fn flat_records_detect_like_nested_json() {
         records >= 200 && hits >= records,
         "{records} records, {hits} hits"
     );
+}
+
+/// One classification of the flat fields says what three of the nested record say.
+#[test]
+fn a_flat_description_matches_the_nested_answers() {
+    let mappings = Mappings::builtin().unwrap();
+    let records = [
+        serde_json::json!({"Event": {"System": {"Channel": "Security",
+            "EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 4688},
+            "EventRecordID": 77, "Computer": "pc1",
+            "TimeCreated": {"#attributes": {"SystemTime": "2026-01-01T00:00:00.1Z"}}},
+            "EventData": {"NewProcessName": "C:\\x.exe"}}}),
+        serde_json::json!({"@timestamp": "2026-01-01T00:00:00Z",
+            "winlog": {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 1,
+                       "computer_name": "pc2", "record_id": 9,
+                       "event_data": {"Image": "C:\\evil.exe"}}}),
+        serde_json::json!({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 3,
+            "Hostname": "pc3", "RecordNumber": 5, "EventTime": "2026-01-01 00:00:00",
+            "Image": "C:\\evil.exe"}),
+        serde_json::json!({"eventSource": "iam.amazonaws.com", "eventName": "CreateUser",
+            "awsRegion": "eu-west-1", "eventID": "e-1", "eventTime": "2026-01-01T00:00:00Z"}),
+        source::syslog_record(
+            "<38>Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 173.234.31.186",
+        ),
+        serde_json::json!({"Computer": {"#text": "pc4"}, "message": "generic"}),
+        serde_json::json!({"message": "no shape", "n": [1, 2]}),
+    ];
+    for record in records {
+        let description = mappings.describe_flat(&Flattened::new(&record));
+        assert_eq!(description.shape, mappings.shape_name(&record), "{record}");
+        assert_eq!(
+            description.logsource,
+            mappings.logsource_of(&record),
+            "{record}"
+        );
+        assert_eq!(description.meta, mappings.record_meta(&record), "{record}");
+    }
 }
 
 /// Vigil's prefilter (`gate.rs`) never changes what rsigma decides: on every regression record,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use vigil_runtime::EventFields;
 use vigil_schema::{
     Alert, AlertId, AlertSource, AttackTechnique, CorrelationBatch, CorrelationEvent,
     CorrelationFeed, Event, EventId, FieldValue, IntelMatch, Level, MatchedField, RuleScope,
@@ -189,7 +190,7 @@ struct BatchContext<'a> {
 impl BatchContext<'_> {
     /// One event's alerts, suppressed hits and correlation feeds.
     fn event(&self, event: &Event) -> EventOutcome {
-        let fields = &event.fields;
+        let fields = &EventFields(&event.fields);
         let mut outcome = EventOutcome::default();
         let keep = |detection: &Detection, outcome: &mut EventOutcome| match self
             .overrides
@@ -409,7 +410,7 @@ pub fn correlate_batch(
                 })
                 .collect()
         };
-        let fields = &event.fields;
+        let fields = &EventFields(&event.fields);
         let id = event.id.to_string();
         let mut hits =
             state

@@ -624,7 +624,7 @@ async fn a_state_saved_whole_is_taken_up_by_its_partitions() {
     let mut watermark = 0;
     for n in 1..=2 {
         let hit = event("acme", n, whoami());
-        let fields = &hit.fields;
+        let fields = &vigil_runtime::EventFields(&hit.fields);
         let detections = rules.detect_flat(fields);
         watermark = hit.event_time.unix_timestamp();
         correlator.observe_flat(fields, &detections, watermark, Some(&hit.id.to_string()));

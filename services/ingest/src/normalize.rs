@@ -126,7 +126,9 @@ impl Normalizer {
         fields: Fields,
         text: &str,
     ) -> Event {
-        let description = self.mappings.describe_flat(&fields);
+        let description = self
+            .mappings
+            .describe_flat(&vigil_runtime::EventFields(&fields));
         let meta = description.meta;
         let event_time = meta
             .timestamp
