@@ -369,30 +369,51 @@ pub(crate) async fn publish_admitted(
     tenant: &TenantId,
     events: Vec<vigil_schema::Event>,
 ) -> Result<(), Refusal> {
-    let unavailable = |err: vigil_bus::BusError| {
+    let batches = batches(state, tenant, events);
+    publish_batches(state, &batches).await.map_err(|err| {
         tracing::warn!(tenant = %tenant, error = %err, "publishing events failed");
         refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "bus",
             "the events could not be stored durably; nothing was acknowledged, retry",
         )
-    };
-    let mut acks = Vec::new();
+    })
+}
+
+/// The events as the bus carries them: batches of at most `batch_events`.
+pub(crate) fn batches(
+    state: &IngestState,
+    tenant: &TenantId,
+    events: Vec<vigil_schema::Event>,
+) -> Vec<EventBatch> {
+    let mut batches = Vec::new();
     let mut events = events.into_iter().peekable();
     while events.peek().is_some() {
-        let batch = EventBatch {
+        batches.push(EventBatch {
             tenant: tenant.clone(),
             events: events
                 .by_ref()
                 .take(state.config.batch_events.max(1))
                 .collect(),
-        };
-        let message =
-            OutgoingMessage::encode_compressed(&batch, batch.message_id()).map_err(unavailable)?;
-        acks.push(state.bus.publish(message).await.map_err(unavailable)?);
+        });
+    }
+    batches
+}
+
+/// Publishes the batches and waits until the bus acknowledged every one. Publishing the same
+/// batches again after a failure stores nothing twice: a batch's message id derives from its
+/// events' ids, and the bus drops a message id it already holds.
+pub(crate) async fn publish_batches(
+    state: &IngestState,
+    batches: &[EventBatch],
+) -> Result<(), vigil_bus::BusError> {
+    let mut acks = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let message = OutgoingMessage::encode_compressed(batch, batch.message_id())?;
+        acks.push(state.bus.publish(message).await?);
     }
     for ack in acks {
-        ack.await.map_err(unavailable)?;
+        ack.await?;
     }
     Ok(())
 }

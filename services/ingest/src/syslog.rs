@@ -6,18 +6,23 @@
 //! sets `syslog.tenant`) or from the sender's network (`syslog.networks`, longest prefix wins,
 //! for pooled deployments). A message from an unattributed address is counted and dropped.
 //! TCP reads wait while a batch is being published, so a slow bus slows the sender down
-//! (TCP flow control) instead of filling memory; UDP is best effort by nature.
+//! (TCP flow control) instead of filling memory; when the bus is down, a TCP or TLS connection
+//! stops reading and publishes its batch again until the bus takes it (syslog has no way to ask
+//! the sender again, so giving up would lose it). UDP is best effort by nature: what the bus
+//! refuses is counted and dropped.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use vigil_schema::{Event, TenantId};
 
-use crate::http::{IngestState, publish_admitted};
+use crate::http::{IngestState, batches, publish_batches};
 use crate::metric_names;
 use crate::normalize::Origin;
 
@@ -132,9 +137,14 @@ struct Batcher {
     state: IngestState,
     config: Arc<SyslogConfig>,
     pending: Vec<(TenantId, Event)>,
-    /// Over a tenant's rate, wait (TCP and TLS: the sender is slowed down) instead of dropping
-    /// (UDP, which cannot be slowed down).
-    wait_for_rate: bool,
+    /// When what is pending must be published: `flush_millis` after its first message, however
+    /// many arrive meanwhile.
+    flush_at: Option<tokio::time::Instant>,
+    /// A stream sender (TCP, TLS) waits, for the tenant's rate and for the bus, and is slowed
+    /// down meanwhile; a datagram sender (UDP) cannot be slowed down, so what is over the rate
+    /// or refused by the bus is dropped and counted.
+    stream: bool,
+    shutdown: CancellationToken,
 }
 
 impl Batcher {
@@ -149,16 +159,32 @@ impl Batcher {
             received: time::OffsetDateTime::now_utc(),
         };
         let event = self.state.normalizer.event(&origin, 0, value, line);
+        if self.pending.is_empty() {
+            self.flush_at = Some(
+                tokio::time::Instant::now()
+                    + Duration::from_millis(self.config.flush_millis.max(1)),
+            );
+        }
         self.pending.push((tenant.clone(), event));
+    }
+
+    /// Waits until what is pending is due (forever when nothing is).
+    async fn due(&self) {
+        match self.flush_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
     }
 
     fn full(&self) -> bool {
         self.pending.len() >= self.config.batch_events.max(1)
     }
 
-    /// Publishes what is pending; on a bus failure the messages are dropped and counted (syslog
-    /// has no way to ask the sender again).
+    /// Publishes what is pending. On a bus failure a stream sender's messages are published
+    /// again (with backoff, until shutdown) while its connection reads nothing; a datagram
+    /// sender's are dropped and counted.
     async fn flush(&mut self) {
+        self.flush_at = None;
         if self.pending.is_empty() {
             return;
         }
@@ -169,18 +195,33 @@ impl Batcher {
         for (tenant, events) in by_tenant {
             let count = events.len() as u64;
             if !self.admit(&tenant, events.len()).await {
-                metrics::counter!(metric_names::SYSLOG_DROPPED, "reason" => "rate")
-                    .increment(count);
+                dropped(Some(&tenant), "rate", count);
                 continue;
             }
-            match publish_admitted(&self.state, &tenant, events).await {
-                Ok(()) => {
-                    metrics::counter!(metric_names::ACCEPTED, "transport" => "syslog")
-                        .increment(count);
-                }
-                Err(_) => {
-                    metrics::counter!(metric_names::SYSLOG_DROPPED, "reason" => "bus")
-                        .increment(count);
+            let batches = batches(&self.state, &tenant, events);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match publish_batches(&self.state, &batches).await {
+                    Ok(()) => {
+                        metrics::counter!(metric_names::ACCEPTED, "transport" => "syslog")
+                            .increment(count);
+                        break;
+                    }
+                    Err(err) if self.stream && !self.shutdown.is_cancelled() => {
+                        tracing::warn!(tenant = %tenant, error = %err, retry_in = ?backoff,
+                            "publishing syslog messages failed; the connection reads nothing until the bus takes them");
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => {}
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Err(err) => {
+                        tracing::warn!(tenant = %tenant, error = %err, messages = count,
+                            "publishing syslog messages failed; they are dropped");
+                        dropped(Some(&tenant), "bus", count);
+                        break;
+                    }
                 }
             }
         }
@@ -194,7 +235,7 @@ impl Batcher {
         loop {
             match self.state.rates.admit(tenant, events) {
                 Ok(()) => return true,
-                Err(crate::limits::Limited::Wait(wait)) if self.wait_for_rate => {
+                Err(crate::limits::Limited::Wait(wait)) if self.stream => {
                     tokio::time::sleep(wait).await;
                 }
                 Err(_) => {
@@ -207,8 +248,11 @@ impl Batcher {
     }
 }
 
-fn dropped(reason: &'static str) {
-    metrics::counter!(metric_names::SYSLOG_DROPPED, "reason" => reason).increment(1);
+/// Counts dropped messages by tenant (empty when the sender has none) and reason.
+fn dropped(tenant: Option<&TenantId>, reason: &'static str, messages: u64) {
+    let tenant = tenant.map_or_else(String::new, ToString::to_string);
+    metrics::counter!(metric_names::SYSLOG_DROPPED, "tenant" => tenant, "reason" => reason)
+        .increment(messages);
 }
 
 /// Serves UDP syslog until `shutdown`.
@@ -223,14 +267,15 @@ pub async fn serve_udp(
         state,
         config: Arc::clone(&config),
         pending: Vec::new(),
-        wait_for_rate: false,
+        flush_at: None,
+        stream: false,
+        shutdown: shutdown.clone(),
     };
-    let flush_every = Duration::from_millis(config.flush_millis.max(1));
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
             received = socket.recv_from(&mut buffer) => received,
-            () = tokio::time::sleep(flush_every), if !batcher.pending.is_empty() => {
+            () = batcher.due() => {
                 batcher.flush().await;
                 continue;
             }
@@ -238,14 +283,14 @@ pub async fn serve_udp(
         let Ok((length, peer)) = received else {
             continue;
         };
-        if length > config.max_message_bytes {
-            dropped("too_long");
-            continue;
-        }
         let Some(tenant) = config.tenant_of(peer.ip()).cloned() else {
-            dropped("unattributed");
+            dropped(None, "unattributed", 1);
             continue;
         };
+        if length > config.max_message_bytes {
+            dropped(Some(&tenant), "too_long", 1);
+            continue;
+        }
         let Ok(text) = std::str::from_utf8(&buffer[..length]) else {
             // Syslog payloads may be any bytes; keep what is readable.
             let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
@@ -282,7 +327,7 @@ pub async fn serve_stream(
             continue;
         };
         let Some(tenant) = config.tenant_of(peer.ip()).cloned() else {
-            dropped("unattributed");
+            dropped(None, "unattributed", 1);
             continue;
         };
         let (tls, state, config, shutdown) = (
@@ -301,7 +346,7 @@ pub async fn serve_stream(
                         Ok(Ok(stream)) => {
                             connection(stream, peer, tenant, state, config, shutdown).await;
                         }
-                        _ => dropped("tls_handshake"),
+                        _ => dropped(Some(&tenant), "tls_handshake", 1),
                     }
                 }
             }
@@ -311,50 +356,154 @@ pub async fn serve_stream(
     connections.shutdown().await;
 }
 
-/// One message from a connection: `Ok(None)` at the end of the stream.
-async fn next_message<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
+/// The longest octet count read before its space (RFC 6587 frames are far shorter).
+const MAX_COUNT_DIGITS: usize = 10;
+
+/// RFC 6587 framing of a syslog stream, detected from its first byte: octet counting
+/// (`LEN SP MSG`) or one message per line. The stream's buffer holds a message that has not
+/// arrived whole, so a sender that pauses mid-message loses nothing while the connection
+/// publishes a batch. Items are messages, or the reason one was skipped (`too_long`).
+#[derive(Debug)]
+struct Frames {
     max: usize,
-    octet_counting: bool,
-) -> std::io::Result<Option<Result<String, &'static str>>> {
-    if octet_counting {
-        let mut length = Vec::new();
-        let read = reader.read_until(b' ', &mut length).await?;
-        if read == 0 {
-            return Ok(None);
+    framing: Option<Framing>,
+    skip: Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    OctetCounting,
+    Lines,
+}
+
+/// What is left of a message that was too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Nothing,
+    Bytes(usize),
+    ToNewline,
+}
+
+impl Frames {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            framing: None,
+            skip: Skip::Nothing,
         }
-        let length: usize = match std::str::from_utf8(&length[..length.len().saturating_sub(1)])
-            .ok()
-            .and_then(|digits| digits.trim().parse().ok())
-        {
-            Some(length) => length,
-            // A broken frame header: the stream cannot be resynchronized.
-            None => return Err(std::io::Error::other("invalid octet count")),
-        };
-        if length > max {
-            // Skip the message's bytes to stay in frame.
-            let mut skip = (&mut *reader).take(length as u64);
-            tokio::io::copy(&mut skip, &mut tokio::io::sink()).await?;
-            return Ok(Some(Err("too_long")));
-        }
-        let mut message = vec![0u8; length];
-        reader.read_exact(&mut message).await?;
-        Ok(Some(Ok(String::from_utf8_lossy(&message).into_owned())))
-    } else {
-        let mut line = Vec::new();
-        let mut limited = (&mut *reader).take(max as u64 + 1);
-        let read = limited.read_until(b'\n', &mut line).await?;
-        if read == 0 {
-            return Ok(None);
-        }
-        if line.len() > max && !line.ends_with(b"\n") {
-            // Skip the rest of the overlong line.
-            let mut rest = Vec::new();
-            reader.read_until(b'\n', &mut rest).await?;
-            return Ok(Some(Err("too_long")));
-        }
-        Ok(Some(Ok(String::from_utf8_lossy(&line).into_owned())))
     }
+}
+
+impl Decoder for Frames {
+    type Item = Result<String, &'static str>;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Self::Item>> {
+        match self.skip {
+            Skip::Nothing => {}
+            Skip::Bytes(left) => {
+                let skipped = left.min(buf.len());
+                buf.advance(skipped);
+                if skipped < left {
+                    self.skip = Skip::Bytes(left - skipped);
+                    return Ok(None);
+                }
+                self.skip = Skip::Nothing;
+            }
+            Skip::ToNewline => match buf.iter().position(|&byte| byte == b'\n') {
+                Some(newline) => {
+                    buf.advance(newline + 1);
+                    self.skip = Skip::Nothing;
+                }
+                None => {
+                    buf.clear();
+                    return Ok(None);
+                }
+            },
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let framing = *self.framing.get_or_insert(if buf[0].is_ascii_digit() {
+            Framing::OctetCounting
+        } else {
+            Framing::Lines
+        });
+        match framing {
+            Framing::OctetCounting => {
+                // Some senders end each frame with a newline as well.
+                let Some(start) = buf.iter().position(|byte| !byte.is_ascii_whitespace()) else {
+                    buf.clear();
+                    return Ok(None);
+                };
+                buf.advance(start);
+                let Some(space) = buf
+                    .iter()
+                    .take(MAX_COUNT_DIGITS + 1)
+                    .position(|&byte| byte == b' ')
+                else {
+                    if buf.len() > MAX_COUNT_DIGITS {
+                        return Err(invalid_count());
+                    }
+                    return Ok(None);
+                };
+                // A broken frame header: the stream cannot be resynchronized.
+                let length: usize = std::str::from_utf8(&buf[..space])
+                    .ok()
+                    .filter(|digits| {
+                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|digits| digits.parse().ok())
+                    .ok_or_else(invalid_count)?;
+                if length > self.max {
+                    // Skip the message's bytes to stay in frame.
+                    buf.advance(space + 1);
+                    self.skip = Skip::Bytes(length);
+                    return Ok(Some(Err("too_long")));
+                }
+                if buf.len() < space + 1 + length {
+                    buf.reserve(space + 1 + length - buf.len());
+                    return Ok(None);
+                }
+                buf.advance(space + 1);
+                let message = buf.split_to(length);
+                Ok(Some(Ok(String::from_utf8_lossy(&message).into_owned())))
+            }
+            Framing::Lines => {
+                let window = &buf[..buf.len().min(self.max + 1)];
+                match window.iter().position(|&byte| byte == b'\n') {
+                    Some(newline) => {
+                        let line = buf.split_to(newline + 1);
+                        Ok(Some(Ok(
+                            String::from_utf8_lossy(&line[..newline]).into_owned()
+                        )))
+                    }
+                    None if buf.len() > self.max => {
+                        self.skip = Skip::ToNewline;
+                        Ok(Some(Err("too_long")))
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Self::Item>> {
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        // A last line without its newline is a message; a cut octet-counted frame or the rest
+        // of a skipped one is not.
+        let last = (self.framing == Some(Framing::Lines) && self.skip == Skip::Nothing)
+            .then(|| String::from_utf8_lossy(buf).into_owned())
+            .filter(|line| !line.is_empty());
+        buf.clear();
+        Ok(last.map(Ok))
+    }
+}
+
+fn invalid_count() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid octet count")
 }
 
 async fn connection<S: tokio::io::AsyncRead + Unpin + Send>(
@@ -365,37 +514,41 @@ async fn connection<S: tokio::io::AsyncRead + Unpin + Send>(
     config: Arc<SyslogConfig>,
     shutdown: CancellationToken,
 ) {
-    let mut reader = BufReader::new(stream);
+    let mut frames = FramedRead::new(stream, Frames::new(config.max_message_bytes));
     let timeout = Duration::from_secs(config.read_timeout_secs.max(1));
     let mut batcher = Batcher {
         state,
         config: Arc::clone(&config),
         pending: Vec::new(),
-        wait_for_rate: true,
+        flush_at: None,
+        stream: true,
+        shutdown: shutdown.clone(),
     };
-    // RFC 6587: a frame that starts with a digit is octet counted.
-    let octet_counting = match tokio::time::timeout(timeout, reader.fill_buf()).await {
-        Ok(Ok(bytes)) if !bytes.is_empty() => bytes[0].is_ascii_digit(),
-        _ => return,
-    };
-    let flush_every = Duration::from_millis(config.flush_millis.max(1));
     loop {
+        // Reading a frame is cancel safe: what has arrived of a message stays in the buffer.
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(flush_every), if !batcher.pending.is_empty() => {
+            () = batcher.due() => {
                 batcher.flush().await;
                 continue;
             }
-            next = tokio::time::timeout(timeout, next_message(&mut reader, config.max_message_bytes, octet_counting)) => next,
+            next = tokio::time::timeout(timeout, frames.next()) => next,
         };
         match next {
             Err(_) => {
-                dropped("idle_timeout");
+                dropped(Some(&tenant), "idle_timeout", 1);
                 break;
             }
-            Ok(Err(_)) | Ok(Ok(None)) => break,
-            Ok(Ok(Some(Err(reason)))) => dropped(reason),
-            Ok(Ok(Some(Ok(message)))) => {
+            Ok(Some(Err(err))) => {
+                tracing::debug!(peer = %peer, error = %err, "syslog connection closed");
+                if err.kind() == std::io::ErrorKind::InvalidData {
+                    dropped(Some(&tenant), "framing", 1);
+                }
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(Err(reason)))) => dropped(Some(&tenant), reason, 1),
+            Ok(Some(Ok(Ok(message)))) => {
                 let message = message.trim_end_matches(['\n', '\r', '\0']);
                 if !message.trim().is_empty() {
                     batcher.add(&tenant, message, peer);
@@ -412,6 +565,85 @@ async fn connection<S: tokio::io::AsyncRead + Unpin + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every frame `stream` decodes to, fed in pieces of `piece` bytes, then the end.
+    fn frames(stream: &[u8], piece: usize, max: usize) -> Vec<Result<String, &'static str>> {
+        let mut decoder = Frames::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in stream.chunks(piece) {
+            buf.extend_from_slice(chunk);
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                out.push(frame);
+            }
+        }
+        while let Some(frame) = decoder.decode_eof(&mut buf).unwrap() {
+            out.push(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn frames_are_the_same_however_the_stream_is_cut() {
+        let octets = b"11 <13>hello a\n12 <13>hello bb 4 <1>c";
+        let lines = b"<13>hello a\r\n<13>hello bb\n\n<1>c";
+        for piece in 1..=octets.len() {
+            assert_eq!(
+                frames(octets, piece, 64),
+                [
+                    Ok("<13>hello a".to_owned()),
+                    Ok("<13>hello bb".into()),
+                    Ok("<1>c".into())
+                ],
+                "octet counting in pieces of {piece}"
+            );
+            assert_eq!(
+                frames(lines, piece, 64),
+                [
+                    Ok("<13>hello a\r".to_owned()),
+                    Ok("<13>hello bb".into()),
+                    Ok(String::new()),
+                    Ok("<1>c".into())
+                ],
+                "lines in pieces of {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_skipped_and_the_next_one_kept() {
+        for piece in [1, 3, 7, 100] {
+            assert_eq!(
+                frames(b"10 0123456789 3 abc5 de\nfg", piece, 8),
+                [Err("too_long"), Ok("abc".to_owned()), Ok("de\nfg".into())],
+            );
+            // A line of exactly the limit is kept; one byte more is not.
+            assert_eq!(
+                frames(b"abcdefgh\nabcdefghi\nok\n", piece, 8),
+                [Ok("abcdefgh".to_owned()), Err("too_long"), Ok("ok".into())],
+            );
+        }
+        // The rest of a skipped line is not a message at the end of the stream.
+        assert_eq!(
+            frames(b"ok\n0123456789abc", 4, 8),
+            [Ok("ok".to_owned()), Err("too_long")]
+        );
+        // Nor is a cut octet-counted frame.
+        assert_eq!(frames(b"3 abc10 abc", 4, 64), [Ok("abc".to_owned())]);
+    }
+
+    #[test]
+    fn a_broken_octet_count_is_an_error() {
+        for stream in [&b"12x <13>hello"[..], b"123456789012345 x", b"5 hello9-1 x"] {
+            let mut decoder = Frames::new(64);
+            let mut buf = BytesMut::from(stream);
+            let result =
+                std::iter::from_fn(|| decoder.decode(&mut buf).transpose()).find(Result::is_err);
+            let err = result.expect("an error").unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+            assert_eq!(err.to_string(), "invalid octet count");
+        }
+    }
 
     #[test]
     fn the_longest_network_wins_and_the_listener_tenant_is_the_fallback() {
@@ -439,39 +671,5 @@ mod tests {
             ..config
         };
         assert_eq!(pooled.tenant_of("192.0.2.1".parse().unwrap()), None);
-    }
-
-    #[tokio::test]
-    async fn frames_are_read_by_count_or_by_line() {
-        let mut counted = BufReader::new(&b"5 hello11 hello world3 abc"[..]);
-        assert_eq!(
-            next_message(&mut counted, 8, true).await.unwrap(),
-            Some(Ok("hello".into()))
-        );
-        assert_eq!(
-            next_message(&mut counted, 8, true).await.unwrap(),
-            Some(Err("too_long"))
-        );
-        assert_eq!(
-            next_message(&mut counted, 8, true).await.unwrap(),
-            Some(Ok("abc".into()))
-        );
-        assert_eq!(next_message(&mut counted, 8, true).await.unwrap(), None);
-        let mut broken = BufReader::new(&b"x5 hello"[..]);
-        assert!(next_message(&mut broken, 8, true).await.is_err());
-        let mut lines = BufReader::new(&b"one\nthis line is too long\ntwo"[..]);
-        assert_eq!(
-            next_message(&mut lines, 8, false).await.unwrap(),
-            Some(Ok("one\n".into()))
-        );
-        assert_eq!(
-            next_message(&mut lines, 8, false).await.unwrap(),
-            Some(Err("too_long"))
-        );
-        assert_eq!(
-            next_message(&mut lines, 8, false).await.unwrap(),
-            Some(Ok("two".into()))
-        );
-        assert_eq!(next_message(&mut lines, 8, false).await.unwrap(), None);
     }
 }

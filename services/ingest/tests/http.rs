@@ -728,7 +728,7 @@ async fn real_syslog_senders_over_udp_and_tcp() {
     .await;
     let mut acme = ingest.subscribe("acme").await;
     let (udp, tcp) = (udp.to_string(), tcp.to_string());
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &[
                 "--udp",
@@ -741,6 +741,19 @@ async fn real_syslog_senders_over_udp_and_tcp() {
                 "sshd",
             ],
             "udp 5424",
+        ),
+        (
+            &[
+                "--udp",
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &udp,
+                "--rfc3164",
+                "--tag",
+                "sshd",
+            ],
+            "udp 3164",
         ),
         (
             &[
@@ -794,6 +807,149 @@ async fn real_syslog_senders_over_udp_and_tcp() {
             "{name}"
         );
     }
+}
+
+/// A TCP syslog listener with a short flush interval for the tests below.
+fn tcp_syslog(port: u16) -> vigil_ingest::syslog::SyslogConfig {
+    vigil_ingest::syslog::SyslogConfig {
+        udp_listen: None,
+        tcp_listen: Some(([127, 0, 0, 1], port).into()),
+        tenant: Some(tenant("acme")),
+        flush_millis: 20,
+        ..Default::default()
+    }
+}
+
+async fn syslog_connection(port: u16) -> tokio::net::TcpStream {
+    for _ in 0..100 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            return stream;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the syslog listener on port {port} did not accept a connection");
+}
+
+/// A sender that stops in the middle of a message, for longer than the listener waits before
+/// publishing what it has, loses nothing: neither the cut message nor the one before it, in
+/// either framing.
+#[tokio::test]
+async fn a_syslog_sender_that_pauses_mid_message_loses_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let port = vigil_e2e::free_port().unwrap();
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        tcp_syslog(port),
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let first = "<38>Dec 10 06:55:46 bastion sshd[1]: Accepted publickey for deploy from 203.0.113.7 port 40022 ssh2";
+    let second = "<38>Dec 10 06:55:47 bastion sshd[2]: Failed password for root from 203.0.113.9 port 52311 ssh2";
+    let (head, tail) = second.split_at(40);
+    for (name, opening, cut, rest) in [
+        (
+            "lines",
+            format!("{first}\n"),
+            head.to_owned(),
+            format!("{tail}\n"),
+        ),
+        (
+            "octet counting",
+            format!("{} {first}", first.len()),
+            format!("{} {head}", second.len()),
+            tail.to_owned(),
+        ),
+    ] {
+        let mut stream = syslog_connection(port).await;
+        stream.write_all(opening.as_bytes()).await.unwrap();
+        stream.write_all(cut.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        // The first message is published on its own while the second is cut.
+        let batch = next_batch(&mut acme).await;
+        assert_eq!(batch.events.len(), 1, "{name}");
+        assert_eq!(batch.events[0].raw.as_ref().unwrap().text, first, "{name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.write_all(rest.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let batch = next_batch(&mut acme).await;
+        assert_eq!(batch.events.len(), 1, "{name}");
+        let event = &batch.events[0];
+        assert_eq!(event.raw.as_ref().unwrap().text, second, "{name}");
+        assert_eq!(event.entities.user.as_deref(), Some("root"), "{name}");
+    }
+}
+
+/// While the bus is down a TCP syslog connection reads nothing and keeps its batch; when the
+/// bus is back every message is stored, once.
+#[tokio::test]
+async fn tcp_syslog_waits_for_a_bus_that_is_down_and_loses_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let mut nats = vigil_e2e::NatsServer::start().unwrap();
+    let mut config = vigil_bus::jetstream::JetStreamConfig::new(nats.url());
+    config.publish_timeout = Duration::from_secs(1);
+    let bus = vigil_bus::jetstream::JetStreamBus::connect(config)
+        .await
+        .unwrap();
+    let port = vigil_e2e::free_port().unwrap();
+    let ingest = Ingest::start_with(Arc::new(bus), tcp_syslog(port)).await;
+    nats.kill().unwrap();
+    let mut stream = syslog_connection(port).await;
+    let lines: Vec<String> = (0..50)
+        .map(|n| {
+            format!(
+                "<38>Dec 10 06:55:46 bastion sshd[{n}]: Connection closed by 203.0.113.{n} port 22"
+            )
+        })
+        .collect();
+    for line in &lines {
+        stream
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    stream.flush().await.unwrap();
+    // Several publish attempts fail meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart().unwrap();
+    // The client reconnects and JetStream recovers its streams first.
+    let mut subscription = None;
+    for _ in 0..20 {
+        match ingest
+            .bus
+            .subscribe(ConsumerSpec::new(
+                "test",
+                Stage::Events,
+                Some(tenant("acme")),
+            ))
+            .await
+        {
+            Ok(subscribed) => {
+                subscription = Some(subscribed);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let mut acme = subscription.expect("JetStream is back within 10 s");
+    let mut stored = Vec::new();
+    while stored.len() < lines.len() {
+        let batch = next_batch(&mut acme).await;
+        stored.extend(
+            batch
+                .events
+                .into_iter()
+                .map(|event| event.raw.unwrap().text),
+        );
+    }
+    stored.sort();
+    let mut expected = lines.clone();
+    expected.sort();
+    assert_eq!(stored, expected);
+    // Nothing more: no message was stored twice.
+    let more =
+        tokio::time::timeout(Duration::from_secs(2), acme.next_payload::<EventBatch>()).await;
+    assert!(more.is_err(), "a message was stored twice");
+    drop(stream);
 }
 
 #[tokio::test]
