@@ -6,7 +6,10 @@
 //!
 //! Indexer acknowledgement: a request with a channel (`X-Splunk-Request-Channel` or
 //! `?channel=`) gets an `ackId`. Vigil answers only after the bus durably accepted the events,
-//! so every ack id it has handed out is already acknowledged.
+//! so every ack id it has handed out is already acknowledged. Channels are the tenant's own:
+//! another tenant naming the same channel has its own ids and learns nothing of these.
+//! A sender that retries a request with the same `Idempotency-Key` header has its events
+//! stored once, as on `/v1/events`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,33 +32,35 @@ use crate::normalize::{Incoming, Origin};
 /// The most channels remembered for acknowledgements; the oldest are forgotten beyond it.
 const MAX_CHANNELS: usize = 10_000;
 
-/// Ack ids handed out per channel: every id below the counter is acknowledged.
+/// Ack ids handed out per tenant and channel: every id below the counter is acknowledged.
 #[derive(Debug, Default, Clone)]
 pub struct Channels {
-    next: Arc<Mutex<HashMap<String, u64>>>,
+    next: Arc<Mutex<HashMap<(TenantId, String), u64>>>,
 }
 
 impl Channels {
-    fn issue(&self, channel: &str) -> u64 {
+    fn issue(&self, tenant: &TenantId, channel: &str) -> u64 {
         let mut next = match self.next.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if next.len() >= MAX_CHANNELS && !next.contains_key(channel) {
+        let key = (tenant.clone(), channel.to_owned());
+        if next.len() >= MAX_CHANNELS && !next.contains_key(&key) {
             next.clear();
         }
-        let counter = next.entry(channel.to_owned()).or_insert(0);
+        let counter = next.entry(key).or_insert(0);
         let id = *counter;
         *counter += 1;
         id
     }
 
-    fn acknowledged(&self, channel: &str, id: u64) -> bool {
+    fn acknowledged(&self, tenant: &TenantId, channel: &str, id: u64) -> bool {
         let next = match self.next.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        next.get(channel).is_some_and(|counter| id < *counter)
+        next.get(&(tenant.clone(), channel.to_owned()))
+            .is_some_and(|counter| id < *counter)
     }
 }
 
@@ -376,7 +381,8 @@ async fn accept(
     }
     let normalizer = state.normalizer.clone();
     let received = time::OffsetDateTime::now_utc();
-    let request_key = uuid::Uuid::now_v7().to_string();
+    // Keys are per protocol, so one key sent to two endpoints names two requests.
+    let request_key = format!("hec/{}", crate::http::request_key(&headers));
     let worker_tenant = tenant.clone();
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(encoding.as_deref(), &body, config.max_decoded_bytes)
@@ -423,7 +429,7 @@ async fn accept(
     metrics::counter!(metric_names::ACCEPTED, "transport" => "hec").increment(count);
     match channel {
         Some(channel) => {
-            let id = state.channels.issue(&channel);
+            let id = state.channels.issue(&tenant, &channel);
             answer(StatusCode::OK, 0, "Success", Some(("ackId", id.into())))
         }
         None => answer(StatusCode::OK, 0, "Success", None),
@@ -436,9 +442,10 @@ async fn ack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authenticate(&state, &headers).await {
-        return response;
-    }
+    let tenant = match authenticate(&state, &headers).await {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
     let Some(channel) = channel(&headers, &params) else {
         return answer(StatusCode::BAD_REQUEST, 10, "Data channel is missing", None);
     };
@@ -456,7 +463,7 @@ async fn ack(
         .map(|id| {
             (
                 id.to_string(),
-                state.channels.acknowledged(&channel, id).into(),
+                state.channels.acknowledged(&tenant, &channel, id).into(),
             )
         })
         .collect();

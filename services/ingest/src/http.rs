@@ -232,11 +232,7 @@ async fn events(
     let config = state.config_for(&tenant);
     check_body_size(&config, &body)?;
     let normalizer = state.normalizer.clone();
-    let request_key = headers
-        .get("idempotency-key")
-        .and_then(|value| value.to_str().ok())
-        .filter(|key| !key.is_empty() && key.len() <= 200)
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let request_key = request_key(&headers);
     let encoding = encoding.map(str::to_owned);
     let received = time::OffsetDateTime::now_utc();
     let tenant_for_work = tenant.clone();
@@ -287,6 +283,17 @@ async fn events(
         serde_json::json!({ "accepted": count }).to_string(),
     )
         .into_response())
+}
+
+/// The request's idempotency key: the client's `Idempotency-Key` (1-200 bytes of text), else a
+/// fresh one. A retried request with the same key yields the same event ids, which the bus
+/// drops as duplicates; ids also derive from the tenant, so tenants cannot collide.
+pub(crate) fn request_key(headers: &HeaderMap) -> String {
+    headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .filter(|key| !key.is_empty() && key.len() <= 200)
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
 /// Takes the events from the tenant's rate, or refuses them all: 429 with `Retry-After` when

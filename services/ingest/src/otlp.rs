@@ -95,7 +95,8 @@ async fn logs(
     let normalizer = state.normalizer.clone();
     let worker_tenant = tenant.clone();
     let received = time::OffsetDateTime::now_utc();
-    let key = uuid::Uuid::now_v7().to_string();
+    // Keys are per protocol, so one key sent to two endpoints names two requests.
+    let key = format!("otlp/{}", crate::http::request_key(&headers));
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(content_encoding.as_deref(), &body, config.max_decoded_bytes)
             .map_err(|err| (StatusCode::BAD_REQUEST, err.to_string()))?;

@@ -605,6 +605,64 @@ async fn splunk_hec_senders_work_unchanged() {
         serde_json::json!({"acks": {"0": true, "1": true, "2": false}})
     );
 
+    // Channels are the tenant's own: globex, naming acme's channel, sees none of acme's ids
+    // and gets its own.
+    let globex_splunk = format!("Splunk {}", ingest.globex);
+    let mut globex = ingest.subscribe("globex").await;
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/ack",
+            Some(&globex_splunk),
+            &channel,
+            r#"{"acks": [0, 1]}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        serde_json::json!({"acks": {"0": false, "1": false}})
+    );
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&globex_splunk),
+            &channel,
+            r#"{"event": "globex acked"}"#,
+        )
+        .await;
+    assert_eq!((status, answer["ackId"].as_u64()), (200, Some(0)));
+    assert_eq!(next_batch(&mut globex).await.tenant.as_str(), "globex");
+
+    // A retried request with the same Idempotency-Key is stored once.
+    for _ in 0..2 {
+        let (status, _) = ingest
+            .hec(
+                "/services/collector/event",
+                Some(&splunk),
+                &[("idempotency-key", "hec-retry-1")],
+                r#"{"event": "sent twice"}"#,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&splunk),
+            &[],
+            r#"{"event": "after the retry"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let texts: Vec<String> = [next_batch(&mut acme).await, next_batch(&mut acme).await]
+        .iter()
+        .flat_map(|batch| &batch.events)
+        .map(|event| event.raw.as_ref().unwrap().text.clone())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[0].contains("sent twice"), "{texts:?}");
+    assert!(texts[1].contains("after the retry"), "{texts:?}");
+
     // HEC's error codes; none of these requests reaches the bus.
     let bearer = format!("Bearer {}", ingest.acme);
     let viewer = format!("Splunk {}", ingest.viewer);
