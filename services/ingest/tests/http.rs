@@ -18,7 +18,10 @@ struct Ingest {
     globex: String,
     viewer: String,
     revoked: String,
+    /// Signs further acme tokens.
+    acme_key: SigningKey,
     bus: Arc<dyn Bus>,
+    store: Store,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -134,7 +137,7 @@ impl Ingest {
         let shutdown = CancellationToken::new();
         let context = vigil_runtime::ServiceContext {
             bus: Arc::clone(&bus),
-            store,
+            store: store.clone(),
             shutdown: shutdown.clone(),
             readiness: Default::default(),
         };
@@ -163,7 +166,9 @@ impl Ingest {
             globex: token(&globex_key, Role::Ingest, "globex").token,
             viewer: token(&platform, Role::TenantViewer, "acme").token,
             revoked: revoked.token,
+            acme_key,
             bus,
+            store,
             shutdown,
             _dir: dir,
         }
@@ -865,6 +870,61 @@ async fn real_syslog_senders_over_udp_and_tcp() {
             "{name}"
         );
     }
+}
+
+/// A token revoked while ingest runs is refused within the trust refresh interval, with no
+/// restart; acme's other tokens still work.
+#[tokio::test]
+async fn a_token_revoked_while_ingest_runs_is_refused_without_a_restart() {
+    let ingest = Ingest::start_tuned(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        |config| config.trust_refresh_secs = 1,
+    )
+    .await;
+    let issued = token(&ingest.acme_key, Role::Ingest, "acme");
+    ingest
+        .store
+        .platform()
+        .insert_token(TokenRecord {
+            jti: issued.claims.jti.clone(),
+            tenant: Some("acme".into()),
+            tenants: "[\"acme\"]".into(),
+            subject: "ingest:acme".into(),
+            role: "ingest".into(),
+            kid: issued.kid.clone(),
+            issued_at: 0,
+            expires_at: i64::MAX / 2,
+            revoked_at: None,
+            revoked_by: None,
+        })
+        .await
+        .unwrap();
+    let record = br#"{"message":"m"}"#.to_vec();
+    let (status, _) = ingest.post(Some(&issued.token), &[], record.clone()).await;
+    assert_eq!(status, 200);
+    ingest
+        .store
+        .platform()
+        .revoke_token(&issued.claims.jti, "admin", 1)
+        .await
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..50 {
+        let (status, body) = ingest.post(Some(&issued.token), &[], record.clone()).await;
+        if status != 200 {
+            refused = Some((status, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = refused.expect("refused within 5 s of its revocation");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
+    let (status, _) = ingest.post(Some(&ingest.acme), &[], record).await;
+    assert_eq!(status, 200);
 }
 
 /// A TCP syslog listener with a short flush interval for the tests below.
