@@ -173,9 +173,12 @@ async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<Tenant
         .ok()
         .and_then(|value| value.strip_prefix("Splunk "))
         .ok_or_else(|| answer(StatusCode::UNAUTHORIZED, 3, "Invalid authorization", None))?;
-    verify_ingest(state, token.trim())
+    let tenant = verify_ingest(state, token.trim())
         .await
-        .map_err(|_| answer(StatusCode::FORBIDDEN, 4, "Invalid token", None))
+        .map_err(|_| answer(StatusCode::FORBIDDEN, 4, "Invalid token", None))?;
+    crate::http::check_tenant_headers(headers, &tenant)
+        .map_err(|(status, message)| answer(status, 4, &message, None))?;
+    Ok(tenant)
 }
 
 /// Request parameters HEC senders pass in the query string.

@@ -156,6 +156,33 @@ pub(crate) async fn verify_ingest(
     Ok(tenant)
 }
 
+/// Request headers that name a tenant in other systems (Vigil's own, the common `X-Tenant-Id`,
+/// Loki's and Mimir's `X-Scope-OrgID`). Vigil takes the tenant from the token only, so a header
+/// naming another tenant is refused rather than silently overruled: the sender is misconfigured
+/// or trying to write into another tenant.
+const TENANT_HEADERS: [&str; 3] = ["x-vigil-tenant", "x-tenant-id", "x-scope-orgid"];
+
+/// Refuses a request whose headers name a tenant other than its token's.
+pub(crate) fn check_tenant_headers(
+    headers: &HeaderMap,
+    tenant: &TenantId,
+) -> Result<(), (StatusCode, String)> {
+    for name in TENANT_HEADERS {
+        for value in headers.get_all(name) {
+            let claimed = value.to_str().unwrap_or("(not text)").trim();
+            if claimed != tenant.as_str() {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the token is tenant {tenant}'s but the {name} header names {claimed:?}; the tenant comes from the token only"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The verified ingest principal and its one tenant.
 pub(crate) async fn authenticate(
     state: &IngestState,
@@ -188,7 +215,7 @@ pub(crate) async fn authenticate(
                 "Authorization must be Bearer <ingest token>",
             )
         })?;
-    verify_ingest(state, token.trim())
+    let tenant = verify_ingest(state, token.trim())
         .await
         .map_err(|(status, message)| {
             let reason = if status == StatusCode::FORBIDDEN {
@@ -197,7 +224,10 @@ pub(crate) async fn authenticate(
                 "token"
             };
             refused(status, reason, message)
-        })
+        })?;
+    check_tenant_headers(headers, &tenant)
+        .map_err(|(status, message)| refused(status, "tenant_header", message))?;
+    Ok(tenant)
 }
 
 fn body_refusal(err: BodyError) -> Refusal {

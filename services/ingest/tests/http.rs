@@ -247,14 +247,16 @@ async fn accepted_and_normalized(bus: Arc<dyn Bus>) {
     assert_eq!(event.source.transport, "http");
     assert!(event.entities.host.is_some());
 
-    // NDJSON, gzip-compressed, claiming another tenant in a header and in the body.
+    // NDJSON, gzip-compressed, with a tenant header naming the token's own tenant, and a
+    // record whose `tenant` field names another: that is the record's data, stored under the
+    // token's tenant (a header naming another tenant is refused: see the bad-input corpus).
     let ndjson = b"{\"message\":\"one\",\"tenant\":\"globex\"}\n{\"message\":\"two\"}\n".to_vec();
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(&ndjson).unwrap();
     let (status, body) = ingest
         .post(
             Some(&ingest.acme),
-            &[("content-encoding", "gzip"), ("x-vigil-tenant", "globex")],
+            &[("content-encoding", "gzip"), ("x-vigil-tenant", "acme")],
             gzip.finish().unwrap(),
         )
         .await;
@@ -330,6 +332,32 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
     bomb.write_all(&vec![b' '; 20 * 1024 * 1024]).unwrap();
     let bomb = bomb.finish().unwrap();
     let deep = format!("{}1{}", "{\"a\":".repeat(1000), "}".repeat(1000));
+    // acme's token with one character of its signature changed.
+    let forged = {
+        let mut forged = acme_token.clone().into_bytes();
+        let at = acme_token.rfind('.').unwrap() + 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(forged).unwrap()
+    };
+    let other_audience = vigil_auth::issue(
+        &TokenSettings {
+            audience: "another-platform".into(),
+            ..TokenSettings::default()
+        },
+        &ingest.acme_key,
+        &TokenRequest {
+            subject: "ingest:acme".into(),
+            role: Role::Ingest,
+            scope: Scope::tenant(tenant("acme")),
+            ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap()
+    .token;
+    let mut truncated = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    truncated.write_all(br#"{"message":"cut short"}"#).unwrap();
+    let mut truncated = truncated.finish().unwrap();
+    truncated.truncate(truncated.len() / 2);
     type Case<'a> = (
         &'a str,
         Option<&'a str>,
@@ -362,6 +390,38 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
             b"{}".to_vec(),
             401,
             "revoked",
+        ),
+        (
+            "forged signature",
+            Some(&forged),
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "signature is invalid",
+        ),
+        (
+            "another audience",
+            Some(&other_audience),
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "audience",
+        ),
+        (
+            "a header claiming another tenant",
+            Some(&acme_token),
+            vec![("x-vigil-tenant", "globex")],
+            b"{}".to_vec(),
+            403,
+            "the token is tenant acme's but the x-vigil-tenant header names \"globex\"",
+        ),
+        (
+            "Loki's tenant header naming another tenant",
+            Some(&acme_token),
+            vec![("x-scope-orgid", "globex")],
+            b"{}".to_vec(),
+            403,
+            "the tenant comes from the token only",
         ),
         (
             "viewer token",
@@ -434,6 +494,14 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
             b"plain".to_vec(),
             400,
             "not valid gzip",
+        ),
+        (
+            "truncated gzip",
+            Some(&acme_token),
+            vec![("content-encoding", "gzip")],
+            truncated,
+            400,
+            "gzip",
         ),
         (
             "unknown encoding",
@@ -747,6 +815,27 @@ async fn splunk_hec_senders_work_unchanged() {
         )
         .await;
     assert_eq!(answer["invalid-event-number"], 1);
+    // A tenant header naming another tenant than the token's.
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&splunk),
+            &[("x-tenant-id", "globex")],
+            r#"{"event":"x"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_u64()),
+        (403, Some(4)),
+        "{answer}"
+    );
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("the tenant comes from the token only"),
+        "{answer}"
+    );
     let (status, _) = ingest
         .hec(
             "/services/collector/event",
