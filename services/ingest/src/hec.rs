@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use vigil_schema::TenantId;
 
 use crate::body::{self, BodyError};
-use crate::http::{IngestState, publish, verify_ingest};
+use crate::http::{IngestState, Refused, of_tenant, publish, verify_ingest};
 use crate::metric_names;
 use crate::normalize::{Incoming, Origin};
 
@@ -80,10 +80,16 @@ fn answer(status: StatusCode, code: u16, text: &str, extra: Option<(&str, Value)
             body.to_string(),
         )
             .into_response();
-        metrics::counter!(metric_names::REFUSED, "reason" => "bus").increment(1);
+        response.extensions_mut().insert(Refused("bus"));
         response.headers_mut().remove(header::CONTENT_LENGTH);
         return response;
     }
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
     if status != StatusCode::OK {
         let reason = match code {
             2..=4 => "token",
@@ -92,14 +98,9 @@ fn answer(status: StatusCode, code: u16, text: &str, extra: Option<(&str, Value)
             10 => "channel",
             _ => "other",
         };
-        metrics::counter!(metric_names::REFUSED, "reason" => reason).increment(1);
+        response.extensions_mut().insert(Refused(reason));
     }
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    response
 }
 
 /// A refused HEC request: status, HEC code and text, and the event it is about.
@@ -176,8 +177,11 @@ async fn authenticate(state: &IngestState, headers: &HeaderMap) -> Result<Tenant
     let tenant = verify_ingest(state, token.trim())
         .await
         .map_err(|_| answer(StatusCode::FORBIDDEN, 4, "Invalid token", None))?;
-    crate::http::check_tenant_headers(headers, &tenant)
-        .map_err(|(status, message)| answer(status, 4, &message, None))?;
+    if let Err((status, message)) = crate::http::check_tenant_headers(headers, &tenant) {
+        let mut response = answer(status, 4, &message, None);
+        response.extensions_mut().insert(Refused("tenant_header"));
+        return Err(of_tenant(response, tenant));
+    }
     Ok(tenant)
 }
 
@@ -360,6 +364,18 @@ async fn accept(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
+    let response = accept_for(&state, &tenant, params, &headers, body, parse).await;
+    of_tenant(response, tenant)
+}
+
+async fn accept_for(
+    state: &IngestState,
+    tenant: &TenantId,
+    params: Params,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    parse: Parser,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -374,18 +390,18 @@ async fn accept(
             return answer(StatusCode::BAD_REQUEST, 6, &rejection.to_string(), None);
         }
     };
-    let channel = channel(&headers, &params);
+    let channel = channel(headers, &params);
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
-    let config = state.config_for(&tenant);
+    let config = state.config_for(tenant);
     if let Err(refusal) = crate::http::check_body_size(&config, &body) {
         return answer(StatusCode::PAYLOAD_TOO_LARGE, 6, &refusal.message, None);
     }
     let normalizer = state.normalizer.clone();
     let received = time::OffsetDateTime::now_utc();
     // Keys are per protocol, so one key sent to two endpoints names two requests.
-    let request_key = format!("hec/{}", crate::http::request_key(&headers));
+    let request_key = format!("hec/{}", crate::http::request_key(headers));
     let worker_tenant = tenant.clone();
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(encoding.as_deref(), &body, config.max_decoded_bytes)
@@ -414,7 +430,7 @@ async fn accept(
         }
     };
     let count = events.len() as u64;
-    if let Err(refusal) = publish(&state, &tenant, events).await {
+    if let Err(refusal) = publish(state, tenant, events).await {
         // Over the tenant's rate or the bus is slow: HEC's "busy", which senders retry.
         let mut response = if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
             // An event over the size or field limits, or more events than the tenant's burst.
@@ -432,7 +448,7 @@ async fn accept(
     metrics::counter!(metric_names::ACCEPTED, "transport" => "hec").increment(count);
     match channel {
         Some(channel) => {
-            let id = state.channels.issue(&tenant, &channel);
+            let id = state.channels.issue(tenant, &channel);
             answer(StatusCode::OK, 0, "Success", Some(("ackId", id.into())))
         }
         None => answer(StatusCode::OK, 0, "Success", None),
@@ -449,10 +465,21 @@ async fn ack(
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
-    let Some(channel) = channel(&headers, &params) else {
+    let response = acks(&state, &tenant, &params, &headers, &body);
+    of_tenant(response, tenant)
+}
+
+fn acks(
+    state: &IngestState,
+    tenant: &TenantId,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let Some(channel) = channel(headers, params) else {
         return answer(StatusCode::BAD_REQUEST, 10, "Data channel is missing", None);
     };
-    let ids: Vec<u64> = match serde_json::from_slice::<Value>(&body)
+    let ids: Vec<u64> = match serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|value| value.get("acks").cloned())
         .and_then(|acks| serde_json::from_value(acks).ok())
@@ -466,7 +493,7 @@ async fn ack(
         .map(|id| {
             (
                 id.to_string(),
-                state.channels.acknowledged(&tenant, &channel, id).into(),
+                state.channels.acknowledged(tenant, &channel, id).into(),
             )
         })
         .collect();

@@ -68,7 +68,37 @@ pub fn router(state: IngestState) -> Router {
         .merge(crate::hec::routes())
         .merge(crate::otlp::routes())
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(count_refusals))
         .with_state(state)
+}
+
+/// Why a request was refused, carried on its response for [`count_refusals`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused(pub(crate) &'static str);
+
+/// The tenant whose token a request carried, carried on its response for [`count_refusals`].
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) TenantId);
+
+/// Marks `response` as the answer to a request of `tenant`.
+pub(crate) fn of_tenant(mut response: Response, tenant: TenantId) -> Response {
+    response.extensions_mut().insert(Authenticated(tenant));
+    response
+}
+
+/// Counts every refused request of every endpoint once, by tenant (empty when no token was
+/// verified) and reason.
+async fn count_refusals(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(Refused(reason)) = response.extensions().get::<Refused>().copied() {
+        let tenant = response
+            .extensions()
+            .get::<Authenticated>()
+            .map_or_else(String::new, |Authenticated(tenant)| tenant.to_string());
+        metrics::counter!(metric_names::REFUSED, "tenant" => tenant, "reason" => reason)
+            .increment(1);
+    }
+    response
 }
 
 /// A refused request: status and a JSON body `{"error": "..."}` naming the problem.
@@ -78,6 +108,10 @@ pub struct Refusal {
     pub(crate) message: String,
     /// Seconds after which a retry may succeed (rate limits).
     pub(crate) retry_after: Option<u64>,
+    /// The reason it is counted under.
+    pub(crate) reason: &'static str,
+    /// The tenant whose verified token the request carried, when it is refused after all.
+    pub(crate) tenant: Option<TenantId>,
 }
 
 impl Refusal {
@@ -86,6 +120,8 @@ impl Refusal {
             status,
             message: message.into(),
             retry_after: None,
+            reason: "internal",
+            tenant: None,
         }
     }
 }
@@ -99,6 +135,10 @@ impl IntoResponse for Refusal {
             body,
         )
             .into_response();
+        response.extensions_mut().insert(Refused(self.reason));
+        if let Some(tenant) = self.tenant {
+            response.extensions_mut().insert(Authenticated(tenant));
+        }
         if let Some(seconds) = self.retry_after {
             // Over the tenant's rate: nothing was acknowledged, retry after this long.
             response
@@ -121,8 +161,10 @@ impl IntoResponse for Refusal {
 }
 
 fn refused(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
-    metrics::counter!(metric_names::REFUSED, "reason" => reason).increment(1);
-    Refusal::new(status, message)
+    Refusal {
+        reason,
+        ..Refusal::new(status, message)
+    }
 }
 
 /// The tenant of a verified ingest token; the error says why the token was refused.
@@ -225,8 +267,12 @@ pub(crate) async fn authenticate(
             };
             refused(status, reason, message)
         })?;
-    check_tenant_headers(headers, &tenant)
-        .map_err(|(status, message)| refused(status, "tenant_header", message))?;
+    if let Err((status, message)) = check_tenant_headers(headers, &tenant) {
+        return Err(Refusal {
+            tenant: Some(tenant),
+            ..refused(status, "tenant_header", message)
+        });
+    }
     Ok(tenant)
 }
 
@@ -244,9 +290,24 @@ async fn events(
     State(state): State<IngestState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Refusal> {
+) -> Response {
     // The token first: an unauthenticated sender learns nothing about body handling.
-    let tenant = authenticate(&state, &headers).await?;
+    let tenant = match authenticate(&state, &headers).await {
+        Ok(tenant) => tenant,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let response = accept_events(&state, &tenant, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    of_tenant(response, tenant)
+}
+
+async fn accept_events(
+    state: &IngestState,
+    tenant: &TenantId,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Refusal> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -259,10 +320,10 @@ async fn events(
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)"));
-    let config = state.config_for(&tenant);
+    let config = state.config_for(tenant);
     check_body_size(&config, &body)?;
     let normalizer = state.normalizer.clone();
-    let request_key = request_key(&headers);
+    let request_key = request_key(headers);
     let encoding = encoding.map(str::to_owned);
     let received = time::OffsetDateTime::now_utc();
     let tenant_for_work = tenant.clone();
@@ -305,7 +366,7 @@ async fn events(
     .map_err(body_refusal)?;
 
     let count = events.len();
-    publish(&state, &tenant, events).await?;
+    publish(state, tenant, events).await?;
     metrics::counter!(metric_names::ACCEPTED, "transport" => "http").increment(count as u64);
     Ok((
         StatusCode::OK,

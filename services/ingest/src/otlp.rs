@@ -17,9 +17,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use serde_json::{Map, Value};
+use vigil_schema::TenantId;
 
 use crate::body;
-use crate::http::{IngestState, authenticate, publish};
+use crate::http::{IngestState, Refused, authenticate, of_tenant, publish};
 use crate::metric_names;
 use crate::normalize::{Incoming, Origin};
 
@@ -35,13 +36,14 @@ enum Encoding {
 }
 
 fn refuse(status: StatusCode, reason: &'static str, message: String) -> Response {
-    metrics::counter!(metric_names::REFUSED, "reason" => reason).increment(1);
-    (
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::json!({ "error": message }).to_string(),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(Refused(reason));
+    response
 }
 
 async fn logs(
@@ -53,6 +55,16 @@ async fn logs(
         Ok(tenant) => tenant,
         Err(refusal) => return refusal.into_response(),
     };
+    let response = logs_of(&state, &tenant, &headers, body).await;
+    of_tenant(response, tenant)
+}
+
+async fn logs_of(
+    state: &IngestState,
+    tenant: &TenantId,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -88,7 +100,7 @@ async fn logs(
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
-    let config = state.config_for(&tenant);
+    let config = state.config_for(tenant);
     if let Err(refusal) = crate::http::check_body_size(&config, &body) {
         return refusal.into_response();
     }
@@ -96,7 +108,7 @@ async fn logs(
     let worker_tenant = tenant.clone();
     let received = time::OffsetDateTime::now_utc();
     // Keys are per protocol, so one key sent to two endpoints names two requests.
-    let key = format!("otlp/{}", crate::http::request_key(&headers));
+    let key = format!("otlp/{}", crate::http::request_key(headers));
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(content_encoding.as_deref(), &body, config.max_decoded_bytes)
             .map_err(|err| (StatusCode::BAD_REQUEST, err.to_string()))?;
@@ -144,7 +156,7 @@ async fn logs(
     };
     let count = events.len() as u64;
     if !events.is_empty()
-        && let Err(refusal) = publish(&state, &tenant, events).await
+        && let Err(refusal) = publish(state, tenant, events).await
     {
         return refusal.into_response();
     }

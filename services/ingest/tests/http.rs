@@ -1016,6 +1016,75 @@ async fn a_token_revoked_while_ingest_runs_is_refused_without_a_restart() {
     assert_eq!(status, 200);
 }
 
+/// Refused requests and dropped syslog messages are counted by tenant (empty when no token
+/// was verified) and reason, as Prometheus renders them on `/metrics`.
+#[tokio::test]
+async fn refusals_and_drops_are_counted_by_tenant_and_reason() {
+    use tokio::io::AsyncWriteExt;
+    // This test binary's global recorder: the other tests record into it too, so only the
+    // presence of series is asserted, not their values.
+    static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    let metrics = METRICS.get_or_init(|| vigil_telemetry::init_metrics().unwrap());
+    let port = vigil_e2e::free_port().unwrap();
+    let mut syslog = tcp_syslog(port);
+    syslog.max_message_bytes = 64;
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        syslog,
+    )
+    .await;
+    let (status, _) = ingest.post(None, &[], b"{}".to_vec()).await;
+    assert_eq!(status, 401);
+    let (status, _) = ingest
+        .post(
+            Some(&ingest.globex),
+            &[("x-vigil-tenant", "acme")],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = ingest
+        .post(Some(&ingest.acme), &[], b"{oops".to_vec())
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&format!("Splunk {}", ingest.globex)),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(status, 400);
+    let mut stream = syslog_connection(port).await;
+    stream
+        .write_all(format!("<13>{}\n", "x".repeat(100)).as_bytes())
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let expected = [
+        r#"vigil_ingest_requests_refused_total{tenant="",reason="no_token"}"#,
+        r#"vigil_ingest_requests_refused_total{tenant="globex",reason="tenant_header"}"#,
+        r#"vigil_ingest_requests_refused_total{tenant="acme",reason="body"}"#,
+        r#"vigil_ingest_requests_refused_total{tenant="globex",reason="body"}"#,
+        r#"vigil_ingest_syslog_dropped_total{tenant="acme",reason="too_long"}"#,
+    ];
+    let mut rendered = String::new();
+    for _ in 0..50 {
+        rendered = metrics.render();
+        if expected.iter().all(|series| rendered.contains(series)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|series| !rendered.contains(*series))
+        .collect();
+    panic!("missing {missing:?} in\n{rendered}");
+}
+
 /// A TCP syslog listener with a short flush interval for the tests below.
 fn tcp_syslog(port: u16) -> vigil_ingest::syslog::SyslogConfig {
     vigil_ingest::syslog::SyslogConfig {
