@@ -386,6 +386,16 @@ async fn accept_for(
                 None,
             );
         }
+        Err(rejection) if crate::http::body_timed_out(&rejection) => {
+            let mut response = answer(
+                StatusCode::REQUEST_TIMEOUT,
+                6,
+                &crate::http::slow_body_message(&state.config),
+                None,
+            );
+            response.extensions_mut().insert(Refused("slow_body"));
+            return response;
+        }
         Err(rejection) => {
             return answer(StatusCode::BAD_REQUEST, 6, &rejection.to_string(), None);
         }

@@ -68,6 +68,9 @@ pub fn router(state: IngestState) -> Router {
         .merge(crate::hec::routes())
         .merge(crate::otlp::routes())
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(state.config.body_timeout_secs.max(1)),
+        ))
         .layer(axum::middleware::from_fn(count_refusals))
         .with_state(state)
 }
@@ -309,6 +312,13 @@ async fn accept_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refusal> {
     let body = body.map_err(|rejection| {
+        if body_timed_out(&rejection) {
+            return refused(
+                StatusCode::REQUEST_TIMEOUT,
+                "slow_body",
+                slow_body_message(&state.config),
+            );
+        }
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
             format!("the body exceeds {} bytes", state.config.max_body_bytes)
@@ -385,6 +395,26 @@ pub(crate) fn request_key(headers: &HeaderMap) -> String {
         .and_then(|value| value.to_str().ok())
         .filter(|key| !key.is_empty() && key.len() <= 200)
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Whether the body failed because the client sent nothing for `body_timeout_secs`.
+pub(crate) fn body_timed_out(rejection: &BytesRejection) -> bool {
+    let mut error: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(current) = error {
+        if current.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        error = current.source();
+    }
+    false
+}
+
+/// What a slow sender is told; nothing of its request was accepted.
+pub(crate) fn slow_body_message(config: &Config) -> String {
+    format!(
+        "the body stalled: no data for {} s; nothing was accepted, send the request again",
+        config.body_timeout_secs
+    )
 }
 
 /// Takes the events from the tenant's rate, or refuses them all: 429 with `Retry-After` when

@@ -45,6 +45,11 @@ pub struct Config {
     pub max_fields: usize,
     /// Events per bus message.
     pub batch_events: usize,
+    /// Seconds a client gets to send a request's headers (also what an idle keep-alive
+    /// connection is given for its next request); then the connection is closed.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may go without new data; then it is refused with 408.
+    pub body_timeout_secs: u64,
     /// Token issuer, audience and leeway: the control plane's.
     pub tokens: TokenSettings,
     /// How often keys, revocations and suspended tenants are reloaded from the store, in
@@ -67,6 +72,13 @@ impl Config {
     /// Checks values that deserialize but cannot work: the key that is wrong and a message
     /// naming it in full.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.header_timeout_secs == 0 || self.body_timeout_secs == 0 {
+            return Err((
+                "ingest.header_timeout_secs",
+                "ingest.header_timeout_secs and ingest.body_timeout_secs must be greater than zero"
+                    .into(),
+            ));
+        }
         if self.max_event_bytes == 0 || self.max_fields == 0 {
             return Err((
                 "ingest.max_event_bytes",
@@ -105,6 +117,8 @@ impl Default for Config {
             max_event_bytes: 1024 * 1024,
             max_fields: 1_000,
             batch_events: 500,
+            header_timeout_secs: 30,
+            body_timeout_secs: 30,
             tokens: TokenSettings::default(),
             trust_refresh_secs: 5,
             tls: None,
@@ -132,12 +146,18 @@ pub enum IngestError {
 
 /// Serves the router over TLS: each connection's handshake gets 10 seconds, then hyper serves
 /// HTTP/1.1 or HTTP/2 on it. On shutdown no new connection is accepted.
-async fn serve_https(
+/// Serves the ingest router on `listener`, over TLS when an acceptor is given (a handshake gets
+/// 10 seconds), until `shutdown`; then waits up to 30 seconds for requests in progress, whose
+/// answers follow the bus's acknowledgement. A client that does not send its headers within
+/// `header_timeout` is disconnected (hyper's timer), so slow senders cannot hold connections.
+async fn serve_http(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
+    header_timeout: Duration,
 ) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -146,19 +166,38 @@ async fn serve_https(
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (tls, app, watcher) = (tls.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
-                return;
-            };
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+            let _ = match tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher.watch(builder.serve_connection(io, service)).await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        return;
+                    };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher.watch(builder.serve_connection(io, service)).await
+                }
+            };
         });
+    }
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP ingest connections still open 30 s after shutdown; closing them");
     }
 }
 
@@ -267,20 +306,17 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), IngestEr
             "syslog listeners off: set ingest.syslog.tenant or ingest.syslog.networks to say whose messages they receive"
         );
     }
-    let shutdown = context.shutdown.clone();
-    let served = match https {
-        None => {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-        }
-        Some(acceptor) => {
-            serve_https(listener, acceptor, router(state), shutdown).await;
-            Ok(())
-        }
-    };
+    let header_timeout = Duration::from_secs(config.header_timeout_secs.max(1));
+    serve_http(
+        listener,
+        https,
+        router(state),
+        context.shutdown.clone(),
+        header_timeout,
+    )
+    .await;
     context.shutdown.cancel();
     while listeners.join_next().await.is_some() {}
     let _ = refresher.await;
-    served.map_err(|err| IngestError::Io(format!("HTTP ingest: {err}")))
+    Ok(())
 }

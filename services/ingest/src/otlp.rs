@@ -67,6 +67,13 @@ async fn logs_of(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
+        Err(rejection) if crate::http::body_timed_out(&rejection) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "slow_body",
+                crate::http::slow_body_message(&state.config),
+            );
+        }
         Err(rejection) => {
             return refuse(
                 rejection.status(),

@@ -1085,6 +1085,68 @@ async fn refusals_and_drops_are_counted_by_tenant_and_reason() {
     panic!("missing {missing:?} in\n{rendered}");
 }
 
+/// Slow HTTP senders hold nothing for long: a client that does not finish its headers is
+/// disconnected, and a body that stalls is refused with 408 naming the problem; nothing of it
+/// reaches the bus.
+#[tokio::test]
+async fn slow_http_senders_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ingest = Ingest::start_tuned(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        |config| {
+            config.header_timeout_secs = 1;
+            config.body_timeout_secs = 1;
+        },
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let address = ingest
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1/events")
+        .to_owned();
+
+    // Headers that never end.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: ingest\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed within 5 s")
+        .ok();
+
+    // A body that stops halfway.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: ingest\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"message\":",
+        ingest.acme
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("the body stalled: no data for 1 s"),
+        "{answer}"
+    );
+
+    // The stream saw nothing of either; the next request is stored.
+    let (status, _) = ingest
+        .post(Some(&ingest.acme), &[], br#"{"message":"after"}"#.to_vec())
+        .await;
+    assert_eq!(status, 200);
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].fields.get_str("message"), Some("after"));
+}
+
 /// A TCP syslog listener with a short flush interval for the tests below.
 fn tcp_syslog(port: u16) -> vigil_ingest::syslog::SyslogConfig {
     vigil_ingest::syslog::SyslogConfig {
