@@ -47,6 +47,8 @@ struct ShapeSpec {
     #[serde(default)]
     service: Option<String>,
     #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
     windows: bool,
     recognize: Vec<String>,
     #[serde(default)]
@@ -329,6 +331,9 @@ pub(crate) struct Shape {
     pub(crate) name: Box<str>,
     pub(crate) product: Option<Box<str>>,
     pub(crate) service: Option<Box<str>>,
+    /// The Sigma category of every record of this shape (`webserver`), for shapes that are
+    /// not Windows events.
+    pub(crate) category: Option<WindowsCategory>,
     pub(crate) windows: bool,
     pub(crate) recognize: Vec<Path>,
     pub(crate) channel: Option<Path>,
@@ -346,6 +351,7 @@ pub(crate) struct Shape {
 
 /// A category a Windows event can belong to, with its conditions and field renames.
 #[derive(Debug)]
+/// (Also the fixed category of a shape that is not Windows: no conditions, no renames.)
 pub(crate) struct WindowsCategory {
     pub(crate) category: Box<str>,
     pub(crate) when: Vec<(Box<str>, Box<str>)>,
@@ -506,6 +512,12 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
     if spec.windows && (spec.channel.is_none() || spec.event_id.is_none()) {
         return Err("a Windows shape needs `channel` and `event_id`".to_owned());
     }
+    if spec.category.is_some() && (spec.windows || spec.program.is_some()) {
+        return Err(
+            "`category` is for shapes whose records all have it; Windows and syslog shapes take theirs from windows.yml and linux.yml"
+                .to_owned(),
+        );
+    }
     let mut fields = FxHashMap::default();
     for (sigma, at) in &spec.fields {
         fields.insert(sigma.as_str().into(), path(at)?);
@@ -515,6 +527,11 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
         name: spec.name.as_str().into(),
         product: spec.product.map(Into::into),
         service: spec.service.map(Into::into),
+        category: spec.category.map(|category| WindowsCategory {
+            category: category.into(),
+            when: Vec::new(),
+            renames: None,
+        }),
         windows: spec.windows,
         recognize: spec
             .recognize

@@ -130,6 +130,7 @@ pub(crate) fn classify_with<'m>(mappings: &'m Mappings, record: &impl Probe) -> 
     classified.shape = Some(shape);
     classified.product = shape.product.as_deref();
     classified.services[0] = shape.service.as_deref();
+    classified.categories[0] = shape.category.as_ref();
     if let Some(path) = &shape.program {
         let linux = &mappings.linux;
         classified.product = Some(&linux.product);

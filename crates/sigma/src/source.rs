@@ -188,15 +188,103 @@ pub fn audit_record(line: &str) -> Option<Value> {
     Some(Value::Object(record))
 }
 
-/// One line of a `.log` file: an auditd record when it is one, else syslog.
+/// One web server access log line in the Common or Combined Log Format (Apache's and nginx's
+/// default: `203.0.113.9 - alice [10/Oct/2026:13:55:36 -0700] "GET /a?b=1 HTTP/1.1" 200 2326
+/// "http://ref/" "curl/8.5"`) as a record with the W3C field names Sigma's `webserver` rules
+/// use: `c-ip`, `cs-username`, `timestamp` (RFC 3339), `cs-method`, `cs-uri-stem` (the path),
+/// `cs-uri-query` (the whole request URI, path and query, as SigmaHQ's rules match it),
+/// `cs-version`, `sc-status` and `sc-bytes` (numbers), `cs-referer`, `cs-user-agent`; `-` stays
+/// out. `None` when the line is not one.
+pub fn access_record(line: &str) -> Option<Value> {
+    let line = line.trim();
+    let mut words = line.splitn(4, ' ');
+    let (client, ident, user, rest) = (words.next()?, words.next()?, words.next()?, words.next()?);
+    let rest = rest.strip_prefix('[')?;
+    let (stamp, rest) = rest.split_once("] ")?;
+    let format = time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
+    );
+    let timestamp = time::OffsetDateTime::parse(stamp, &format)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let (request, rest) = quoted(rest)?;
+    let mut words = rest.trim_start().splitn(3, ' ');
+    let status: u16 = words.next()?.parse().ok()?;
+    let bytes = words.next()?;
+    let mut record = serde_json::Map::new();
+    let mut put = |key: &str, value: &str| {
+        if !value.is_empty() && value != "-" {
+            record.insert(key.to_owned(), Value::from(value));
+        }
+    };
+    put("c-ip", client);
+    put("cs-ident", ident);
+    put("cs-username", user);
+    put("timestamp", &timestamp);
+    let mut parts = request.splitn(3, ' ');
+    let method = parts.next().unwrap_or_default();
+    let uri = parts.next().unwrap_or_default();
+    put("cs-method", method);
+    put("cs-uri-stem", uri.split('?').next().unwrap_or_default());
+    put("cs-uri-query", uri);
+    put("cs-version", parts.next().unwrap_or_default());
+    if let Some(rest) = words.next()
+        && let Some((referer, rest)) = quoted(rest.trim_start())
+    {
+        put("cs-referer", &referer);
+        if let Some((agent, _)) = quoted(rest.trim_start()) {
+            put("cs-user-agent", &agent);
+        }
+    }
+    record.insert("sc-status".to_owned(), Value::from(status));
+    if let Ok(bytes) = bytes.parse::<u64>() {
+        record.insert("sc-bytes".to_owned(), Value::from(bytes));
+    }
+    // A request line that is not one (a TLS handshake sent to a plain port) keeps its text.
+    if !record.contains_key("cs-method") {
+        record.insert("cs-method".to_owned(), Value::from("-"));
+    }
+    Some(Value::Object(record))
+}
+
+/// A double-quoted string at the start of `text` (`\"` and `\\` unescaped, as Apache writes
+/// them) and what follows it.
+fn quoted(text: &str) -> Option<(String, &str)> {
+    let body = text.strip_prefix('"')?;
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &body[at + 1..])),
+            '\\' => match chars.next() {
+                Some((_, escaped @ ('"' | '\\'))) => value.push(escaped),
+                Some((_, other)) => {
+                    value.push('\\');
+                    value.push(other);
+                }
+                None => value.push('\\'),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// One line of a `.log` file: an auditd record or a web access log line when it is one, else
+/// syslog.
 pub fn log_record(line: &str) -> Value {
-    audit_record(line).unwrap_or_else(|| syslog_record(line))
+    audit_record(line)
+        .or_else(|| access_record(line))
+        .unwrap_or_else(|| syslog_record(line))
 }
 
 /// One syslog line as a record: `timestamp` (RFC 3339), `host`, `program`, `pid`, `facility`,
 /// `severity`, `message`. A year-less RFC 3164 timestamp gets the current year, or last year
 /// when that would put it in the future. A line syslog cannot parse keeps its text as
-/// `message` with no program.
+/// `message` with no program. A message that is itself an auditd record (audisp's syslog
+/// plugin) or an access log line (nginx's and Apache's syslog logging) becomes that record,
+/// with the sender's `host`.
 pub fn syslog_record(line: &str) -> Value {
     let now = time::OffsetDateTime::now_utc();
     let infer_year = move |(month, day, ..): syslog_loose::IncompleteDate| {
@@ -228,6 +316,14 @@ pub fn syslog_record(line: &str) -> Value {
     }
     if let Some(severity) = message.severity {
         record.insert("severity".to_owned(), Value::from(severity.as_str()));
+    }
+    if let Some(Value::Object(mut inner)) =
+        audit_record(message.msg).or_else(|| access_record(message.msg))
+    {
+        if let Some(host) = message.hostname {
+            inner.insert("host".to_owned(), Value::from(host));
+        }
+        return Value::Object(inner);
     }
     record.insert("message".to_owned(), Value::from(message.msg));
     Value::Object(record)
@@ -337,6 +433,62 @@ mod tests {
 
         let garbage = syslog_record("\u{0}not syslog at all");
         assert!(garbage["message"].is_string());
+    }
+
+    #[test]
+    fn access_log_lines_become_webserver_records() {
+        let combined = access_record(
+            r#"203.0.113.9 - alice [10/Oct/2026:13:55:36 -0700] "GET /cgi-bin/../../etc/passwd?x=1&y=\"2\" HTTP/1.1" 404 153 "-" "curl/8.5.0""#,
+        )
+        .unwrap();
+        assert_eq!(
+            combined,
+            json!({
+                "c-ip": "203.0.113.9",
+                "cs-username": "alice",
+                "timestamp": "2026-10-10T13:55:36-07:00",
+                "cs-method": "GET",
+                "cs-uri-stem": "/cgi-bin/../../etc/passwd",
+                "cs-uri-query": "/cgi-bin/../../etc/passwd?x=1&y=\"2\"",
+                "cs-version": "HTTP/1.1",
+                "cs-user-agent": "curl/8.5.0",
+                "sc-status": 404,
+                "sc-bytes": 153,
+            })
+        );
+        // The Common Log Format, and a request line that is not one.
+        let common =
+            access_record(r#"::1 - - [01/Jan/2026:00:00:00 +0000] "\x16\x03\x01" 400 - "#).unwrap();
+        assert_eq!(common["cs-method"], "\\x16\\x03\\x01");
+        assert_eq!(common["sc-status"], 400);
+        assert!(common.get("sc-bytes").is_none());
+        for not_access in [
+            "",
+            "Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user",
+            "1.2.3.4 - - [not a date] \"GET / HTTP/1.1\" 200 1",
+            "1.2.3.4 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1 200 1",
+            "1.2.3.4 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" OK 1",
+        ] {
+            assert_eq!(access_record(not_access), None, "{not_access}");
+        }
+        // Over syslog (nginx's `access_log syslog:`), with the sender as host.
+        let over_syslog = syslog_record(
+            r#"<190>Dec 10 06:55:46 web1 nginx: 203.0.113.9 - - [10/Dec/2026:06:55:46 +0000] "POST /login HTTP/1.1" 200 12 "-" "x""#,
+        );
+        assert_eq!(over_syslog["host"], "web1");
+        assert_eq!(over_syslog["cs-method"], "POST");
+        assert!(over_syslog.get("program").is_none());
+    }
+
+    #[test]
+    fn audit_records_over_syslog_are_audit_records() {
+        let record = syslog_record(
+            "<14>Dec 10 06:55:46 db1 audispd: type=EXECVE msg=audit(1700000000.5:42): argc=2 a0=\"ls\" a1=\"-la\"",
+        );
+        assert_eq!(record["type"], "EXECVE");
+        assert_eq!(record["audit_serial"], 42);
+        assert_eq!(record["a1"], "-la");
+        assert_eq!(record["host"], "db1");
     }
 
     #[test]

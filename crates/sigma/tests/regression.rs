@@ -242,6 +242,52 @@ fn flat_records_detect_like_nested_json() {
     );
 }
 
+/// Web access log lines meet SigmaHQ's `webserver` rules, and only those: from a `.log` line,
+/// over syslog, and as flat fields; an sshd line with the same path in it meets none of them.
+#[test]
+fn access_log_lines_meet_the_webserver_rules() {
+    let rules = all_rules(&sigma_dir());
+    let traversal = "7745c2ea-24a5-4290-b680-04359cb84b35";
+    let line = r#"203.0.113.9 - - [10/Dec/2026:06:55:46 +0000] "GET /download?file=../../../etc/passwd HTTP/1.1" 200 1337 "-" "Mozilla/5.0""#;
+    for record in [
+        source::log_record(line),
+        source::syslog_record(&format!("<190>Dec 10 06:55:46 web1 nginx: {line}")),
+    ] {
+        assert_eq!(rules.mappings().shape_name(&record), "webserver");
+        let logsource = rules.logsource_of(&record);
+        assert_eq!(logsource.categories, ["webserver"], "{record}");
+        let detections = rules.detect(&record);
+        assert!(
+            detections.iter().any(|d| d.rule.id == traversal),
+            "{record}: {:?}",
+            detections.iter().map(|d| &d.rule.title).collect::<Vec<_>>()
+        );
+        assert!(
+            detections
+                .iter()
+                .all(|d| d.rule.logsource.category.as_deref() == Some("webserver")),
+            "{record}"
+        );
+        let flat = Flattened::new(&record);
+        let flat_ids: Vec<_> = rules
+            .detect_flat(&flat)
+            .into_iter()
+            .map(|d| d.rule.id.clone())
+            .collect();
+        let ids: Vec<_> = detections.into_iter().map(|d| d.rule.id.clone()).collect();
+        assert_eq!(flat_ids, ids);
+    }
+    let sshd = source::syslog_record(
+        "<38>Dec 10 06:55:46 web1 sshd[1]: Invalid user ../../../etc/passwd from 203.0.113.9",
+    );
+    assert!(
+        rules
+            .detect(&sshd)
+            .iter()
+            .all(|d| d.rule.logsource.category.as_deref() != Some("webserver"))
+    );
+}
+
 /// One classification of the flat fields says what three of the nested record say.
 #[test]
 fn a_flat_description_matches_the_nested_answers() {

@@ -23,6 +23,7 @@ const USER: &[&str] = &[
     "userIdentity.userName",
     "userIdentity.arn",
     "acct",
+    "cs-username",
 ];
 const HOST: &[&str] = &["Computer", "host.name", "Hostname", "hostname", "host"];
 const SRC_IP: &[&str] = &[
@@ -33,6 +34,7 @@ const SRC_IP: &[&str] = &[
     "sourceIPAddress",
     "src_ip",
     "client.ip",
+    "c-ip",
 ];
 const DST_IP: &[&str] = &["DestinationIp", "DestAddress", "destination.ip", "dst_ip"];
 const PROCESS: &[&str] = &[

@@ -1147,6 +1147,47 @@ async fn slow_http_senders_are_cut_off() {
     assert_eq!(batch.events[0].fields.get_str("message"), Some("after"));
 }
 
+/// auditd records (audisp's syslog plugin) and web access log lines (nginx's syslog logging)
+/// arriving over syslog are typed as what they are, with the sender as host.
+#[tokio::test]
+async fn audit_and_access_lines_over_syslog_get_their_logsource() {
+    use tokio::io::AsyncWriteExt;
+    let port = vigil_e2e::free_port().unwrap();
+    let ingest = Ingest::start_with(
+        Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
+        tcp_syslog(port),
+    )
+    .await;
+    let mut acme = ingest.subscribe("acme").await;
+    let mut stream = syslog_connection(port).await;
+    stream
+        .write_all(
+            concat!(
+                "<14>Dec 10 06:55:46 db1 audispd: type=EXECVE msg=audit(1700000000.5:42): argc=2 a0=\"ls\" a1=\"-la\"\n",
+                "<190>Dec 10 06:55:47 web1 nginx: 203.0.113.9 - - [10/Dec/2026:06:55:47 +0000] \"GET /?q=../../../etc/passwd HTTP/1.1\" 404 0 \"-\" \"curl/8\"\n",
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        events.extend(next_batch(&mut acme).await.events);
+    }
+    let (audit, access) = (&events[0], &events[1]);
+    assert_eq!(audit.source.format, "auditd");
+    assert_eq!(audit.logsource.product.as_deref(), Some("linux"));
+    assert_eq!(audit.logsource.service.as_deref(), Some("auditd"));
+    assert_eq!(audit.entities.host.as_deref(), Some("db1"));
+    assert_eq!(audit.fields.get_str("a1"), Some("-la"));
+    assert_eq!(access.source.format, "webserver");
+    assert_eq!(access.logsource.category.as_deref(), Some("webserver"));
+    assert_eq!(access.entities.host.as_deref(), Some("web1"));
+    assert_eq!(access.entities.src_ip, Some("203.0.113.9".parse().unwrap()));
+    assert_eq!(access.event_time.unix_timestamp(), 1_796_885_747);
+}
+
 /// A TCP syslog listener with a short flush interval for the tests below.
 fn tcp_syslog(port: u16) -> vigil_ingest::syslog::SyslogConfig {
     vigil_ingest::syslog::SyslogConfig {
