@@ -155,12 +155,18 @@ proptest! {
             ".{0,200}",
             "type=[A-Z_]{0,8} msg=audit\\([0-9.:]{0,20}\\):.{0,120}",
             "<[0-9]{1,3}>[0-9] .{0,150}",
+            "[0-9a-f.:]{1,20} .{0,3} .{0,5} \\[[0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9:]{8} [+-][0-9]{4}\\] \"[^\"]{0,40}\\\\?\"? ?[0-9]{0,4} .{0,60}",
+            "<[0-9]{1,3}>[A-Z][a-z]{2} [0-9]{2} [0-9:]{8} h [a-z]{1,8}: (type=|[0-9.]{7,15} - - \\[).{0,120}",
         ]
     ) {
         let rules = rules();
         let record = source::log_record(&text);
         let _ = rules.detect(&record);
         let _ = source::audit_record(&text);
+        let _ = rules.detect(&source::syslog_record(&text));
+        if let Some(record) = source::access_record(&text) {
+            let _ = rules.detect(&record);
+        }
     }
 }
 
