@@ -284,8 +284,16 @@ pub fn log_record(line: &str) -> Value {
 /// when that would put it in the future. A line syslog cannot parse keeps its text as
 /// `message` with no program. A message that is itself an auditd record (audisp's syslog
 /// plugin) or an access log line (nginx's and Apache's syslog logging) becomes that record,
-/// with the sender's `host`.
+/// with the sender's `host`. RFC 3164 timestamps, which carry no zone, are read in the local
+/// time zone (see [`syslog_record_in`]).
 pub fn syslog_record(line: &str) -> Value {
+    syslog_record_in(line, None)
+}
+
+/// [`syslog_record`], reading RFC 3164 timestamps in `zone` (the sender's, an IANA zone with
+/// its daylight saving time) instead of the local time zone. RFC 5424 timestamps carry their
+/// own offset.
+pub fn syslog_record_in(line: &str, zone: Option<chrono_tz::Tz>) -> Value {
     let now = time::OffsetDateTime::now_utc();
     let infer_year = move |(month, day, ..): syslog_loose::IncompleteDate| {
         let this_year = now.year();
@@ -296,8 +304,30 @@ pub fn syslog_record(line: &str) -> Value {
             this_year
         }
     };
-    let message =
-        syslog_loose::parse_message_with_year(line, infer_year, syslog_loose::Variant::Either);
+    let variant = syslog_loose::Variant::Either;
+    let mut message = match zone {
+        // Read as UTC, so the wall-clock time is as written; placed in `zone` below.
+        Some(_) => {
+            use chrono::Offset;
+            syslog_loose::parse_message_with_year_tz(
+                line,
+                infer_year,
+                Some(chrono::Utc.fix()),
+                variant,
+            )
+        }
+        None => syslog_loose::parse_message_with_year(line, infer_year, variant),
+    };
+    if let (Some(zone), Some(timestamp)) = (zone, message.timestamp)
+        && bsd_timestamp(line)
+    {
+        use chrono::TimeZone;
+        // A wall-clock time that daylight saving time skips or repeats takes the earlier.
+        message.timestamp = zone
+            .from_local_datetime(&timestamp.naive_local())
+            .earliest()
+            .map(|local| local.fixed_offset());
+    }
     let mut record = serde_json::Map::new();
     if let Some(timestamp) = message.timestamp {
         record.insert("timestamp".to_owned(), Value::from(timestamp.to_rfc3339()));
@@ -327,6 +357,16 @@ pub fn syslog_record(line: &str) -> Value {
     }
     record.insert("message".to_owned(), Value::from(message.msg));
     Value::Object(record)
+}
+
+/// Whether a syslog line's timestamp is RFC 3164's `Mmm dd hh:mm:ss`, which names no zone.
+fn bsd_timestamp(line: &str) -> bool {
+    let rest = line.trim_start();
+    let rest = match rest.strip_prefix('<') {
+        Some(rest) => rest.split_once('>').map_or(rest, |(_, rest)| rest),
+        None => rest,
+    };
+    rest.starts_with(|c: char| c.is_ascii_alphabetic())
 }
 
 /// Maps every record of an EVTX file through `f`, parsing chunks on `threads` threads (0: one
@@ -478,6 +518,30 @@ mod tests {
         assert_eq!(over_syslog["host"], "web1");
         assert_eq!(over_syslog["cs-method"], "POST");
         assert!(over_syslog.get("program").is_none());
+    }
+
+    #[test]
+    fn rfc3164_timestamps_are_read_in_the_senders_zone() {
+        let line = "<38>Jul 10 06:55:46 host sshd[1]: Accepted publickey for a from 192.0.2.1";
+        let at = |zone: &str| {
+            syslog_record_in(line, Some(zone.parse().unwrap()))["timestamp"]
+                .as_str()
+                .unwrap()
+                .split_once('T')
+                .unwrap()
+                .1
+                .to_owned()
+        };
+        assert_eq!(at("UTC"), "06:55:46+00:00");
+        // Summer time.
+        assert_eq!(at("Europe/Berlin"), "06:55:46+02:00");
+        assert_eq!(at("America/New_York"), "06:55:46-04:00");
+        // RFC 5424 says its own offset.
+        let rfc5424 = syslog_record_in(
+            "<38>1 2026-11-27T10:00:00+01:00 web1 sudo 991 - - x",
+            Some("America/New_York".parse().unwrap()),
+        );
+        assert_eq!(rfc5424["timestamp"], "2026-11-27T10:00:00+01:00");
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct SyslogConfig {
     pub tenant: Option<TenantId>,
     /// Sender networks and their tenants (a pooled deployment); checked before `tenant`.
     pub networks: Vec<NetworkTenant>,
+    /// The time zone of senders' RFC 3164 timestamps, which name none (an IANA name such as
+    /// `Europe/Berlin`, with its daylight saving time); a network may give its own. UTC when
+    /// unset.
+    pub timezone: Option<TimeZone>,
     /// Longest message accepted, in bytes; longer ones are counted and dropped.
     pub max_message_bytes: usize,
     /// A TCP connection idle this long is closed, in seconds.
@@ -61,6 +65,7 @@ impl Default for SyslogConfig {
             tls: None,
             tenant: None,
             networks: Vec::new(),
+            timezone: None,
             max_message_bytes: 64 * 1024,
             read_timeout_secs: 300,
             batch_events: 500,
@@ -109,6 +114,30 @@ pub struct NetworkTenant {
     pub cidr: ipnet::IpNet,
     /// The tenant of senders in it.
     pub tenant: TenantId,
+    /// Its senders' time zone, when it is not the listener's.
+    #[serde(default)]
+    pub timezone: Option<TimeZone>,
+}
+
+/// An IANA time zone (`Europe/Berlin`, `UTC`), written by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(pub chrono_tz::Tz);
+
+impl Serialize for TimeZone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map(TimeZone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown time zone {name:?}: expected an IANA name such as Europe/Berlin or UTC"
+            ))
+        })
+    }
 }
 
 impl SyslogConfig {
@@ -119,6 +148,22 @@ impl SyslogConfig {
 
     /// The tenant of a sender: the longest matching network, else the listener's tenant.
     pub fn tenant_of(&self, peer: IpAddr) -> Option<&TenantId> {
+        self.network_of(peer)
+            .map(|network| &network.tenant)
+            .or(self.tenant.as_ref())
+    }
+
+    /// The time zone of a sender's RFC 3164 timestamps: its network's, else the listener's,
+    /// else UTC.
+    pub fn timezone_of(&self, peer: IpAddr) -> chrono_tz::Tz {
+        self.network_of(peer)
+            .and_then(|network| network.timezone)
+            .or(self.timezone)
+            .map_or(chrono_tz::Tz::UTC, |TimeZone(zone)| zone)
+    }
+
+    /// The longest network that holds `peer`.
+    fn network_of(&self, peer: IpAddr) -> Option<&NetworkTenant> {
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
@@ -127,8 +172,6 @@ impl SyslogConfig {
             .iter()
             .filter(|network| network.cidr.contains(&peer))
             .max_by_key(|network| network.cidr.prefix_len())
-            .map(|network| &network.tenant)
-            .or(self.tenant.as_ref())
     }
 }
 
@@ -149,7 +192,8 @@ struct Batcher {
 
 impl Batcher {
     fn add(&mut self, tenant: &TenantId, line: &str, peer: SocketAddr) {
-        let value = vigil_sigma::source::syslog_record(line);
+        let zone = self.config.timezone_of(peer.ip());
+        let value = vigil_sigma::source::syslog_record_in(line, Some(zone));
         let key = uuid::Uuid::now_v7().to_string();
         let origin = Origin {
             tenant,
@@ -653,10 +697,12 @@ mod tests {
                 NetworkTenant {
                     cidr: "10.0.0.0/8".parse().unwrap(),
                     tenant: TenantId::new("wide").unwrap(),
+                    timezone: None,
                 },
                 NetworkTenant {
                     cidr: "10.1.0.0/16".parse().unwrap(),
                     tenant: TenantId::new("narrow").unwrap(),
+                    timezone: Some(TimeZone(chrono_tz::Tz::Asia__Tokyo)),
                 },
             ],
             ..Default::default()
@@ -671,5 +717,33 @@ mod tests {
             ..config
         };
         assert_eq!(pooled.tenant_of("192.0.2.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn time_zones_come_from_the_network_then_the_listener_then_utc() {
+        let config: SyslogConfig = toml::from_str(
+            r#"
+            timezone = "Europe/Berlin"
+            networks = [
+                { cidr = "10.0.0.0/8", tenant = "wide" },
+                { cidr = "10.1.0.0/16", tenant = "narrow", timezone = "Asia/Tokyo" },
+            ]
+            "#,
+        )
+        .unwrap();
+        let zone = |ip: &str| config.timezone_of(ip.parse().unwrap());
+        assert_eq!(zone("10.1.2.3"), chrono_tz::Tz::Asia__Tokyo);
+        assert_eq!(zone("10.2.2.3"), chrono_tz::Tz::Europe__Berlin);
+        assert_eq!(
+            SyslogConfig::default().timezone_of("10.1.2.3".parse().unwrap()),
+            chrono_tz::Tz::UTC
+        );
+        let error = toml::from_str::<SyslogConfig>(r#"timezone = "Mars/Olympus""#).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown time zone \"Mars/Olympus\": expected an IANA name"),
+            "{error}"
+        );
     }
 }

@@ -1148,14 +1148,19 @@ async fn slow_http_senders_are_cut_off() {
 }
 
 /// auditd records (audisp's syslog plugin) and web access log lines (nginx's syslog logging)
-/// arriving over syslog are typed as what they are, with the sender as host.
+/// arriving over syslog are typed as what they are, with the sender as host; an RFC 3164
+/// timestamp is read in the sender's configured time zone.
 #[tokio::test]
 async fn audit_and_access_lines_over_syslog_get_their_logsource() {
     use tokio::io::AsyncWriteExt;
     let port = vigil_e2e::free_port().unwrap();
+    let mut syslog = tcp_syslog(port);
+    syslog.timezone = Some(vigil_ingest::syslog::TimeZone(
+        "America/New_York".parse().unwrap(),
+    ));
     let ingest = Ingest::start_with(
         Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
-        tcp_syslog(port),
+        syslog,
     )
     .await;
     let mut acme = ingest.subscribe("acme").await;
@@ -1165,6 +1170,7 @@ async fn audit_and_access_lines_over_syslog_get_their_logsource() {
             concat!(
                 "<14>Dec 10 06:55:46 db1 audispd: type=EXECVE msg=audit(1700000000.5:42): argc=2 a0=\"ls\" a1=\"-la\"\n",
                 "<190>Dec 10 06:55:47 web1 nginx: 203.0.113.9 - - [10/Dec/2026:06:55:47 +0000] \"GET /?q=../../../etc/passwd HTTP/1.1\" 404 0 \"-\" \"curl/8\"\n",
+                "<38>Nov 20 06:55:48 bastion sshd[7]: Accepted publickey for deploy from 203.0.113.7 port 40022 ssh2\n",
             )
             .as_bytes(),
         )
@@ -1172,10 +1178,13 @@ async fn audit_and_access_lines_over_syslog_get_their_logsource() {
         .unwrap();
     stream.shutdown().await.unwrap();
     let mut events = Vec::new();
-    while events.len() < 2 {
+    while events.len() < 3 {
         events.extend(next_batch(&mut acme).await.events);
     }
-    let (audit, access) = (&events[0], &events[1]);
+    let (audit, access, sshd) = (&events[0], &events[1], &events[2]);
+    // 06:55:48 in New York in November (EST) is 11:55:48 UTC.
+    let utc = sshd.event_time.to_offset(time::UtcOffset::UTC);
+    assert_eq!((utc.hour(), utc.minute(), utc.second()), (11, 55, 48));
     assert_eq!(audit.source.format, "auditd");
     assert_eq!(audit.logsource.product.as_deref(), Some("linux"));
     assert_eq!(audit.logsource.service.as_deref(), Some("auditd"));
@@ -1341,6 +1350,7 @@ async fn pooled_syslog_attributes_senders_by_network() {
         networks: vec![vigil_ingest::syslog::NetworkTenant {
             cidr: "127.0.0.0/8".parse().unwrap(),
             tenant: tenant("globex"),
+            timezone: None,
         }],
         flush_millis: 20,
         ..Default::default()
