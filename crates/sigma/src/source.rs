@@ -377,6 +377,27 @@ where
     U: Send + 'static,
     F: FnMut(Result<EvtxRecord, String>) -> U + Send + Sync + Clone + 'static,
 {
+    let mut results = Vec::new();
+    stream_evtx(path, threads, f, |item| {
+        results.push(item);
+        true
+    })?;
+    Ok(results)
+}
+
+/// [`scan_evtx`] without collecting: each record's result goes to `sink` in record order as
+/// the scan goes (memory stays bounded by what `sink` keeps; the parsing threads work a few
+/// chunks ahead). The scan stops early when `sink` returns `false`.
+pub fn stream_evtx<U, F>(
+    path: &Path,
+    threads: usize,
+    f: F,
+    mut sink: impl FnMut(U) -> bool,
+) -> Result<(), SigmaError>
+where
+    U: Send + 'static,
+    F: FnMut(Result<EvtxRecord, String>) -> U + Send + Sync + Clone + 'static,
+{
     let settings = evtx::ParserSettings::new()
         .num_threads(threads)
         .separate_json_attributes(false);
@@ -387,23 +408,26 @@ where
         })?
         .with_configuration(settings);
     // `serialized_records` runs `f` on the parsing threads; what it returns per record (hits,
-    // not the records themselves) is collected per file.
+    // not the records themselves, when hunting) reaches `sink` in order.
     let mut on_error = f.clone();
-    Ok(parser
-        .serialized_records(move |record| {
-            let mut f = f.clone();
-            let item = record
-                .and_then(evtx::EvtxRecord::into_json_value)
-                .map(|record| EvtxRecord {
-                    record_id: record.event_record_id,
-                    timestamp: record.timestamp.to_string(),
-                    data: record.data,
-                })
-                .map_err(|err| one_line(&err.to_string()));
-            Ok(f(item))
-        })
-        .map(|result| result.unwrap_or_else(|err| on_error(Err(one_line(&err.to_string())))))
-        .collect())
+    for result in parser.serialized_records(move |record| {
+        let mut f = f.clone();
+        let item = record
+            .and_then(evtx::EvtxRecord::into_json_value)
+            .map(|record| EvtxRecord {
+                record_id: record.event_record_id,
+                timestamp: record.timestamp.to_string(),
+                data: record.data,
+            })
+            .map_err(|err| one_line(&err.to_string()));
+        Ok(f(item))
+    }) {
+        let item = result.unwrap_or_else(|err| on_error(Err(one_line(&err.to_string()))));
+        if !sink(item) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Every JSON document in `text`: a top-level array yields its elements; concatenated

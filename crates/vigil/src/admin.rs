@@ -1139,6 +1139,8 @@ fn eprintln_line(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// Streams each file's records to ingest in requests of `batch`, reading ahead at most two
+/// requests' worth, so a file of any size takes bounded memory.
 async fn upload_evtx(
     paths: &[PathBuf],
     endpoint: &str,
@@ -1155,29 +1157,6 @@ async fn upload_evtx(
     let url = format!("{}/v1/events", endpoint.trim_end_matches('/'));
     let (mut records, mut requests) = (0u64, 0u64);
     for path in paths {
-        let scan_path = path.clone();
-        let lines = tokio::task::spawn_blocking(move || {
-            vigil_sigma::source::scan_evtx(&scan_path, 0, |record| {
-                record.map(|record| record.data.to_string())
-            })
-        })
-        .await
-        .map_err(|err| AdminError {
-            code: 1,
-            message: format!("reading {}: {err}", path.display()),
-        })?
-        .map_err(|err| AdminError::usage(err.to_string()))?;
-        let mut unreadable = 0u64;
-        let lines: Vec<String> = lines
-            .into_iter()
-            .filter_map(|line| line.map_err(|_| unreadable += 1).ok())
-            .collect();
-        if unreadable > 0 {
-            eprintln_line(&format!(
-                "warning: {}: {unreadable} records could not be read and were skipped",
-                path.display()
-            ));
-        }
         let metadata = std::fs::metadata(path)
             .map_err(|err| AdminError::usage(format!("cannot read {}: {err}", path.display())))?;
         let identity = format!(
@@ -1186,46 +1165,137 @@ async fn upload_evtx(
             metadata.len(),
             metadata.modified().ok()
         );
-        for (index, chunk) in lines.chunks(batch).enumerate() {
-            let body =
-                zstd::bulk::compress(chunk.join("\n").as_bytes(), 1).map_err(|err| AdminError {
-                    code: 1,
-                    message: format!("compressing a request: {err}"),
-                })?;
-            let key = format!("evtx-{:x}-{index}", fnv1a(&identity));
-            let response = http
-                .post(&url)
-                .bearer_auth(token)
-                .header("content-encoding", "zstd")
-                .header("content-type", "application/x-ndjson")
-                .header("idempotency-key", key)
-                .body(body)
-                .send()
-                .await
-                .map_err(|err| AdminError {
-                    code: 1,
-                    message: format!("cannot reach ingest at {endpoint}: {err}"),
-                })?;
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if !status.is_success() {
+        // Records in file order (so a rerun's requests hold the same records under the same
+        // idempotency keys), from a blocking scan that waits while the uploads catch up.
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<Result<String, String>>(batch * 2);
+        let scan_path = path.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            vigil_sigma::source::stream_evtx(
+                &scan_path,
+                0,
+                |record| record.map(|record| record.data.to_string()),
+                |line| sender.blocking_send(line).is_ok(),
+            )
+        });
+        let mut unreadable = 0u64;
+        let mut chunk = Vec::with_capacity(batch);
+        let mut index = 0usize;
+        loop {
+            let line = receiver.recv().await;
+            let done = line.is_none();
+            match line {
+                Some(Ok(line)) => chunk.push(line),
+                Some(Err(_)) => unreadable += 1,
+                None => {}
+            }
+            if chunk.len() == batch || (done && !chunk.is_empty()) {
+                let key = format!("evtx-{:x}-{index}", fnv1a(&identity));
+                post_records(&http, &url, token, &key, &chunk)
+                    .await
+                    .map_err(|message| AdminError {
+                        code: 1,
+                        message: format!(
+                            "{}: request {index} ({} records uploaded before it): {message}",
+                            path.display(),
+                            records
+                        ),
+                    })?;
+                records += chunk.len() as u64;
+                requests += 1;
+                index += 1;
+                chunk.clear();
+            }
+            if done {
+                break;
+            }
+        }
+        scan.await
+            .map_err(|err| AdminError {
+                code: 1,
+                message: format!("reading {}: {err}", path.display()),
+            })?
+            .map_err(|err| AdminError::usage(err.to_string()))?;
+        if unreadable > 0 {
+            eprintln_line(&format!(
+                "warning: {}: {unreadable} records could not be read and were skipped",
+                path.display()
+            ));
+        }
+    }
+    Ok((records, requests))
+}
+
+/// The most attempts at one request while ingest is busy (429, 503) or unreachable.
+const UPLOAD_ATTEMPTS: u32 = 8;
+
+/// Posts one request of records (zstd NDJSON), again while ingest answers 429 or 503 (after its
+/// `Retry-After`) or cannot be reached (backing off up to 30 s): the idempotency key makes a
+/// repeat store nothing twice. Any other refusal ends the upload with ingest's reason.
+async fn post_records(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &str,
+    lines: &[String],
+) -> std::result::Result<(), String> {
+    let body = zstd::bulk::compress(lines.join("\n").as_bytes(), 1)
+        .map_err(|err| format!("compressing a request: {err}"))?;
+    let body = bytes::Bytes::from(body);
+    let mut backoff = std::time::Duration::from_secs(1);
+    for attempt in 1..=UPLOAD_ATTEMPTS {
+        let sent = http
+            .post(url)
+            .bearer_auth(token)
+            .header("content-encoding", "zstd")
+            .header("content-type", "application/x-ndjson")
+            .header("idempotency-key", key)
+            .body(body.clone())
+            .send()
+            .await;
+        let wait = match sent {
+            Err(err) if attempt < UPLOAD_ATTEMPTS => {
+                eprintln_line(&format!(
+                    "warning: cannot reach ingest ({err}); retrying in {} s",
+                    backoff.as_secs()
+                ));
+                backoff
+            }
+            Err(err) => return Err(format!("cannot reach ingest at {url}: {err}")),
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.trim().parse::<u64>().ok());
+                let text = response.text().await.unwrap_or_default();
                 let reason = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
                     .and_then(|value| value["error"].as_str().map(str::to_owned))
                     .unwrap_or(text);
-                return Err(AdminError {
-                    code: 1,
-                    message: format!(
-                        "{}: ingest refused request {index} with {status}: {reason}",
-                        path.display()
-                    ),
+                let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+                if !busy || attempt == UPLOAD_ATTEMPTS {
+                    return Err(format!("ingest refused it with {status}: {reason}"));
+                }
+                let wait = retry_after.map_or(backoff, |seconds| {
+                    std::time::Duration::from_secs(seconds.clamp(1, 60))
                 });
+                eprintln_line(&format!(
+                    "warning: ingest is busy ({status}: {reason}); retrying in {} s",
+                    wait.as_secs()
+                ));
+                wait
             }
-            records += chunk.len() as u64;
-            requests += 1;
-        }
+        };
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
     }
-    Ok((records, requests))
+    Err("no attempt left".to_owned())
 }
 
 /// A stable 64-bit hash (FNV-1a) of a file's identity, for idempotency keys.
@@ -1233,4 +1303,97 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that answers each request with the next of `answers` (status line and extra
+    /// headers) and reports each request's idempotency key.
+    async fn server(
+        answers: Vec<&'static str>,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
+        let (keys, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // Headers, then the body by its length.
+                let (head_end, length) = loop {
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    request.extend_from_slice(&buffer[..read]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|line| {
+                                line.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|value| value.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while request.len() < head_end + length {
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    request.extend_from_slice(&buffer[..read]);
+                }
+                let text = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                let key = text
+                    .lines()
+                    .find_map(|line| {
+                        line.to_ascii_lowercase()
+                            .strip_prefix("idempotency-key:")
+                            .map(|value| value.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                keys.send(key).unwrap();
+                let body = r#"{"error":"the reason"}"#;
+                let response = format!(
+                    "HTTP/1.1 {answer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(response.as_bytes()).await.unwrap();
+                stream.shutdown().await.ok();
+            }
+        });
+        (url, received)
+    }
+
+    #[tokio::test]
+    async fn a_busy_ingest_gets_the_same_request_again_after_its_retry_after() {
+        let (url, mut keys) = server(vec![
+            "503 Service Unavailable\r\nRetry-After: 1",
+            "429 Too Many Requests\r\nRetry-After: 1",
+            "200 OK",
+        ])
+        .await;
+        let http = reqwest::Client::new();
+        let lines = vec!["{\"a\":1}".to_owned()];
+        post_records(&http, &url, "token", "evtx-1-0", &lines)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(keys.recv().await.unwrap(), "evtx-1-0");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_refusals_end_the_upload_with_ingests_reason() {
+        let (url, mut keys) = server(vec!["400 Bad Request"]).await;
+        let http = reqwest::Client::new();
+        let lines = vec!["{\"a\":1}".to_owned()];
+        let error = post_records(&http, &url, "token", "evtx-1-0", &lines)
+            .await
+            .unwrap_err();
+        assert_eq!(error, "ingest refused it with 400 Bad Request: the reason");
+        assert_eq!(keys.recv().await.unwrap(), "evtx-1-0");
+    }
 }

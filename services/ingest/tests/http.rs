@@ -1535,6 +1535,40 @@ async fn otlp_logs_over_http_in_protobuf_and_json() {
 }
 
 /// Replays a loghub file over TCP syslog and returns the events, in order.
+/// The month, day and time of day an RFC 3164 line starts with (`Jun 14 15:16:01`).
+fn written_time(line: &str) -> (time::Month, u8, u8, u8, u8) {
+    let mut words = line.split_whitespace();
+    let month = match words.next().unwrap() {
+        "Jan" => time::Month::January,
+        "Feb" => time::Month::February,
+        "Mar" => time::Month::March,
+        "Apr" => time::Month::April,
+        "May" => time::Month::May,
+        "Jun" => time::Month::June,
+        "Jul" => time::Month::July,
+        "Aug" => time::Month::August,
+        "Sep" => time::Month::September,
+        "Oct" => time::Month::October,
+        "Nov" => time::Month::November,
+        "Dec" => time::Month::December,
+        other => panic!("no month: {other}"),
+    };
+    let day = words.next().unwrap().parse().unwrap();
+    let clock: Vec<u8> = words
+        .next()
+        .unwrap()
+        .split(':')
+        .map(|part| part.parse().unwrap())
+        .collect();
+    (month, day, clock[0], clock[1], clock[2])
+}
+
+/// The event's time as the line wrote it (the listener's zone is UTC).
+fn event_time_parts(event: &vigil_schema::Event) -> (time::Month, u8, u8, u8, u8) {
+    let at = event.event_time.to_offset(time::UtcOffset::UTC);
+    (at.month(), at.day(), at.hour(), at.minute(), at.second())
+}
+
 async fn replay(
     ingest: &Ingest,
     port: u16,
@@ -1598,6 +1632,7 @@ async fn loghub_openssh_and_linux_logs_replayed_over_syslog() {
         assert_eq!(event.logsource.service.as_deref(), Some("sshd"), "{line}");
         assert_eq!(event.entities.host.as_deref(), Some("LabSZ"), "{line}");
         assert_eq!(event.source.transport, "syslog");
+        assert_eq!(event_time_parts(event), written_time(line), "{line}");
         // Failed and accepted logins name the account and the client address.
         if line.contains("Failed password for") || line.contains("Accepted password for") {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -1629,6 +1664,10 @@ async fn loghub_openssh_and_linux_logs_replayed_over_syslog() {
     let mut unrecognized = Vec::new();
     for (line, event) in lines.iter().zip(&events) {
         assert_eq!(&event.raw.as_ref().unwrap().text, line);
+        // (A line syslog cannot parse gets the time it was received.)
+        if event.logsource.product.is_some() {
+            assert_eq!(event_time_parts(event), written_time(line), "{line}");
+        }
         if event.logsource.product.as_deref() != Some("linux")
             || event.entities.host.as_deref() != Some("combo")
         {
