@@ -294,10 +294,15 @@ pub fn syslog_record(line: &str) -> Value {
 /// its daylight saving time) instead of the local time zone. RFC 5424 timestamps carry their
 /// own offset.
 pub fn syslog_record_in(line: &str, zone: Option<chrono_tz::Tz>) -> Value {
-    let now = time::OffsetDateTime::now_utc();
+    use chrono::Datelike;
+    // Today where the sender is: a sender east of UTC is a day ahead for some hours.
+    let now = match zone {
+        Some(zone) => chrono::Utc::now().with_timezone(&zone).date_naive(),
+        None => chrono::Local::now().date_naive(),
+    };
     let infer_year = move |(month, day, ..): syslog_loose::IncompleteDate| {
         let this_year = now.year();
-        let today = (u32::from(u8::from(now.month())), u32::from(now.day()));
+        let today = (now.month(), now.day());
         if (month, day) > today {
             this_year - 1
         } else {
@@ -322,10 +327,16 @@ pub fn syslog_record_in(line: &str, zone: Option<chrono_tz::Tz>) -> Value {
         && bsd_timestamp(line)
     {
         use chrono::TimeZone;
-        // A wall-clock time that daylight saving time skips or repeats takes the earlier.
+        // A wall-clock time daylight saving time repeats takes the earlier; one it skips (the
+        // clock jumped over it) is read an hour later, as the sender's clock meant it.
+        let written = timestamp.naive_local();
         message.timestamp = zone
-            .from_local_datetime(&timestamp.naive_local())
+            .from_local_datetime(&written)
             .earliest()
+            .or_else(|| {
+                zone.from_local_datetime(&(written + chrono::Duration::hours(1)))
+                    .earliest()
+            })
             .map(|local| local.fixed_offset());
     }
     let mut record = serde_json::Map::new();
@@ -566,6 +577,18 @@ mod tests {
             Some("America/New_York".parse().unwrap()),
         );
         assert_eq!(rfc5424["timestamp"], "2026-11-27T10:00:00+01:00");
+    }
+
+    /// A line written today where the sender is dates to this year, also while UTC is still
+    /// at yesterday (Kiritimati is UTC+14).
+    #[test]
+    fn the_year_is_inferred_in_the_senders_zone() {
+        let zone: chrono_tz::Tz = "Pacific/Kiritimati".parse().unwrap();
+        let now = chrono::Utc::now().with_timezone(&zone);
+        let line = format!("<38>{} host sshd[1]: x", now.format("%b %e %H:%M:%S"));
+        let record = syslog_record_in(&line, Some(zone));
+        let year = record["timestamp"].as_str().unwrap()[..4].to_owned();
+        assert_eq!(year, now.format("%Y").to_string(), "{line}: {record}");
     }
 
     #[test]

@@ -29,13 +29,15 @@ use crate::http::{IngestState, Refused, of_tenant, publish, verify_ingest};
 use crate::metric_names;
 use crate::normalize::{Incoming, Origin};
 
-/// The most channels remembered for acknowledgements; the oldest are forgotten beyond it.
-const MAX_CHANNELS: usize = 10_000;
+/// The most channels remembered per tenant for acknowledgements; beyond it that tenant's are
+/// forgotten (its senders see their ids as unacknowledged and resend, which idempotency keys
+/// make harmless), never another tenant's.
+const MAX_CHANNELS_PER_TENANT: usize = 10_000;
 
 /// Ack ids handed out per tenant and channel: every id below the counter is acknowledged.
 #[derive(Debug, Default, Clone)]
 pub struct Channels {
-    next: Arc<Mutex<HashMap<(TenantId, String), u64>>>,
+    next: Arc<Mutex<HashMap<TenantId, HashMap<String, u64>>>>,
 }
 
 impl Channels {
@@ -44,11 +46,11 @@ impl Channels {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let key = (tenant.clone(), channel.to_owned());
-        if next.len() >= MAX_CHANNELS && !next.contains_key(&key) {
-            next.clear();
+        let channels = next.entry(tenant.clone()).or_default();
+        if channels.len() >= MAX_CHANNELS_PER_TENANT && !channels.contains_key(channel) {
+            channels.clear();
         }
-        let counter = next.entry(key).or_insert(0);
+        let counter = channels.entry(channel.to_owned()).or_insert(0);
         let id = *counter;
         *counter += 1;
         id
@@ -59,7 +61,8 @@ impl Channels {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        next.get(&(tenant.clone(), channel.to_owned()))
+        next.get(tenant)
+            .and_then(|channels| channels.get(channel))
             .is_some_and(|counter| id < *counter)
     }
 }
@@ -379,12 +382,14 @@ async fn accept_for(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return answer(
+            let mut response = answer(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 6,
                 &format!("the body exceeds {} bytes", state.config.max_body_bytes),
                 None,
             );
+            response.extensions_mut().insert(Refused("too_large"));
+            return response;
         }
         Err(rejection) if crate::http::body_timed_out(&rejection) => {
             let mut response = answer(
@@ -406,7 +411,9 @@ async fn accept_for(
         .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
     let config = state.config_for(tenant);
     if let Err(refusal) = crate::http::check_body_size(&config, &body) {
-        return answer(StatusCode::PAYLOAD_TOO_LARGE, 6, &refusal.message, None);
+        let mut response = answer(StatusCode::PAYLOAD_TOO_LARGE, 6, &refusal.message, None);
+        response.extensions_mut().insert(Refused(refusal.reason));
+        return response;
     }
     let normalizer = state.normalizer.clone();
     let received = time::OffsetDateTime::now_utc();
@@ -453,6 +460,7 @@ async fn accept_for(
                 .headers_mut()
                 .insert(header::RETRY_AFTER, seconds.into());
         }
+        response.extensions_mut().insert(Refused(refusal.reason));
         return response;
     }
     metrics::counter!(metric_names::ACCEPTED, "transport" => "hec").increment(count);
@@ -513,4 +521,29 @@ fn acks(
         serde_json::json!({ "acks": acks }).to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant that opens more channels than its cap forgets its own, never another's.
+    #[test]
+    fn the_channel_cap_is_per_tenant() {
+        let channels = Channels::default();
+        let (acme, globex) = (
+            TenantId::new("acme").unwrap(),
+            TenantId::new("globex").unwrap(),
+        );
+        assert_eq!(channels.issue(&globex, "forwarder"), 0);
+        assert_eq!(channels.issue(&acme, "forwarder"), 0);
+        for n in 0..MAX_CHANNELS_PER_TENANT {
+            channels.issue(&acme, &format!("flood-{n}"));
+        }
+        assert!(channels.acknowledged(&globex, "forwarder", 0));
+        assert!(!channels.acknowledged(&acme, "forwarder", 0));
+        // The channel that came after the reset is remembered.
+        let last = format!("flood-{}", MAX_CHANNELS_PER_TENANT - 1);
+        assert!(channels.acknowledged(&acme, &last, 0));
+    }
 }

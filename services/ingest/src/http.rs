@@ -279,13 +279,18 @@ pub(crate) async fn authenticate(
     Ok(tenant)
 }
 
-fn body_refusal(err: BodyError) -> Refusal {
-    let (status, reason) = match &err {
+/// The status and reason of a body that cannot be read.
+pub(crate) fn body_status(err: &BodyError) -> (StatusCode, &'static str) {
+    match err {
         BodyError::Encoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "encoding"),
         BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         BodyError::TooManyRecords { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many"),
         _ => (StatusCode::BAD_REQUEST, "body"),
-    };
+    }
+}
+
+fn body_refusal(err: BodyError) -> Refusal {
+    let (status, reason) = body_status(&err);
     refused(status, reason, err.to_string())
 }
 
@@ -325,7 +330,12 @@ async fn accept_events(
         } else {
             format!("the body could not be read: {rejection}")
         };
-        refused(status, "body", message)
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "body"
+        };
+        refused(status, reason, message)
     })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)

@@ -144,8 +144,6 @@ pub enum IngestError {
     Io(String),
 }
 
-/// Serves the router over TLS: each connection's handshake gets 10 seconds, then hyper serves
-/// HTTP/1.1 or HTTP/2 on it. On shutdown no new connection is accepted.
 /// Serves the ingest router on `listener`, over TLS when an acceptor is given (a handshake gets
 /// 10 seconds), until `shutdown`; then waits up to 30 seconds for requests in progress, whose
 /// answers follow the bus's acknowledgement. A client that does not send its headers within
@@ -163,13 +161,22 @@ async fn serve_http(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, _)) = accepted else {
-            continue;
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %err, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let (tls, app, watcher) = (tls.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
+            // HTTP/1.1 only (what log shippers speak; TLS offers no ALPN for h2): the automatic
+            // version detection would wait for a client's first bytes with no timeout.
             let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http1_only();
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -197,7 +204,7 @@ async fn serve_http(
         .await
         .is_err()
     {
-        tracing::warn!("HTTP ingest connections still open 30 s after shutdown; closing them");
+        tracing::warn!("HTTP ingest connections still open 30 s after shutdown; leaving them");
     }
 }
 

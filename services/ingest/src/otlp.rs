@@ -118,7 +118,7 @@ async fn logs_of(
     let key = format!("otlp/{}", crate::http::request_key(headers));
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(content_encoding.as_deref(), &body, config.max_decoded_bytes)
-            .map_err(|err| (StatusCode::BAD_REQUEST, err.to_string()))?;
+            .map_err(|err| (crate::http::body_status(&err).0, err.to_string()))?;
         let request = match encoding {
             Encoding::Protobuf => {
                 ExportLogsServiceRequest::decode(decoded.as_slice()).map_err(|err| {
@@ -158,7 +158,14 @@ async fn logs_of(
     .await;
     let events = match events {
         Ok(Ok(events)) => events,
-        Ok(Err((status, message))) => return refuse(status, "body", message),
+        Ok(Err((status, message))) => {
+            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "body"
+            };
+            return refuse(status, reason, message);
+        }
         Err(err) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "other", err.to_string()),
     };
     let count = events.len() as u64;

@@ -251,7 +251,7 @@ impl Batcher {
                             .increment(count);
                         break;
                     }
-                    Err(err) if self.stream && !self.shutdown.is_cancelled() => {
+                    Err(err) if self.stream && transient(&err) && !self.shutdown.is_cancelled() => {
                         tracing::warn!(tenant = %tenant, error = %err, retry_in = ?backoff,
                             "publishing syslog messages failed; the connection reads nothing until the bus takes them");
                         tokio::select! {
@@ -367,8 +367,14 @@ pub async fn serve_stream(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, peer)) = accepted else {
-            continue;
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %err, "accepting a syslog connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let Some(tenant) = config.tenant_of(peer.ip()).cloned() else {
             dropped(None, "unattributed", 1);
@@ -397,7 +403,28 @@ pub async fn serve_stream(
         });
         while connections.try_join_next().is_some() {}
     }
-    connections.shutdown().await;
+    // Each connection publishes what it holds once more on shutdown; give them the time.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "syslog connections still publishing 10 s after shutdown; stopping them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Whether publishing may succeed when tried again (the bus was down, slow or full), as
+/// opposed to a batch the bus can never take.
+fn transient(err: &vigil_bus::BusError) -> bool {
+    match err {
+        vigil_bus::BusError::Backpressure { .. } | vigil_bus::BusError::Connect { .. } => true,
+        vigil_bus::BusError::Publish { reason, .. } => !reason.contains("maximum payload"),
+        _ => false,
+    }
 }
 
 /// The longest octet count read before its space (RFC 6587 frames are far shorter).
