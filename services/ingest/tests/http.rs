@@ -1106,6 +1106,14 @@ async fn slow_http_senders_are_cut_off() {
         .trim_end_matches("/v1/events")
         .to_owned();
 
+    // A client that connects and sends nothing.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("a silent connection is closed within 5 s")
+        .ok();
+
     // Headers that never end.
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     stream
