@@ -67,6 +67,27 @@ fn token(key: &SigningKey, role: Role, tenant: &str) -> vigil_auth::IssuedToken 
     .unwrap()
 }
 
+/// Records an acme ingest token in the store, as the control plane does when it issues one,
+/// so that it can be revoked.
+async fn record_acme_token(store: &Store, token: &vigil_auth::IssuedToken) {
+    store
+        .platform()
+        .insert_token(TokenRecord {
+            jti: token.claims.jti.clone(),
+            tenant: Some("acme".into()),
+            tenants: "[\"acme\"]".into(),
+            subject: "ingest:acme".into(),
+            role: "ingest".into(),
+            kid: token.kid.clone(),
+            issued_at: 0,
+            expires_at: i64::MAX / 2,
+            revoked_at: None,
+            revoked_by: None,
+        })
+        .await
+        .unwrap();
+}
+
 impl Ingest {
     async fn start(bus: Arc<dyn Bus>) -> Self {
         Self::start_with(bus, vigil_ingest::syslog::SyslogConfig::default()).await
@@ -106,22 +127,7 @@ impl Ingest {
         let globex_key = key(&store, &master, Some(tenant("globex"))).await;
         let platform = key(&store, &master, None).await;
         let revoked = token(&acme_key, Role::Ingest, "acme");
-        store
-            .platform()
-            .insert_token(TokenRecord {
-                jti: revoked.claims.jti.clone(),
-                tenant: Some("acme".into()),
-                tenants: "[\"acme\"]".into(),
-                subject: "ingest:acme".into(),
-                role: "ingest".into(),
-                kid: revoked.kid.clone(),
-                issued_at: 0,
-                expires_at: i64::MAX / 2,
-                revoked_at: None,
-                revoked_by: None,
-            })
-            .await
-            .unwrap();
+        record_acme_token(&store, &revoked).await;
         store
             .platform()
             .revoke_token(&revoked.claims.jti, "admin", 1)
@@ -204,6 +210,18 @@ impl Ingest {
     }
 }
 
+/// A nats-server of the test's own (it will be killed) and a bus on it whose publishes give up
+/// after `publish_timeout`.
+async fn own_nats(publish_timeout: Duration) -> (vigil_e2e::NatsServer, Arc<dyn Bus>) {
+    let nats = vigil_e2e::NatsServer::start().unwrap();
+    let mut config = vigil_bus::jetstream::JetStreamConfig::new(nats.url());
+    config.publish_timeout = publish_timeout;
+    let bus = vigil_bus::jetstream::JetStreamBus::connect(config)
+        .await
+        .unwrap();
+    (nats, Arc::new(bus))
+}
+
 async fn next_batch(subscription: &mut Subscription) -> EventBatch {
     let (batch, delivery) = tokio::time::timeout(
         Duration::from_secs(10),
@@ -215,6 +233,24 @@ async fn next_batch(subscription: &mut Subscription) -> EventBatch {
     .unwrap();
     delivery.ack().await.unwrap();
     batch
+}
+
+/// Posts one record `{"message": marker}` with `token` and asserts that the next batch on
+/// `subscription` is that record alone: nothing sent before it reached the stream.
+async fn marker_is_next(
+    ingest: &Ingest,
+    token: &str,
+    subscription: &mut Subscription,
+    marker: &str,
+) {
+    let body = serde_json::json!({ "message": marker })
+        .to_string()
+        .into_bytes();
+    let (status, answer) = ingest.post(Some(token), &[], body).await;
+    assert_eq!(status, 200, "{answer}");
+    let batch = next_batch(subscription).await;
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].fields.get_str("message"), Some(marker));
 }
 
 fn regression_records() -> String {
@@ -292,13 +328,7 @@ async fn accepted_and_normalized(bus: Arc<dyn Bus>) {
 
     // globex's stream saw none of it.
     let mut globex = ingest.subscribe("globex").await;
-    let (status, _) = ingest
-        .post(Some(&ingest.globex), &[], br#"{"message":"g"}"#.to_vec())
-        .await;
-    assert_eq!(status, 200);
-    let batch = next_batch(&mut globex).await;
-    assert_eq!(batch.events.len(), 1);
-    assert_eq!(batch.events[0].fields.get_str("message"), Some("g"));
+    marker_is_next(&ingest, &ingest.globex, &mut globex, "g").await;
 }
 
 #[tokio::test]
@@ -543,13 +573,7 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
         assert!(error.contains(message), "{name}: {error}");
     }
     // Nothing of the corpus reached the bus: the next batch is the next valid request's.
-    let (status, _) = ingest
-        .post(Some(&acme_token), &[], br#"{"message":"valid"}"#.to_vec())
-        .await;
-    assert_eq!(status, 200);
-    let batch = next_batch(&mut acme).await;
-    assert_eq!(batch.events.len(), 1);
-    assert_eq!(batch.events[0].fields.get_str("message"), Some("valid"));
+    marker_is_next(&ingest, &acme_token, &mut acme, "valid").await;
 }
 
 impl Ingest {
@@ -576,6 +600,19 @@ impl Ingest {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// [`Ingest::hec`] for a request that must succeed; its answer.
+    async fn hec_ok(
+        &self,
+        path: &str,
+        auth: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> serde_json::Value {
+        let (status, answer) = self.hec(path, Some(auth), headers, body).await;
+        assert_eq!(status, 200, "{path} {body}: {answer}");
+        answer
     }
 }
 
@@ -682,51 +719,33 @@ async fn splunk_hec_senders_work_unchanged() {
     // and gets its own.
     let globex_splunk = format!("Splunk {}", ingest.globex);
     let mut globex = ingest.subscribe("globex").await;
-    let (status, answer) = ingest
-        .hec(
-            "/services/collector/ack",
-            Some(&globex_splunk),
-            &channel,
-            r#"{"acks": [0, 1]}"#,
-        )
+    let acks = r#"{"acks": [0, 1]}"#;
+    let answer = ingest
+        .hec_ok("/services/collector/ack", &globex_splunk, &channel, acks)
         .await;
-    assert_eq!(status, 200);
     assert_eq!(
         answer,
         serde_json::json!({"acks": {"0": false, "1": false}})
     );
-    let (status, answer) = ingest
-        .hec(
-            "/services/collector/event",
-            Some(&globex_splunk),
-            &channel,
-            r#"{"event": "globex acked"}"#,
-        )
+    let event = r#"{"event": "globex acked"}"#;
+    let answer = ingest
+        .hec_ok("/services/collector/event", &globex_splunk, &channel, event)
         .await;
-    assert_eq!((status, answer["ackId"].as_u64()), (200, Some(0)));
+    assert_eq!(answer["ackId"].as_u64(), Some(0));
     assert_eq!(next_batch(&mut globex).await.tenant.as_str(), "globex");
 
     // A retried request with the same Idempotency-Key is stored once.
+    let retry = [("idempotency-key", "hec-retry-1")];
     for _ in 0..2 {
-        let (status, _) = ingest
-            .hec(
-                "/services/collector/event",
-                Some(&splunk),
-                &[("idempotency-key", "hec-retry-1")],
-                r#"{"event": "sent twice"}"#,
-            )
+        let event = r#"{"event": "sent twice"}"#;
+        ingest
+            .hec_ok("/services/collector/event", &splunk, &retry, event)
             .await;
-        assert_eq!(status, 200);
     }
-    let (status, _) = ingest
-        .hec(
-            "/services/collector/event",
-            Some(&splunk),
-            &[],
-            r#"{"event": "after the retry"}"#,
-        )
+    let event = r#"{"event": "after the retry"}"#;
+    ingest
+        .hec_ok("/services/collector/event", &splunk, &[], event)
         .await;
-    assert_eq!(status, 200);
     let texts: Vec<String> = [next_batch(&mut acme).await, next_batch(&mut acme).await]
         .iter()
         .flat_map(|batch| &batch.events)
@@ -971,23 +990,7 @@ async fn a_token_revoked_while_ingest_runs_is_refused_without_a_restart() {
     )
     .await;
     let issued = token(&ingest.acme_key, Role::Ingest, "acme");
-    ingest
-        .store
-        .platform()
-        .insert_token(TokenRecord {
-            jti: issued.claims.jti.clone(),
-            tenant: Some("acme".into()),
-            tenants: "[\"acme\"]".into(),
-            subject: "ingest:acme".into(),
-            role: "ingest".into(),
-            kid: issued.kid.clone(),
-            issued_at: 0,
-            expires_at: i64::MAX / 2,
-            revoked_at: None,
-            revoked_by: None,
-        })
-        .await
-        .unwrap();
+    record_acme_token(&ingest.store, &issued).await;
     let record = br#"{"message":"m"}"#.to_vec();
     let (status, _) = ingest.post(Some(&issued.token), &[], record.clone()).await;
     assert_eq!(status, 200);
@@ -1145,14 +1148,8 @@ async fn slow_http_senders_are_cut_off() {
         "{answer}"
     );
 
-    // The stream saw nothing of either; the next request is stored.
-    let (status, _) = ingest
-        .post(Some(&ingest.acme), &[], br#"{"message":"after"}"#.to_vec())
-        .await;
-    assert_eq!(status, 200);
-    let batch = next_batch(&mut acme).await;
-    assert_eq!(batch.events.len(), 1);
-    assert_eq!(batch.events[0].fields.get_str("message"), Some("after"));
+    // The stream saw nothing of these; the next request is stored.
+    marker_is_next(&ingest, &ingest.acme, &mut acme, "after").await;
 }
 
 /// auditd records (audisp's syslog plugin) and web access log lines (nginx's syslog logging)
@@ -1280,14 +1277,9 @@ async fn a_syslog_sender_that_pauses_mid_message_loses_nothing() {
 #[tokio::test]
 async fn tcp_syslog_waits_for_a_bus_that_is_down_and_loses_nothing() {
     use tokio::io::AsyncWriteExt;
-    let mut nats = vigil_e2e::NatsServer::start().unwrap();
-    let mut config = vigil_bus::jetstream::JetStreamConfig::new(nats.url());
-    config.publish_timeout = Duration::from_secs(1);
-    let bus = vigil_bus::jetstream::JetStreamBus::connect(config)
-        .await
-        .unwrap();
+    let (mut nats, bus) = own_nats(Duration::from_secs(1)).await;
     let port = vigil_e2e::free_port().unwrap();
-    let ingest = Ingest::start_with(Arc::new(bus), tcp_syslog(port)).await;
+    let ingest = Ingest::start_with(bus, tcp_syslog(port)).await;
     nats.kill().unwrap();
     let mut stream = syslog_connection(port).await;
     let lines: Vec<String> = (0..50)
@@ -1725,13 +1717,8 @@ async fn loghub_openssh_and_linux_logs_replayed_over_syslog() {
 
 #[tokio::test]
 async fn a_bus_that_is_down_gets_503_with_retry_after_and_nothing_acknowledged() {
-    let mut nats = vigil_e2e::NatsServer::start().unwrap();
-    let mut config = vigil_bus::jetstream::JetStreamConfig::new(nats.url());
-    config.publish_timeout = Duration::from_secs(2);
-    let bus = vigil_bus::jetstream::JetStreamBus::connect(config)
-        .await
-        .unwrap();
-    let ingest = Ingest::start(Arc::new(bus)).await;
+    let (mut nats, bus) = own_nats(Duration::from_secs(2)).await;
+    let ingest = Ingest::start(bus).await;
     nats.kill().unwrap();
     let response = reqwest::Client::new()
         .post(&ingest.url)
@@ -1844,12 +1831,7 @@ async fn syslog_over_tls() {
         .unwrap();
     plain.write_all(b"12 hello world").await.unwrap();
     drop(plain);
-    let (status, _) = ingest
-        .post(Some(&ingest.acme), &[], br#"{"message":"marker"}"#.to_vec())
-        .await;
-    assert_eq!(status, 200);
-    let batch = next_batch(&mut acme).await;
-    assert_eq!(batch.events[0].fields.get_str("message"), Some("marker"));
+    marker_is_next(&ingest, &ingest.acme, &mut acme, "marker").await;
 }
 
 #[tokio::test]
