@@ -169,12 +169,22 @@ impl Fields {
     pub fn deserialize_nested<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Self, D::Error> {
+        Self::deserialize_nested_with_depth(deserializer).map(|(fields, _)| fields)
+    }
+
+    /// [`Fields::deserialize_nested`], with the object's nesting depth as read: 1 for an object
+    /// of scalars, one more for each level of objects or arrays inside.
+    pub fn deserialize_nested_with_depth<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<(Self, usize), D::Error> {
         let mut entries = Vec::new();
+        let mut depth = Depth { now: 1, most: 1 };
         deserializer.deserialize_map(FlattenVisitor {
             entries: &mut entries,
             prefix: &mut String::new(),
+            depth: &mut depth,
         })?;
-        Ok(Self::from_unsorted(entries))
+        Ok((Self::from_unsorted(entries), depth.most))
     }
 
     fn from_unsorted(entries: Vec<(Box<str>, FieldValue)>) -> Self {
@@ -324,10 +334,38 @@ fn push_flattened(entries: &mut Vec<(Box<str>, FieldValue)>, key: Box<str>, valu
     }
 }
 
+/// How deep the reading is, and the deepest it went.
+struct Depth {
+    now: usize,
+    most: usize,
+}
+
+impl Depth {
+    fn reach(&mut self, depth: usize) {
+        self.most = self.most.max(depth);
+    }
+}
+
+/// The levels of lists and objects in a value: 0 for a scalar.
+fn value_depth(value: &FieldValue) -> usize {
+    match value {
+        FieldValue::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        FieldValue::Object(fields) => {
+            1 + fields
+                .iter()
+                .map(|(_, value)| value_depth(value))
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 /// Reads an object's entries into `entries`, each key under `prefix` (empty, or ending in `.`).
 struct FlattenVisitor<'a> {
     entries: &'a mut Vec<(Box<str>, FieldValue)>,
     prefix: &'a mut String,
+    depth: &'a mut Depth,
 }
 
 impl<'de> Visitor<'de> for FlattenVisitor<'_> {
@@ -348,6 +386,7 @@ impl<'de> Visitor<'de> for FlattenVisitor<'_> {
             map.next_value_seed(Entry {
                 entries: self.entries,
                 prefix: self.prefix,
+                depth: self.depth,
             })?;
             self.prefix.truncate(length);
         }
@@ -386,6 +425,7 @@ impl<'de> Visitor<'de> for KeyInto<'_> {
 struct Entry<'a> {
     entries: &'a mut Vec<(Box<str>, FieldValue)>,
     prefix: &'a mut String,
+    depth: &'a mut Depth,
 }
 
 impl Entry<'_> {
@@ -449,16 +489,22 @@ impl<'de> Visitor<'de> for Entry<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         let value = FieldValueVisitor.visit_seq(seq)?;
+        self.depth.reach(self.depth.now + value_depth(&value));
         self.push(value)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         self.prefix.push('.');
+        self.depth.now += 1;
+        self.depth.reach(self.depth.now);
         FlattenVisitor {
             entries: self.entries,
             prefix: self.prefix,
+            depth: &mut *self.depth,
         }
-        .visit_map(map)
+        .visit_map(map)?;
+        self.depth.now -= 1;
+        Ok(())
     }
 }
 
@@ -682,6 +728,21 @@ mod tests {
 
     fn nested(text: &str) -> Result<Fields, serde_json::Error> {
         Fields::deserialize_nested(&mut serde_json::Deserializer::from_str(text))
+    }
+
+    #[test]
+    fn the_depth_is_counted_as_it_reads() {
+        let depth = |text: &str| {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            Fields::deserialize_nested_with_depth(&mut deserializer)
+                .unwrap()
+                .1
+        };
+        assert_eq!(depth(r#"{"a":1}"#), 1);
+        assert_eq!(depth(r#"{"a":{"b":1},"c":2}"#), 2);
+        assert_eq!(depth(r#"{"a":[1]}"#), 2);
+        assert_eq!(depth(r#"{"a":[{"b":[1]}],"z":{"y":{}}}"#), 4);
+        assert_eq!(depth(r#"{"a":{"b":{"c":{}}},"d":1}"#), 4);
     }
 
     #[test]

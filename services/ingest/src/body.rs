@@ -60,6 +60,16 @@ pub enum BodyError {
     /// No record at all.
     #[error("the body holds no event")]
     Empty,
+    /// A record nested deeper than allowed.
+    #[error("record {index} nests {depth} levels of objects and arrays; at most {limit}")]
+    TooDeep {
+        /// Record number.
+        index: usize,
+        /// Its depth.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Decodes `body` per its `Content-Encoding`, refusing more than `limit` decoded bytes.
@@ -121,22 +131,33 @@ pub struct Record<'a, T = Value> {
 pub trait Parsed: serde::de::DeserializeOwned {
     /// Whether the record is a JSON object.
     fn is_object(&self) -> bool;
+    /// Its levels of objects and arrays: 1 for an object of scalars.
+    fn depth(&self) -> usize;
 }
 
 impl Parsed for Value {
     fn is_object(&self) -> bool {
         self.is_object()
     }
+
+    fn depth(&self) -> usize {
+        match self {
+            Value::Array(items) => 1 + items.iter().map(Parsed::depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(Parsed::depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 /// A record parsed straight into flat fields, with no `Value` in between
 /// ([`vigil_schema::Fields::deserialize_nested`]); only an object parses.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FlatObject(pub vigil_schema::Fields);
+pub struct FlatObject(pub vigil_schema::Fields, usize);
 
 impl<'de> serde::Deserialize<'de> for FlatObject {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        vigil_schema::Fields::deserialize_nested(deserializer).map(FlatObject)
+        vigil_schema::Fields::deserialize_nested_with_depth(deserializer)
+            .map(|(fields, depth)| FlatObject(fields, depth))
     }
 }
 
@@ -144,14 +165,27 @@ impl Parsed for FlatObject {
     fn is_object(&self) -> bool {
         true
     }
+
+    fn depth(&self) -> usize {
+        self.1
+    }
 }
 
 /// Splits a body into records: one JSON object, a JSON array of objects, or NDJSON (objects
 /// separated by whitespace or newlines). serde_json's recursion limit (128 levels) refuses
-/// deeply nested input.
+/// deeply nested input while it is read.
 pub fn records<T: Parsed>(
     body: &[u8],
     max_records: usize,
+) -> Result<Vec<Record<'_, T>>, BodyError> {
+    records_within(body, max_records, usize::MAX)
+}
+
+/// [`records`], refusing a record nested more than `max_depth` levels (a tenant's limit).
+pub fn records_within<T: Parsed>(
+    body: &[u8],
+    max_records: usize,
+    max_depth: usize,
 ) -> Result<Vec<Record<'_, T>>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|err| BodyError::Utf8 {
         offset: err.valid_up_to(),
@@ -168,7 +202,7 @@ pub fn records<T: Parsed>(
         for (index, raw) in values.into_iter().enumerate() {
             let value: T =
                 serde_json::from_str(raw.get()).map_err(|err| json_error(index, raw.get(), err))?;
-            records.push(object(index, value, raw.get())?);
+            records.push(object(index, value, raw.get(), max_depth)?);
         }
     } else {
         let mut stream = serde_json::Deserializer::from_str(text).into_iter::<T>();
@@ -180,7 +214,7 @@ pub fn records<T: Parsed>(
                 return Err(BodyError::TooManyRecords { limit: max_records });
             }
             let end = stream.byte_offset();
-            records.push(object(index, value, text[start..end].trim())?);
+            records.push(object(index, value, text[start..end].trim(), max_depth)?);
             start = end;
         }
     }
@@ -216,8 +250,21 @@ fn json_error(index: usize, text: &str, err: serde_json::Error) -> BodyError {
     }
 }
 
-fn object<T: Parsed>(index: usize, value: T, text: &str) -> Result<Record<'_, T>, BodyError> {
+fn object<T: Parsed>(
+    index: usize,
+    value: T,
+    text: &str,
+    max_depth: usize,
+) -> Result<Record<'_, T>, BodyError> {
     if value.is_object() {
+        let depth = value.depth();
+        if depth > max_depth {
+            return Err(BodyError::TooDeep {
+                index,
+                depth,
+                limit: max_depth,
+            });
+        }
         return Ok(Record { value, text });
     }
     let kind = kind_of(text).unwrap_or("value");
@@ -297,6 +344,20 @@ mod tests {
             Some(&vigil_schema::FieldValue::Int(1))
         );
         assert_eq!(ndjson[1].text, r#"{"c":[2]}"#);
+    }
+
+    #[test]
+    fn records_deeper_than_the_limit_are_refused_alike() {
+        fn check<T: Parsed + std::fmt::Debug>() {
+            let body = b"{\"a\":1}\n{\"a\":[{\"b\":[1]}]}";
+            assert_eq!(records_within::<T>(body, 10, 4).unwrap().len(), 2);
+            assert_eq!(
+                records_within::<T>(body, 10, 3).unwrap_err().to_string(),
+                "record 1 nests 4 levels of objects and arrays; at most 3"
+            );
+        }
+        check::<Value>();
+        check::<FlatObject>();
     }
 
     #[test]

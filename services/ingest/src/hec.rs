@@ -144,7 +144,7 @@ impl IntoResponse for HecError {
 }
 
 /// Turns a decoded body into records.
-type Parser = fn(&[u8], &Params, usize) -> Result<Vec<Incoming>, HecError>;
+type Parser = fn(&[u8], &Params, &crate::Config) -> Result<Vec<Incoming>, HecError>;
 
 /// The HEC routes, to be merged into the ingest router.
 pub fn routes() -> Router<IngestState> {
@@ -216,6 +216,9 @@ fn body_error(err: &BodyError) -> HecError {
         BodyError::Json { index, .. } | BodyError::NotObject { index, .. } => {
             HecError::new(StatusCode::BAD_REQUEST, 6, "Invalid data format").at(*index)
         }
+        BodyError::TooDeep { index, .. } => {
+            HecError::new(StatusCode::BAD_REQUEST, 6, err.to_string()).at(*index)
+        }
         _ => HecError::new(StatusCode::BAD_REQUEST, 6, err.to_string()),
     }
 }
@@ -254,8 +257,18 @@ fn hec_time(value: Option<&Value>) -> Option<time::OffsetDateTime> {
 }
 
 /// HEC events to records; the error is HEC's answer naming the event.
-fn hec_events(decoded: &[u8], params: &Params, max: usize) -> Result<Vec<Incoming>, HecError> {
-    let records = body::records::<Value>(decoded, max).map_err(|err| body_error(&err))?;
+fn hec_events(
+    decoded: &[u8],
+    params: &Params,
+    config: &crate::Config,
+) -> Result<Vec<Incoming>, HecError> {
+    // The envelope (`{"event": ...}`) is one level above the event.
+    let records = body::records_within::<Value>(
+        decoded,
+        config.max_events_per_request,
+        config.max_depth.saturating_add(1),
+    )
+    .map_err(|err| body_error(&err))?;
     let mut incoming = Vec::with_capacity(records.len());
     for (index, record) in records.into_iter().enumerate() {
         let Value::Object(envelope) = record.value else {
@@ -304,7 +317,12 @@ fn hec_events(decoded: &[u8], params: &Params, max: usize) -> Result<Vec<Incomin
 }
 
 /// Raw HEC: one event per non-empty line, recognized as syslog where it is.
-fn raw_events(decoded: &[u8], params: &Params, max: usize) -> Result<Vec<Incoming>, HecError> {
+fn raw_events(
+    decoded: &[u8],
+    params: &Params,
+    config: &crate::Config,
+) -> Result<Vec<Incoming>, HecError> {
+    let max = config.max_events_per_request;
     let text = std::str::from_utf8(decoded).map_err(|err| {
         body_error(&BodyError::Utf8 {
             offset: err.valid_up_to(),
@@ -423,7 +441,7 @@ async fn accept_for(
     let events = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(encoding.as_deref(), &body, config.max_decoded_bytes)
             .map_err(|err| body_error(&err))?;
-        let incoming = parse(&decoded, &params, config.max_events_per_request)?;
+        let incoming = parse(&decoded, &params, &config)?;
         let origin = Origin {
             tenant: &worker_tenant,
             transport: "hec",

@@ -285,6 +285,7 @@ pub(crate) fn body_status(err: &BodyError) -> (StatusCode, &'static str) {
         BodyError::Encoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "encoding"),
         BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         BodyError::TooManyRecords { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many"),
+        BodyError::TooDeep { .. } => (StatusCode::BAD_REQUEST, "too_deep"),
         _ => (StatusCode::BAD_REQUEST, "body"),
     }
 }
@@ -360,13 +361,13 @@ async fn accept_events(
         let max = config.max_events_per_request;
         // Without a custom parser, records are read straight into fields.
         let events = if normalizer.has_parser(&tenant_for_work) {
-            body::records::<serde_json::Value>(&decoded, max)?
+            body::records_within::<serde_json::Value>(&decoded, max, config.max_depth)?
                 .into_iter()
                 .enumerate()
                 .map(|(index, record)| normalizer.event(&origin, index, record.value, record.text))
                 .collect::<Vec<_>>()
         } else {
-            body::records::<body::FlatObject>(&decoded, max)?
+            body::records_within::<body::FlatObject>(&decoded, max, config.max_depth)?
                 .into_iter()
                 .enumerate()
                 .map(|(index, record)| {

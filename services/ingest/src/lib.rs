@@ -43,6 +43,9 @@ pub struct Config {
     pub max_event_bytes: usize,
     /// Most fields in one event, after flattening nested objects.
     pub max_fields: usize,
+    /// Deepest nesting of objects and arrays in one record (1: an object of scalars); at most
+    /// 127, below serde_json's recursion limit, which refuses deeper input while reading it.
+    pub max_depth: usize,
     /// Events per bus message.
     pub batch_events: usize,
     /// Seconds a client gets to send a request's headers (also what an idle keep-alive
@@ -77,6 +80,15 @@ impl Config {
                 "ingest.header_timeout_secs",
                 "ingest.header_timeout_secs and ingest.body_timeout_secs must be greater than zero"
                     .into(),
+            ));
+        }
+        if !(1..=127).contains(&self.max_depth) {
+            return Err((
+                "ingest.max_depth",
+                format!(
+                    "ingest.max_depth is {}; it must be 1 to 127 (serde_json refuses 128 levels)",
+                    self.max_depth
+                ),
             ));
         }
         if self.max_event_bytes == 0 || self.max_fields == 0 {
@@ -116,6 +128,7 @@ impl Default for Config {
             max_events_per_request: 100_000,
             max_event_bytes: 1024 * 1024,
             max_fields: 1_000,
+            max_depth: 32,
             batch_events: 500,
             header_timeout_secs: 30,
             body_timeout_secs: 30,

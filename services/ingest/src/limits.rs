@@ -67,6 +67,11 @@ pub struct TenantLimits {
     pub max_event_bytes: Option<usize>,
     /// Most fields in one event.
     pub max_fields: Option<usize>,
+    /// Deepest nesting of objects and arrays in one record.
+    pub max_depth: Option<usize>,
+    /// Longest syslog message (at most the listener's `syslog.max_message_bytes`, which bounds
+    /// what it reads).
+    pub syslog_max_message_bytes: Option<usize>,
 }
 
 impl TenantLimits {
@@ -81,10 +86,27 @@ impl TenantLimits {
             ("max_events_per_request", self.max_events_per_request),
             ("max_event_bytes", self.max_event_bytes),
             ("max_fields", self.max_fields),
+            ("max_depth", self.max_depth),
+            ("syslog_max_message_bytes", self.syslog_max_message_bytes),
         ] {
             if value == Some(0) {
                 return Err(format!("{key}.{name} must be greater than zero"));
             }
+        }
+        if let Some(depth) = self.max_depth
+            && depth > 127
+        {
+            return Err(format!(
+                "{key}.max_depth is {depth}; it must be 1 to 127 (serde_json refuses 128 levels)"
+            ));
+        }
+        if let Some(length) = self.syslog_max_message_bytes
+            && length > ingest.syslog.max_message_bytes
+        {
+            return Err(format!(
+                "{key}.syslog_max_message_bytes: {length} is above ingest.syslog.max_message_bytes ({}), the most the listeners read",
+                ingest.syslog.max_message_bytes
+            ));
         }
         if let Some(body) = self.max_body_bytes
             && body > ingest.max_body_bytes
@@ -115,6 +137,11 @@ impl TenantLimits {
         );
         set(&mut config.max_event_bytes, self.max_event_bytes);
         set(&mut config.max_fields, self.max_fields);
+        set(&mut config.max_depth, self.max_depth);
+        set(
+            &mut config.syslog.max_message_bytes,
+            self.syslog_max_message_bytes,
+        );
     }
 }
 

@@ -331,7 +331,7 @@ pub async fn serve_udp(
             dropped(None, "unattributed", 1);
             continue;
         };
-        if length > config.max_message_bytes {
+        if length > batcher.state.config_for(&tenant).syslog.max_message_bytes {
             dropped(Some(&tenant), "too_long", 1);
             continue;
         }
@@ -585,7 +585,9 @@ async fn connection<S: tokio::io::AsyncRead + Unpin + Send>(
     config: Arc<SyslogConfig>,
     shutdown: CancellationToken,
 ) {
-    let mut frames = FramedRead::new(stream, Frames::new(config.max_message_bytes));
+    // The tenant's own limit, at most the listener's.
+    let max = state.config_for(&tenant).syslog.max_message_bytes;
+    let mut frames = FramedRead::new(stream, Frames::new(max));
     let timeout = Duration::from_secs(config.read_timeout_secs.max(1));
     let mut batcher = Batcher {
         state,

@@ -1030,13 +1030,22 @@ async fn refusals_and_drops_are_counted_by_tenant_and_reason() {
         std::sync::OnceLock::new();
     let metrics = METRICS.get_or_init(|| vigil_telemetry::init_metrics().unwrap());
     let port = vigil_e2e::free_port().unwrap();
-    let mut syslog = tcp_syslog(port);
-    syslog.max_message_bytes = 64;
-    let ingest = Ingest::start_with(
+    // acme's syslog messages may be 64 bytes long, the listener's 64 KiB.
+    let ingest = Ingest::start_tuned(
         Arc::new(vigil_bus::inprocess::InProcessBus::new(Default::default())),
-        syslog,
+        |config| {
+            config.syslog = tcp_syslog(port);
+            config.tenant_limits.insert(
+                tenant("acme"),
+                vigil_ingest::limits::TenantLimits {
+                    syslog_max_message_bytes: Some(64),
+                    ..Default::default()
+                },
+            );
+        },
     )
     .await;
+    let mut acme = ingest.subscribe("acme").await;
     let (status, _) = ingest.post(None, &[], b"{}".to_vec()).await;
     assert_eq!(status, 401);
     let (status, _) = ingest
@@ -1062,10 +1071,14 @@ async fn refusals_and_drops_are_counted_by_tenant_and_reason() {
     assert_eq!(status, 400);
     let mut stream = syslog_connection(port).await;
     stream
-        .write_all(format!("<13>{}\n", "x".repeat(100)).as_bytes())
+        .write_all(format!("<13>{}\n<13>short\n", "x".repeat(100)).as_bytes())
         .await
         .unwrap();
     stream.shutdown().await.unwrap();
+    // The long message is dropped, the short one after it kept.
+    let batch = next_batch(&mut acme).await;
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].raw.as_ref().unwrap().text, "<13>short");
     let expected = [
         r#"vigil_ingest_requests_refused_total{tenant="",reason="no_token"}"#,
         r#"vigil_ingest_requests_refused_total{tenant="globex",reason="tenant_header"}"#,
@@ -1910,6 +1923,7 @@ async fn limits_per_tenant_and_per_event_refuse_whole_requests_with_reasons() {
             tenant("globex"),
             vigil_ingest::limits::TenantLimits {
                 max_body_bytes: Some(64 * 1024),
+                max_depth: Some(3),
                 ..Default::default()
             },
         );
@@ -1980,6 +1994,31 @@ async fn limits_per_tenant_and_per_event_refuse_whole_requests_with_reasons() {
     assert_eq!(
         body["error"],
         "record 0 is 20015 bytes; at most 16384 per event"
+    );
+    // globex's own depth (3 levels); the ingest-wide 32 for acme.
+    let deep = br#"{"a": {"b": {"c": {"d": 1}}}}"#.to_vec();
+    let (status, body) = ingest.post(Some(&ingest.globex), &[], deep.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "record 0 nests 4 levels of objects and arrays; at most 3"
+    );
+    let (status, answer) = ingest
+        .hec(
+            "/services/collector/event",
+            Some(&format!("Splunk {}", ingest.globex)),
+            &[],
+            r#"{"event": {"a": {"b": {"c": {"d": 1}}}}}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_u64()),
+        (400, Some(6)),
+        "{answer}"
+    );
+    assert!(
+        answer["text"].as_str().unwrap().contains("at most 4"),
+        "{answer}"
     );
     // globex's own body bound (64 KiB, below the listener's 1 MiB); acme keeps the wide one.
     let (status, body) = ingest.post(Some(&ingest.globex), &[], records(3000)).await;
