@@ -384,6 +384,31 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
     )
     .unwrap()
     .token;
+    // acme's own key and claims, with the validity window moved.
+    let resigned = |shift: &dyn Fn(&mut vigil_auth::Claims)| {
+        let mut claims = vigil_auth::issue(
+            &TokenSettings::default(),
+            &ingest.acme_key,
+            &TokenRequest {
+                subject: "ingest:acme".into(),
+                role: Role::Ingest,
+                scope: Scope::tenant(tenant("acme")),
+                ttl: Duration::from_secs(3600),
+            },
+        )
+        .unwrap()
+        .claims;
+        shift(&mut claims);
+        vigil_auth::sign(&ingest.acme_key, &claims).unwrap().token
+    };
+    let expired = resigned(&|claims| {
+        claims.nbf = claims.iat - 7200;
+        claims.exp = claims.iat - 3600;
+    });
+    let not_yet_valid = resigned(&|claims| {
+        claims.nbf = claims.iat + 3600;
+        claims.exp = claims.iat + 7200;
+    });
     let mut truncated = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     truncated.write_all(br#"{"message":"cut short"}"#).unwrap();
     let mut truncated = truncated.finish().unwrap();
@@ -436,6 +461,22 @@ async fn bad_requests_get_a_clear_4xx_and_reach_nothing() {
             b"{}".to_vec(),
             401,
             "audience",
+        ),
+        (
+            "expired token",
+            Some(&expired),
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "the token has expired",
+        ),
+        (
+            "token not valid yet",
+            Some(&not_yet_valid),
+            vec![],
+            b"{}".to_vec(),
+            401,
+            "the token is not valid yet",
         ),
         (
             "a header claiming another tenant",
