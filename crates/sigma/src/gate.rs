@@ -27,12 +27,16 @@
 //!   small classes are folded character by character, then regex-syntax's extractor reads the
 //!   prefixes and suffixes, and [`inner_literals`] a literal between classes; the set whose
 //!   shortest member is longest wins. A character that folds to two gives nothing. Literals of
-//!   one character count only when the character is rare in logs (a backtick, a brace).
+//!   one character count only when the character is rare in logs (a backtick, a brace). A regex
+//!   with no usable literal still needs its field to be as long as its shortest match (in bytes,
+//!   of the text rsigma matches: the value, or its lowercase copy; a value outside ASCII is taken
+//!   to be long enough).
 //! - A record's keyword strings are scanned joined by NUL, so a keyword literal holding NUL
 //!   gives nothing.
 //! - Literals are compared folded: case-insensitive ones as rsigma stores them (lowercased),
-//!   case-sensitive ASCII ones lowercased (a raw match implies a folded match), case-sensitive
-//!   non-ASCII ones not at all. Values are folded as rsigma folds them: ASCII in place,
+//!   case-sensitive ones lowercased when every character outside ASCII is caseless (an emoji, a
+//!   symbol: no case mapping or case-insensitive match relates it to another character, so a raw
+//!   match implies a folded match), otherwise not at all. Values are folded as rsigma folds them: ASCII in place,
 //!   anything else with `str::to_lowercase`, and both with `ſ` read as `s` (a case-insensitive
 //!   regex equates them). Numbers and booleans are compared by the text rsigma gives them.
 //! - Numeric equality (`EventID: 4688`) is an atom of its own, tested as rsigma tests it.
@@ -88,6 +92,8 @@ struct FieldGate {
     contains: Option<Needles>,
     /// rsigma's numeric equalities, by value.
     numbers: Vec<(f64, u32)>,
+    /// Minimum lengths, ascending.
+    lengths: Vec<(usize, u32)>,
 }
 
 struct Needles {
@@ -210,6 +216,8 @@ enum AtomKey {
     Contains(u32, String),
     /// rsigma's numeric equality on the field (the bits of the `f64`).
     Number(u32, u64),
+    /// The field has a string of at least this many bytes.
+    MinLength(u32, usize),
     Keyword(String),
 }
 
@@ -223,7 +231,8 @@ impl AtomKey {
             AtomKey::Keyword(needle) if needle.len() >= 8 => 3,
             AtomKey::Number(..) => 3,
             AtomKey::Keyword(_) => 4,
-            AtomKey::Presence(_) => 5,
+            AtomKey::MinLength(..) => 5,
+            AtomKey::Presence(_) => 6,
         }
     }
 }
@@ -471,30 +480,65 @@ impl Builder {
     }
 
     fn regex(&mut self, pattern: &str, field: Option<u32>) -> Analysis {
-        let Some(literals) = regex_literals(pattern) else {
-            return Analysis::Open;
-        };
-        let parts = literals
-            .into_iter()
-            .map(|literal| self.contains(&literal, false, field))
-            .collect();
-        any_of(parts)
+        // The literals are folded already: `fold` keeps them as they are, or refuses those it
+        // cannot compare.
+        if let Some(literals) = regex_literals(pattern) {
+            let parts = literals
+                .into_iter()
+                .map(|literal| self.contains(&literal, false, field))
+                .collect();
+            if let tree @ Analysis::Tree(_) = any_of(parts) {
+                return tree;
+            }
+        }
+        match (field, minimum_length(pattern)) {
+            (Some(field), Some(length)) if length >= MIN_REGEX_LENGTH => {
+                self.atom(AtomKey::MinLength(field, length))
+            }
+            _ => Analysis::Open,
+        }
     }
 }
 
 /// A literal in the form atoms compare: rsigma's case-insensitive literals are already
-/// lowercased; case-sensitive ones are usable only when ASCII.
+/// lowercased; case-sensitive ones are usable only when every character outside ASCII is
+/// [`caseless`].
 fn fold(value: &str, case_insensitive: bool) -> Option<String> {
     if value.is_empty() {
         None
     } else if case_insensitive {
         // rsigma lowercased it; the gate's fold also maps `ſ` to `s` (see `fold_text`).
         Some(value.replace('\u{17f}', "s"))
-    } else if value.is_ascii() {
+    } else if value.chars().all(|c| c.is_ascii() || caseless(c)) {
         Some(value.to_ascii_lowercase())
     } else {
         None
     }
+}
+
+/// A character outside ASCII that folding leaves alone and that no case-insensitive match
+/// equates with another: not alphabetic (which rules out every cased letter, the circled
+/// letters and Roman numerals, and the final sigma `str::to_lowercase` makes of `Σ`), and its
+/// own upper and lower case. Emoji, their variation selectors and keycaps, symbols, CJK
+/// punctuation.
+fn caseless(c: char) -> bool {
+    !c.is_ascii()
+        && !c.is_alphabetic()
+        && c.to_lowercase().eq(std::iter::once(c))
+        && c.to_uppercase().eq(std::iter::once(c))
+}
+
+/// A regex with no literal but a shortest match shorter than this falls back to its field's
+/// presence.
+const MIN_REGEX_LENGTH: usize = 2;
+
+/// The fewest bytes a match of `pattern` spans.
+fn minimum_length(pattern: &str) -> Option<usize> {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .ok()?
+        .properties()
+        .minimum_len()
 }
 
 /// How the gate folds text that is not ASCII: `str::to_lowercase` (what rsigma compares
@@ -766,6 +810,7 @@ impl Gate {
                 exact: FxHashMap::default(),
                 contains: None,
                 numbers: Vec::new(),
+                lengths: Vec::new(),
             })
             .collect();
         let mut needles: Vec<Vec<(String, u32)>> = vec![Vec::new(); fields.len()];
@@ -793,11 +838,17 @@ impl Gate {
                         gate.numbers.push((f64::from_bits(*bits), atom));
                     }
                 }
+                AtomKey::MinLength(field, length) => {
+                    if let Some(gate) = fields.get_mut(*field as usize) {
+                        gate.lengths.push((*length, atom));
+                    }
+                }
                 AtomKey::Keyword(needle) => keywords.push((needle.clone(), atom)),
             }
         }
         for gate in &mut fields {
             gate.numbers.sort_by(|a, b| a.0.total_cmp(&b.0));
+            gate.lengths.sort_unstable();
         }
         let mut unbuilt = Vec::new();
         for (gate, list) in fields.iter_mut().zip(needles) {
@@ -913,6 +964,9 @@ impl Gate {
             if !field.numbers.is_empty() {
                 project_number(&value, &mut |number| field.mark_number(number, hits));
             }
+            if !field.lengths.is_empty() {
+                project(&value, &mut |text| field.mark_length(text, hits));
+            }
             if field.exact.is_empty() && field.contains.is_none() {
                 continue;
             }
@@ -978,6 +1032,23 @@ impl FieldGate {
             if (value - number).abs() < f64::EPSILON {
                 hits.set(atom);
             }
+        }
+    }
+
+    /// rsigma runs a regex on the value or on its lowercase copy: lowercasing keeps ASCII's
+    /// length and may change anything else's, which is then taken to be long enough.
+    fn mark_length(&self, text: &str, hits: &mut Hits) {
+        let length = if text.is_ascii() {
+            text.len()
+        } else {
+            usize::MAX
+        };
+        for &(_, atom) in self
+            .lengths
+            .iter()
+            .take_while(|(minimum, _)| *minimum <= length)
+        {
+            hits.set(atom);
         }
     }
 
@@ -1336,6 +1407,60 @@ detection:
         assert_eq!(regex_literals("(unclosed"), None);
     }
 
+    #[test]
+    fn literals_outside_ascii_and_regex_lengths_narrow_rules() {
+        // An emoji keycap after a wildcard (rsigma's regex `.*\u{fe0f}\u{20e3}`), and a regex
+        // of classes only (SNAKE's installer arguments, 82 bytes at least).
+        let (narrowing, rules) = gate(
+            r"
+title: keycap
+logsource: {category: process_creation}
+detection:
+  selection:
+    CommandLine|contains: ['🦆', '*️⃣']
+  condition: selection
+---
+title: hex arguments
+logsource: {category: process_creation}
+detection:
+  selection:
+    CommandLine|re: '\s[a-fA-F0-9]{64}\s[a-fA-F0-9]{16}'
+  condition: selection
+",
+        );
+        assert!(selected(&narrowing, json!({"CommandLine": "cmd.exe /c whoami"})).is_empty());
+        let hex = format!("jpsetup.exe {} {}", "a".repeat(64), "B".repeat(16));
+        for (command, expected) in [
+            // Outside ASCII, the length of rsigma's lowercase copy is not known: the hex rule
+            // is kept too.
+            ("echo 7\u{fe0f}\u{20e3}", vec![0, 1]),
+            ("echo 🦆", vec![0, 1]),
+            ("é", vec![1]),
+            ("echo 7", vec![]),
+            (hex.as_str(), vec![1]),
+        ] {
+            assert_eq!(
+                selected(&narrowing, json!({"CommandLine": command})),
+                expected
+            );
+            assert_sound(&narrowing, &rules, json!({"CommandLine": command}));
+        }
+        // A cased letter outside ASCII is not compared: `Σ` lowercases to `ς` at the end of a
+        // word, which a case-insensitive `σ` matches.
+        let (sigma, rules) = gate(
+            r"
+title: sigma
+logsource: {category: process_creation}
+detection:
+  selection:
+    CommandLine|re|i: 'σ'
+  condition: selection
+",
+        );
+        assert_eq!(selected(&sigma, json!({"CommandLine": "ΑΣ"})), vec![0]);
+        assert_sound(&sigma, &rules, json!({"CommandLine": "ΑΣ"}));
+    }
+
     /// A small regex with a way to write a text it matches.
     #[derive(Debug, Clone)]
     enum Piece {
@@ -1414,10 +1539,14 @@ detection:
     fn piece() -> impl Strategy<Value = Piece> {
         // Letters with case partners outside ASCII (ſ, the Kelvin sign), rare and common
         // punctuation, a character that lowercases to two (İ).
-        let alphabet = prop::sample::select(vec![
+        pieces(vec![
             'a', 'b', 'k', 's', 'K', 'S', 'ſ', '\u{212a}', 'é', 'É', 'İ', '`', '{', '$', '-', '.',
             ' ', '\\', '*', '\u{fe0f}',
-        ]);
+        ])
+    }
+
+    fn pieces(alphabet: Vec<char>) -> impl Strategy<Value = Piece> {
+        let alphabet = prop::sample::select(alphabet);
         let leaf = prop_oneof![
             prop::collection::vec(alphabet.clone(), 1..5)
                 .prop_map(|chars| Piece::Literal(chars.into_iter().collect())),
@@ -1472,6 +1601,33 @@ detection:
                     "{pattern:?} matches {text:?} but none of {literals:?} is in {folded:?}"
                 );
             }
+        }
+
+        /// The same end to end, through rsigma: a rule whose regex matches a record is always
+        /// selected. Greek sigmas (`Σ` lowercases to `ς` at the end of a word and to `σ`
+        /// elsewhere), the micro sign (a case-insensitive `µ` matches `Μ`), emoji and keycaps
+        /// test which literals outside ASCII the gate may compare.
+        #[test]
+        fn regex_rules_are_selected_whenever_they_match(
+            piece in pieces(vec![
+                'a', 'K', 's', 'ſ', '\u{212a}', 'é', 'İ', 'Σ', 'σ', 'ς', 'µ', 'Μ', 'μ', '🦆',
+                '\u{fe0f}', '\u{20e3}', '`', '-', ' ', '\\',
+            ]),
+            case_insensitive in proptest::prelude::any::<bool>(),
+            choices in proptest::collection::vec(0usize..1000, 64),
+            suffix in prop::sample::select(vec!["", " ", "x", "Σ", "é"]),
+        ) {
+            let modifier = if case_insensitive { "|re|i" } else { "|re" };
+            let yaml = format!(
+                "title: t\nlogsource: {{category: test}}\ndetection:\n  selection:\n    \
+                 CommandLine{modifier}: '{}'\n  condition: selection\n",
+                piece.pattern()
+            );
+            let mut text = String::new();
+            piece.write(&mut choices.into_iter(), &mut text);
+            text.push_str(suffix);
+            let (gate, rules) = gate(&yaml);
+            assert_sound(&gate, &rules, json!({"CommandLine": text}));
         }
     }
 }
