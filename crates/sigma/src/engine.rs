@@ -646,7 +646,7 @@ impl RuleSet {
                 matched.sort_by(|a, b| {
                     a.field
                         .cmp(&b.field)
-                        .then_with(|| a.value.to_string().cmp(&b.value.to_string()))
+                        .then_with(|| value_order(&a.value, &b.value))
                 });
                 matched.dedup();
                 detections.push(Detection {
@@ -722,6 +722,17 @@ impl RuleSet {
             }
         }
         targets
+    }
+}
+
+/// A total order on matched values that allocates nothing for strings, the usual case: strings
+/// by their text, anything else by its JSON.
+fn value_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => a.cmp(b),
+        (Value::String(_), _) => std::cmp::Ordering::Less,
+        (_, Value::String(_)) => std::cmp::Ordering::Greater,
+        _ => a.to_string().cmp(&b.to_string()),
     }
 }
 

@@ -80,7 +80,7 @@ pub(crate) struct Gate {
     /// Rules with no sound prefilter, evaluated on every record.
     open: Box<[u32]>,
     /// Per rule, its tree (`None` for open rules).
-    trees: Vec<Option<Node>>,
+    trees: Vec<Option<Test>>,
     atoms: usize,
 }
 
@@ -163,12 +163,59 @@ enum Node {
     Any(Box<[Node]>),
 }
 
-impl Node {
+/// A [`Node`] as it is tested on a record: the atoms of an `Any` (a rule's list of values,
+/// which the analysis numbers consecutively) become masks over the words of [`Hits`], so a list
+/// of fifty values costs a word or two, not fifty bit tests.
+#[derive(Debug)]
+enum Test {
+    Atom(u32),
+    All(Box<[Test]>),
+    Any(Box<[Test]>),
+    /// (word, mask) pairs, one of which must meet a set bit.
+    AnyMask(Box<[(u32, u64)]>),
+}
+
+impl Test {
+    fn of(node: &Node) -> Self {
+        match node {
+            Node::Atom(atom) => Test::Atom(*atom),
+            Node::All(children) => Test::All(children.iter().map(Test::of).collect()),
+            Node::Any(children) => {
+                let mut masks: Vec<(u32, u64)> = Vec::new();
+                let mut others = Vec::new();
+                for child in children {
+                    match child {
+                        Node::Atom(atom) => {
+                            let (word, bit) = (atom / 64, 1u64 << (atom % 64));
+                            match masks.iter_mut().find(|(have, _)| *have == word) {
+                                Some((_, mask)) => *mask |= bit,
+                                None => masks.push((word, bit)),
+                            }
+                        }
+                        other => others.push(Test::of(other)),
+                    }
+                }
+                if !masks.is_empty() {
+                    others.insert(0, Test::AnyMask(masks.into_boxed_slice()));
+                }
+                match others.len() {
+                    1 => others.remove(0),
+                    _ => Test::Any(others.into_boxed_slice()),
+                }
+            }
+        }
+    }
+
     fn holds(&self, hits: &Hits) -> bool {
         match self {
-            Node::Atom(atom) => hits.get(*atom),
-            Node::All(children) => children.iter().all(|child| child.holds(hits)),
-            Node::Any(children) => children.iter().any(|child| child.holds(hits)),
+            Test::Atom(atom) => hits.get(*atom),
+            Test::All(children) => children.iter().all(|child| child.holds(hits)),
+            Test::Any(children) => children.iter().any(|child| child.holds(hits)),
+            Test::AnyMask(masks) => masks.iter().any(|&(word, mask)| {
+                hits.words
+                    .get(word as usize)
+                    .is_some_and(|bits| bits & mask != 0)
+            }),
         }
     }
 }
@@ -906,7 +953,10 @@ impl Gate {
             keywords,
             anchored: anchored.into_iter().map(Vec::into_boxed_slice).collect(),
             open: open.into_boxed_slice(),
-            trees,
+            trees: trees
+                .iter()
+                .map(|tree| tree.as_ref().map(Test::of))
+                .collect(),
             atoms: builder.atoms.len(),
         }
     }

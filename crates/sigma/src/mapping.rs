@@ -261,9 +261,16 @@ pub(crate) type Renames = FxHashMap<Box<str>, Box<str>>;
 #[derive(Debug, Default)]
 pub(crate) struct FieldTree {
     children: Vec<(Box<str>, FieldTree)>,
+    /// Key -> its place in `children`, when there are enough children to walk the record's
+    /// keys instead (serde_json's ordered maps hash with SipHash; this hashes with FxHash).
+    by_key: FxHashMap<Box<str>, usize>,
     /// Fields whose path ends here.
     names: Vec<Box<str>>,
 }
+
+/// From this many children on, a node walks the record's keys rather than looking each child
+/// up.
+const WALK_KEYS_FROM: usize = 3;
 
 impl FieldTree {
     /// Paths with a wildcard stay out of the tree; [`FieldTree::resolve`]'s caller resolves
@@ -297,7 +304,22 @@ impl FieldTree {
             }
             node.names.push(name.clone());
         }
+        root.index_children();
         root
+    }
+
+    fn index_children(&mut self) {
+        if self.children.len() >= WALK_KEYS_FROM {
+            self.by_key = self
+                .children
+                .iter()
+                .enumerate()
+                .map(|(at, (key, _))| (key.clone(), at))
+                .collect();
+        }
+        for (_, child) in &mut self.children {
+            child.index_children();
+        }
     }
 
     /// Calls `found` with each field present in `value` by nested keys, its `#text` unwrapped:
@@ -316,9 +338,21 @@ impl FieldTree {
         let Some(object) = value.as_object() else {
             return;
         };
-        for (key, child) in &self.children {
-            if let Some(value) = object.get(key.as_ref()) {
-                child.resolve(value, found);
+        if self.by_key.is_empty() || object.len() > 4 * self.children.len() {
+            for (key, child) in &self.children {
+                if let Some(value) = object.get(key.as_ref()) {
+                    child.resolve(value, found);
+                }
+            }
+        } else {
+            for (key, value) in object {
+                if let Some((_, child)) = self
+                    .by_key
+                    .get(key.as_str())
+                    .and_then(|&at| self.children.get(at))
+                {
+                    child.resolve(value, found);
+                }
             }
         }
     }

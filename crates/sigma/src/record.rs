@@ -232,7 +232,15 @@ impl<'a> Record<'a> {
     /// Every name the shape's fields and the containers resolve, in lookup order (fixed fields
     /// first, then containers in order; the first wins).
     pub(crate) fn build_index(&self) -> FieldIndex<'a> {
-        let mut index = FieldIndex::default();
+        // Sized once: growing it rehashed every entry two or three times per record.
+        let capacity = self.shape.map_or(0, |shape| shape.fields.len())
+            + self
+                .containers
+                .iter()
+                .flatten()
+                .map(|container| container.len())
+                .sum::<usize>();
+        let mut index = FieldIndex::with_capacity_and_hasher(capacity, Default::default());
         if let Some(shape) = self.shape {
             shape.field_tree.resolve(self.root, &mut |name, value| {
                 index.insert(name, value);
@@ -249,7 +257,6 @@ impl<'a> Record<'a> {
             }
         }
         for container in self.containers.iter().flatten() {
-            index.reserve(container.len());
             for (key, value) in *container {
                 index
                     .entry(key.as_str())
