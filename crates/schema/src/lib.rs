@@ -33,7 +33,7 @@ mod stage;
 mod tenant;
 
 pub use action::{Action, ActionKind, ActionStatus};
-pub use alert::{Alert, AlertSource, AttackTechnique, IntelMatch, Level, MatchedField};
+pub use alert::{Alert, AlertBatch, AlertSource, AttackTechnique, IntelMatch, Level, MatchedField};
 pub use audit::{Actor, AuditOutcome, AuditRecord};
 pub use correlate::{CorrelationBatch, CorrelationEvent, CorrelationFeed, RuleScope};
 pub use entity::{Entities, EntityKind, EntityRef};

@@ -34,9 +34,8 @@ fn signal() {
     });
 }
 
-#[test]
-fn alert() {
-    let alert = Alert {
+fn sample_alert() -> Alert {
+    Alert {
         id: AlertId::derive(&[b"rule", b"event"]),
         tenant: tenant(),
         source: AlertSource::Sigma,
@@ -65,11 +64,45 @@ fn alert() {
         }),
         event_time: datetime!(2026-11-27 06:00 UTC),
         detected_time: datetime!(2026-11-27 06:00:00.5 UTC),
-    };
+    }
+}
+
+#[test]
+fn alert() {
+    let alert = sample_alert();
     round_trip(&alert);
     let json = serde_json::to_value(&alert).unwrap();
     assert_eq!(json["level"], "high");
     assert_eq!(json["attack"][0]["id"], "T1033");
+}
+
+#[test]
+fn alert_batch_round_trips_with_a_stable_id_and_keeps_to_its_tenant() {
+    let first = sample_alert();
+    let mut second = sample_alert();
+    second.id = AlertId::derive(&[b"rule", b"another event"]);
+    let mut batch = AlertBatch {
+        tenant: tenant(),
+        alerts: vec![first.clone(), second.clone()],
+    };
+    round_trip(&batch);
+    assert_eq!(AlertBatch::schema_header(), "alert-batch/1");
+    assert!(batch.validate().is_ok());
+    // The id depends on the alerts and their order, nothing else.
+    let mut later = batch.clone();
+    later.alerts[0].detected_time = datetime!(2026-11-27 07:00 UTC);
+    assert_eq!(later.message_id(), batch.message_id());
+    let reordered = AlertBatch {
+        tenant: tenant(),
+        alerts: vec![second, first],
+    };
+    assert_ne!(reordered.message_id(), batch.message_id());
+    batch.alerts[1].tenant = TenantId::new("globex").unwrap();
+    let err = batch.validate().unwrap_err();
+    assert!(
+        err.contains("tenant globex inside a batch of tenant acme"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use common::Server;
 use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use vigil_bus::{Bus, ConsumerSpec, Subscription};
 use vigil_e2e::{NatsServer, TestDatabase, shared_dir};
-use vigil_schema::{Alert, Stage, TenantId};
+use vigil_schema::{Alert, AlertBatch, Stage, TenantId};
 
 /// One regression case: the rules it names and its JSON records.
 struct Case {
@@ -104,11 +104,14 @@ async fn collect(
     done: impl Fn(&[Alert]) -> bool,
 ) {
     while !done(alerts) && Instant::now() < deadline {
-        let next =
-            tokio::time::timeout(Duration::from_secs(1), subscription.next_payload::<Alert>());
-        if let Ok(Some(Ok((alert, delivery)))) = next.await {
+        let next = tokio::time::timeout(
+            Duration::from_secs(1),
+            subscription.next_payload::<AlertBatch>(),
+        );
+        if let Ok(Some(Ok((batch, delivery)))) = next.await {
             delivery.ack().await.unwrap();
-            alerts.push(alert);
+            batch.validate().unwrap();
+            alerts.extend(batch.alerts);
         }
     }
 }

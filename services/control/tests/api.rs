@@ -13,13 +13,15 @@ use support::{Harness, rule_yaml, with_token};
 use time::OffsetDateTime;
 use tonic::Code;
 use vigil_auth::{Claims, Role};
-use vigil_bus::{Bus, OutgoingMessage};
+use vigil_bus::{Bus, ConsumerSpec, HEADER_DEAD_LETTER_REASON, OutgoingMessage};
 use vigil_proto::control::v1 as pb;
 use vigil_proto::control::v1::alert_service_client::AlertServiceClient;
 use vigil_proto::control::v1::audit_service_client::AuditServiceClient;
 use vigil_proto::control::v1::intel_service_client::IntelServiceClient;
 use vigil_proto::control::v1::rule_service_client::RuleServiceClient;
-use vigil_schema::{Alert, AlertId, AlertSource, AttackTechnique, EventId, Level, TenantId};
+use vigil_schema::{
+    Alert, AlertBatch, AlertId, AlertSource, AttackTechnique, EventId, Level, Stage, TenantId,
+};
 
 async fn list_tenants(harness: &Harness, token: &str) -> Result<usize, tonic::Status> {
     harness
@@ -679,19 +681,42 @@ async fn persisted_once(bus: Arc<dyn Bus>, harness: &Harness) {
         .await
         .unwrap()
         .into_inner();
-    for round in 0..2 {
-        for n in 0..50u32 {
-            for tenant in [&acme, &globex] {
-                let alert = sample_alert(tenant, n, i64::from(n));
-                let message = OutgoingMessage::encode(&alert, alert.id.to_string()).unwrap();
-                // Published twice (the second round is a redelivery): one row each.
-                let message = if round == 1 {
-                    OutgoingMessage::encode(&alert, format!("{}-again", alert.id)).unwrap()
-                } else {
-                    message
-                };
-                bus.publish_durable(message).await.unwrap();
-            }
+    // A batch on acme's subject holding a globex alert is refused whole, first: no row for
+    // either, and the batch kept on acme's dead-letter subject with the reason.
+    let mut dead = bus
+        .subscribe(ConsumerSpec::new(
+            "dlq-reader",
+            Stage::Deadletter,
+            Some(acme.clone()),
+        ))
+        .await
+        .unwrap();
+    let smuggled = AlertBatch {
+        tenant: acme.clone(),
+        alerts: vec![sample_alert(&acme, 60, 60), sample_alert(&globex, 61, 61)],
+    };
+    let message = OutgoingMessage::encode(&smuggled, smuggled.message_id()).unwrap();
+    bus.publish_durable(message).await.unwrap();
+    // As detect publishes them: batches of ten alerts per message.
+    for tenant in [&acme, &globex] {
+        for tens in 0..5u32 {
+            let batch = AlertBatch {
+                tenant: tenant.clone(),
+                alerts: (0..10)
+                    .map(|n| sample_alert(tenant, tens * 10 + n, i64::from(tens * 10 + n)))
+                    .collect(),
+            };
+            let message = OutgoingMessage::encode_compressed(&batch, batch.message_id()).unwrap();
+            bus.publish_durable(message).await.unwrap();
+        }
+    }
+    // The same alerts again, one per message with other message ids, as an earlier release
+    // published them (a redelivery the bus cannot recognize): one row each all the same.
+    for n in 0..50u32 {
+        for tenant in [&acme, &globex] {
+            let alert = sample_alert(tenant, n, i64::from(n));
+            let message = OutgoingMessage::encode(&alert, format!("{}-again", alert.id)).unwrap();
+            bus.publish_durable(message).await.unwrap();
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -717,8 +742,27 @@ async fn persisted_once(bus: Arc<dyn Bus>, harness: &Harness) {
         assert_eq!(alert.tenant, "acme");
         streamed.insert(alert.id);
     }
+    let letter = tokio::time::timeout(Duration::from_secs(15), dead.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let reason = letter.headers.get(HEADER_DEAD_LETTER_REASON).unwrap();
+    assert!(
+        reason.contains("belongs to tenant globex inside a batch of tenant acme"),
+        "{reason}"
+    );
+    letter.ack().await.unwrap();
     context.shutdown.cancel();
     persister.await.unwrap().unwrap();
+    assert_eq!(
+        harness.store.tenant(&acme).count_alerts().await.unwrap(),
+        50
+    );
+    assert_eq!(
+        harness.store.tenant(&globex).count_alerts().await.unwrap(),
+        50
+    );
 }
 
 #[tokio::test]

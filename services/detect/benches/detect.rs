@@ -25,7 +25,9 @@ use vigil_detect::content::{Content, Sources, build_global};
 use vigil_detect::evaluate::{TenantState, evaluate_batch};
 use vigil_intel::{IntelBuilder, parse_feed};
 use vigil_runtime::{Readiness, ServiceContext};
-use vigil_schema::{Entities, Event, EventBatch, EventId, Fields, Source, Stage, TenantId};
+use vigil_schema::{
+    AlertBatch, Entities, Event, EventBatch, EventId, Fields, Source, Stage, TenantId,
+};
 
 /// The `vigil` binary's allocator, so the figures are the binary's.
 #[global_allocator]
@@ -469,7 +471,7 @@ async fn service(tenant: &TenantId, events: Vec<Event>, sources: Sources) {
         .state
         .last_sequence;
     let drained = at_start * BATCH;
-    let alerts = jetstream
+    let messages = jetstream
         .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
             "sink-all",
             "VIGIL_ALERTS",
@@ -481,9 +483,21 @@ async fn service(tenant: &TenantId, events: Vec<Event>, sources: Sources) {
         .unwrap()
         .num_pending;
     println!(
-        "detect service: {drained} events in {secs:.2} s = {:.0} events/s, {alerts} alerts published, {correlation_batches} correlation batches",
+        "detect service: {drained} events in {secs:.2} s = {:.0} events/s, {correlation_batches} correlation batches",
         drained as f64 / secs
     );
+    // Counted after the clock stopped: the alerts inside the messages.
+    let mut sink = bus
+        .subscribe(ConsumerSpec::new("sink", Stage::Alerts, None))
+        .await
+        .unwrap();
+    let mut alerts = 0;
+    for _ in 0..messages {
+        let (batch, delivery) = sink.next_payload::<AlertBatch>().await.unwrap().unwrap();
+        alerts += batch.alerts.len();
+        delivery.ack().await.unwrap();
+    }
+    println!("alerts published: {alerts} in {messages} messages");
     shutdown.cancel();
     let _ = task.await;
 }

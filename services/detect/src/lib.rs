@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use vigil_bus::{ConsumerSpec, Delivery, OutgoingMessage};
 use vigil_runtime::ServiceContext;
-use vigil_schema::{Alert, CorrelationBatch, EventBatch, Stage, TenantId};
+use vigil_schema::{Alert, AlertBatch, CorrelationBatch, EventBatch, Stage, TenantId};
 use vigil_sigma::Mappings;
 
 use content::{Content, Sources};
@@ -329,7 +329,10 @@ async fn watch_content(
 struct Evaluated {
     delivery: Delivery,
     tenant: TenantId,
-    alerts: Vec<Alert>,
+    /// The batch's alerts, encoded.
+    alerts: Vec<OutgoingMessage>,
+    /// How many alerts they hold.
+    alert_count: usize,
     correlate: Vec<CorrelationBatch>,
 }
 
@@ -383,8 +386,9 @@ async fn consume(
     result
 }
 
-/// The first stage, in three steps: this task takes batches and evaluates them (decoding and
-/// evaluating on the blocking pool, rayon across the batch); a second sends each batch's
+/// The first stage, in three steps: this task takes batches and evaluates them (decoding,
+/// evaluating and encoding the alerts on the blocking pool, rayon across the batch); a second
+/// sends each batch's
 /// alerts and correlation batches; a third waits for their acknowledgements and then
 /// acknowledges the batch, in order. Evaluation continues while the bus acknowledges earlier
 /// batches' messages.
@@ -482,7 +486,10 @@ async fn evaluate(
     };
     let content = Arc::clone(content);
     let batch_tenant = tenant.clone();
+    // The alerts carry this batch's trace context.
+    let span = tracing::Span::current();
     let evaluated = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let batch = match delivery.decode::<EventBatch>() {
             Ok(batch) => batch,
             Err(err) => return (router, delivery, Err(err.to_string())),
@@ -500,7 +507,20 @@ async fn evaluate(
             time::OffsetDateTime::now_utc(),
         );
         metrics::counter!(metric_names::EVENTS).increment(batch.events.len() as u64);
-        (router, delivery, Ok(result))
+        let alert_count = result.alerts.len();
+        match alert_messages(&batch_tenant, result.alerts) {
+            Ok(alerts) => {
+                let evaluated = (alerts, alert_count, result.correlate, result.suppressed);
+                (router, delivery, Ok(evaluated))
+            }
+            // Alerts always encode as JSON; should compression ever fail, the batch is kept
+            // on the dead-letter subject with the reason rather than lost or retried forever.
+            Err(err) => (
+                router,
+                delivery,
+                Err(format!("cannot encode its alerts: {err}")),
+            ),
+        }
     })
     .await;
     let (router, delivery, result) = match evaluated {
@@ -515,19 +535,22 @@ async fn evaluate(
         Ok(result) => result,
         Err(reason) => {
             // An undecodable batch, or one holding another tenant's event: it can never be
-            // evaluated; it goes to the dead-letter subject with the reason.
+            // evaluated (or, should compression fail, its alerts never sent); it goes to the
+            // dead-letter subject with the reason.
             metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
             tracing::debug!(%tenant, %reason, "event batch refused");
             let _ = delivery.dead_letter("detect", &reason).await;
             return None;
         }
     };
-    metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
+    let (alerts, alert_count, correlate, suppressed) = result;
+    metrics::counter!(metric_names::SUPPRESSED).increment(suppressed);
     Some(Evaluated {
         delivery,
         tenant,
-        alerts: result.alerts,
-        correlate: result.correlate,
+        alerts,
+        alert_count,
+        correlate,
     })
 }
 
@@ -545,8 +568,9 @@ async fn publish_stage(
 ) {
     let (sent_tx, sent_rx) = tokio::sync::mpsc::channel::<Sent>(8);
     let settler = tokio::spawn(settle_stage(sent_rx));
-    while let Some(item) = evaluated_rx.recv().await {
-        let mut acks = send_alerts(&context, &item.tenant, &item.alerts).await;
+    while let Some(mut item) = evaluated_rx.recv().await {
+        let alerts = std::mem::take(&mut item.alerts);
+        let mut acks = send_alerts(&context, &item.tenant, alerts).await;
         if let Ok(pending) = &mut acks {
             match send_correlation_batches(&context, &item.tenant, &item.correlate).await {
                 Ok(more) => pending.extend(more),
@@ -571,11 +595,13 @@ async fn settle_stage(mut sent_rx: tokio::sync::mpsc::Receiver<Sent>) {
             Err(()) => Err(()),
         };
         let Evaluated {
-            delivery, alerts, ..
+            delivery,
+            alert_count,
+            ..
         } = item;
         let settled = match outcome {
             Ok(()) => {
-                metrics::counter!(metric_names::ALERTS).increment(alerts.len() as u64);
+                metrics::counter!(metric_names::ALERTS).increment(alert_count as u64);
                 delivery.ack().await
             }
             Err(()) => {
@@ -689,7 +715,22 @@ async fn correlate_one(
     );
     metrics::counter!(metric_names::LATE).increment(result.late);
     metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
-    let mut outcome = match send_alerts(context, &tenant, &result.alerts).await {
+    let alert_count = result.alerts.len();
+    // One message per correlation alert: a batch redone on another process's newer state may
+    // raise a different set of alerts, and a message id per alert keeps each once on the bus.
+    let messages: vigil_bus::Result<Vec<Vec<OutgoingMessage>>> = result
+        .alerts
+        .into_iter()
+        .map(|alert| alert_messages(&tenant, vec![alert]))
+        .collect();
+    let sent = match messages.map(|messages| messages.concat()) {
+        Ok(messages) => send_alerts(context, &tenant, messages).await,
+        Err(err) => {
+            tracing::warn!(%tenant, error = %err, "encoding alerts failed, the batch will be redelivered");
+            Err(())
+        }
+    };
+    let mut outcome = match sent {
         Ok(acks) => await_acks(&tenant, acks).await,
         Err(()) => Err(()),
     };
@@ -702,7 +743,7 @@ async fn correlate_one(
     }
     let settled = match outcome {
         Ok(()) => {
-            metrics::counter!(metric_names::ALERTS).increment(result.alerts.len() as u64);
+            metrics::counter!(metric_names::ALERTS).increment(alert_count as u64);
             delivery.ack().await
         }
         Err(()) => {
@@ -798,24 +839,57 @@ async fn send_correlation_batches(
     tenant: &TenantId,
     batches: &[CorrelationBatch],
 ) -> Result<Vec<vigil_bus::AckFuture>, ()> {
-    send(context, tenant, batches, "correlation batches", |batch| {
-        OutgoingMessage::encode_compressed(batch, batch.message_id())
-    })
+    send(
+        context,
+        tenant,
+        batches,
+        "correlation batches",
+        |batch: &CorrelationBatch| OutgoingMessage::encode_compressed(batch, batch.message_id()),
+    )
     .await
 }
 
-/// Sends alerts.
+/// The most bytes of one alert message, compressed: a batch's alerts that encode to more are
+/// split over several messages, well under nats-server's default `max_payload` of 1 MiB.
+const MAX_ALERT_MESSAGE_BYTES: usize = 512 * 1024;
+
+/// A tenant's alerts as `AlertBatch` messages (ADR 0013): one for all of them unless it would
+/// exceed [`MAX_ALERT_MESSAGE_BYTES`], then halves, in order. The trace context of the span
+/// current here rides in each message's headers.
+fn alert_messages(
+    tenant: &TenantId,
+    alerts: Vec<Alert>,
+) -> vigil_bus::Result<Vec<OutgoingMessage>> {
+    let mut messages = Vec::new();
+    let mut chunks = vec![alerts];
+    while let Some(chunk) = chunks.pop() {
+        if chunk.is_empty() {
+            continue;
+        }
+        let batch = AlertBatch {
+            tenant: tenant.clone(),
+            alerts: chunk,
+        };
+        let message = OutgoingMessage::encode_compressed(&batch, batch.message_id())?;
+        if message.payload.len() > MAX_ALERT_MESSAGE_BYTES && batch.alerts.len() > 1 {
+            let mut first = batch.alerts;
+            let second = first.split_off(first.len() / 2);
+            chunks.push(second);
+            chunks.push(first);
+        } else {
+            messages.push(message);
+        }
+    }
+    Ok(messages)
+}
+
+/// Sends a batch's alert messages.
 async fn send_alerts(
     context: &ServiceContext,
     tenant: &TenantId,
-    alerts: &[Alert],
+    messages: Vec<OutgoingMessage>,
 ) -> Result<Vec<vigil_bus::AckFuture>, ()> {
-    send(context, tenant, alerts, "alerts", |alert| {
-        // The alert's subject is its tenant's; the batch's tenant made it.
-        debug_assert_eq!(&alert.tenant, tenant);
-        OutgoingMessage::encode(alert, alert.id.to_string())
-    })
-    .await
+    send(context, tenant, messages, "alerts", Ok).await
 }
 
 /// Sends `items` of a batch of `tenant`; each returned future resolves when the bus holds its
@@ -823,11 +897,11 @@ async fn send_alerts(
 async fn send<T>(
     context: &ServiceContext,
     tenant: &TenantId,
-    items: &[T],
+    items: impl IntoIterator<Item = T>,
     what: &str,
-    encode: impl Fn(&T) -> vigil_bus::Result<OutgoingMessage>,
+    encode: impl Fn(T) -> vigil_bus::Result<OutgoingMessage>,
 ) -> Result<Vec<vigil_bus::AckFuture>, ()> {
-    let mut pending = Vec::with_capacity(items.len());
+    let mut pending = Vec::new();
     for item in items {
         let sent = match encode(item) {
             Ok(message) => context.bus.publish(message).await,

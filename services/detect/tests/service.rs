@@ -13,8 +13,8 @@ use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage, Subscription};
 use vigil_detect::Config;
 use vigil_runtime::{Readiness, ServiceContext};
 use vigil_schema::{
-    Alert, AlertSource, Entities, Event, EventBatch, EventId, Fields, Level, Source, Stage,
-    TenantId,
+    Alert, AlertBatch, AlertSource, Entities, Event, EventBatch, EventId, Fields, Level, Source,
+    Stage, TenantId,
 };
 use vigil_store::{NewRule, OverrideRecord, Store};
 
@@ -146,11 +146,13 @@ impl Harness {
     /// Alerts until `quiet` passes without one.
     async fn alerts(&mut self, quiet: Duration) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        while let Ok(Some(Ok((alert, delivery)))) =
-            tokio::time::timeout(quiet, self.alerts.next_payload::<Alert>()).await
+        while let Ok(Some(Ok((batch, delivery)))) =
+            tokio::time::timeout(quiet, self.alerts.next_payload::<AlertBatch>()).await
         {
             delivery.ack().await.unwrap();
-            alerts.push(alert);
+            batch.validate().unwrap();
+            assert!(!batch.alerts.is_empty(), "an empty alert batch");
+            alerts.extend(batch.alerts);
         }
         alerts.sort_by(|a, b| (&a.tenant, &a.rule_id).cmp(&(&b.tenant, &b.rule_id)));
         alerts
