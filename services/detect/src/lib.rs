@@ -927,3 +927,83 @@ async fn await_acks(tenant: &TenantId, acks: Vec<vigil_bus::AckFuture>) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use vigil_schema::{AlertId, AlertSource, Entities, EventId, Level, MatchedField};
+
+    /// An alert whose matched value is `len` bytes that zstd cannot shrink much.
+    fn alert(tenant: &TenantId, n: u64, len: usize) -> Alert {
+        let mut state = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let value: String = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[(state % 36) as usize])
+            })
+            .collect();
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        Alert {
+            id: AlertId::derive(&[&n.to_le_bytes()]),
+            tenant: tenant.clone(),
+            source: AlertSource::Sigma,
+            rule_id: "rule".into(),
+            rule_title: "Rule".into(),
+            level: Level::High,
+            attack: Vec::new(),
+            event_ids: vec![EventId::derive(&[&n.to_le_bytes()])],
+            matched: vec![MatchedField {
+                field: "CommandLine".into(),
+                value,
+            }],
+            entities: Entities::default(),
+            intel: None,
+            event_time: now,
+            detected_time: now,
+        }
+    }
+
+    fn decoded(message: &OutgoingMessage) -> AlertBatch {
+        let payload = zstd::decode_all(&message.payload[..]).unwrap();
+        serde_json::from_slice(&payload).unwrap()
+    }
+
+    #[test]
+    fn a_batch_of_alerts_is_one_message_with_a_stable_id() {
+        let tenant = TenantId::new("acme").unwrap();
+        let alerts: Vec<Alert> = (0..600).map(|n| alert(&tenant, n, 40)).collect();
+        let messages = alert_messages(&tenant, alerts.clone()).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].subject.to_string(), "vigil.acme.alerts");
+        assert_eq!(decoded(&messages[0]).alerts, alerts);
+        let again = alert_messages(&tenant, alerts).unwrap();
+        assert_eq!(again[0].id, messages[0].id);
+        assert!(alert_messages(&tenant, Vec::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn alerts_past_the_message_limit_are_split_in_order() {
+        let tenant = TenantId::new("acme").unwrap();
+        // About 2.4 MB of JSON that compresses to about 1.5 MB.
+        let alerts: Vec<Alert> = (0..300).map(|n| alert(&tenant, n, 8_000)).collect();
+        let messages = alert_messages(&tenant, alerts.clone()).unwrap();
+        assert!(messages.len() >= 3, "{} messages", messages.len());
+        for message in &messages {
+            assert!(message.payload.len() <= MAX_ALERT_MESSAGE_BYTES);
+        }
+        let back: Vec<Alert> = messages
+            .iter()
+            .flat_map(|message| decoded(message).alerts)
+            .collect();
+        assert_eq!(back, alerts);
+        // One alert larger than the limit still goes, alone.
+        let huge = alert(&tenant, 1_000, MAX_ALERT_MESSAGE_BYTES * 2);
+        let messages = alert_messages(&tenant, vec![huge.clone(), alert(&tenant, 1, 10)]).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(decoded(&messages[0]).alerts, vec![huge]);
+    }
+}
