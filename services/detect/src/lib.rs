@@ -329,8 +329,8 @@ async fn watch_content(
 struct Evaluated {
     delivery: Delivery,
     tenant: TenantId,
-    /// The batch's alerts, encoded.
-    alerts: Vec<OutgoingMessage>,
+    /// The batch's alerts, being encoded on rayon's pool.
+    alerts: tokio::sync::oneshot::Receiver<vigil_bus::Result<Vec<OutgoingMessage>>>,
     /// How many alerts they hold.
     alert_count: usize,
     correlate: Vec<CorrelationBatch>,
@@ -386,39 +386,36 @@ async fn consume(
     result
 }
 
-/// The first stage, in three steps: this task takes batches and evaluates them (decoding,
-/// evaluating and encoding the alerts on the blocking pool, rayon across the batch); a second
-/// sends each batch's
-/// alerts and correlation batches; a third waits for their acknowledgements and then
-/// acknowledges the batch, in order. Evaluation continues while the bus acknowledges earlier
-/// batches' messages.
+/// The first stage, in four steps, each its own task: one takes batches and has them decoded;
+/// this one evaluates them (rayon across the batch's events); a third sends each batch's alerts,
+/// once encoded, and its correlation batches; a fourth waits for their acknowledgements and then
+/// acknowledges the batch, in order.
+///
+/// Decoding a batch and encoding its alerts are single jobs on rayon's pool, the pool that
+/// evaluates: they fill the pool's idle tail of the evaluation in progress instead of running
+/// between batches, and they never add threads to the two cores' worth that evaluation uses
+/// (a thread of the blocking pool beside rayon's made the service slower).
 async fn detect_events(
     context: &ServiceContext,
     config: &Config,
     content_rx: watch::Receiver<Arc<Content>>,
 ) -> Result<(), DetectError> {
-    let mut subscription = context.bus.subscribe(config.consumer()).await?;
-    let mut routers: HashMap<TenantId, TenantState> = HashMap::new();
+    let subscription = context.bus.subscribe(config.consumer()).await?;
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(1);
+    let decoder = tokio::spawn(decode_stage(context.clone(), subscription, decoded_tx));
     let (evaluated_tx, evaluated_rx) = tokio::sync::mpsc::channel::<Evaluated>(2);
     let publisher = tokio::spawn(publish_stage(context.clone(), evaluated_rx));
-    let mut result = Ok(());
-    loop {
-        let delivery = match next_delivery(context, &mut subscription).await {
-            Next::Delivery(delivery) => delivery,
-            Next::Shutdown => break,
-            Next::Closed => {
-                result = Err(DetectError::Bus(vigil_bus::BusError::Closed));
-                break;
-            }
-        };
-        let span = tracing::debug_span!("detect", tenant = %delivery.subject.tenant);
-        delivery.follow(&span);
+    let mut routers: HashMap<TenantId, TenantState> = HashMap::new();
+    // Until the decoder stops (shutdown, or the end of the subscription); batches it already
+    // decoded are still evaluated.
+    while let Some(decoded) = decoded_rx.recv().await {
         let content = content_rx.borrow().clone();
+        let span = decoded.span.clone();
         let evaluated = tracing::Instrument::instrument(
             evaluate(
                 &content,
                 &mut routers,
-                delivery,
+                decoded,
                 config.correlation_partitions,
             ),
             span,
@@ -430,11 +427,74 @@ async fn detect_events(
             break;
         }
     }
+    drop(decoded_rx);
+    let result = match decoder.await {
+        Ok(result) => result,
+        Err(err) => Err(DetectError::Stopped(format!(
+            "the event decoder failed: {err}"
+        ))),
+    };
     // Batches already evaluated are published and settled; the rest are redelivered.
     drop(evaluated_tx);
     let _ = publisher.await;
     tracing::debug!("detect consumer stopped");
     result
+}
+
+/// A batch taken and decoded, waiting to be evaluated.
+struct Decoded {
+    delivery: Delivery,
+    /// The batch's span, a child of its publisher's.
+    span: tracing::Span,
+    /// The batch, or why it can never be evaluated.
+    batch: Result<EventBatch, String>,
+}
+
+/// Runs `job` on rayon's pool and waits for it without blocking the runtime.
+async fn on_pool<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = done_tx.send(job());
+    });
+    // `None` only if the job panicked.
+    done_rx.await.ok()
+}
+
+/// Takes batches and has them decoded until shutdown or the end of the subscription.
+async fn decode_stage(
+    context: ServiceContext,
+    mut subscription: vigil_bus::Subscription,
+    decoded_tx: tokio::sync::mpsc::Sender<Decoded>,
+) -> Result<(), DetectError> {
+    loop {
+        let delivery = match next_delivery(&context, &mut subscription).await {
+            Next::Delivery(delivery) => delivery,
+            Next::Shutdown => return Ok(()),
+            Next::Closed => return Err(DetectError::Bus(vigil_bus::BusError::Closed)),
+        };
+        let span = tracing::debug_span!("detect", tenant = %delivery.subject.tenant);
+        delivery.follow(&span);
+        let decoded = on_pool(move || {
+            let batch = delivery
+                .decode::<EventBatch>()
+                .map_err(|err| err.to_string())
+                .and_then(|batch| batch.validate().map(|()| batch));
+            Decoded {
+                delivery,
+                span,
+                batch,
+            }
+        })
+        .await;
+        let Some(decoded) = decoded else {
+            // The delivery went with the job; it is redelivered after the ack wait.
+            tracing::warn!("decoding a batch failed");
+            continue;
+        };
+        if decoded_tx.send(decoded).await.is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// What a consumer loop gets next.
@@ -468,14 +528,31 @@ async fn next_delivery(
     }
 }
 
-/// Decodes and evaluates one batch; `None` when it was settled here (undecodable or refused).
+/// Evaluates one decoded batch and has its alerts encoded; `None` when it was settled here
+/// (undecodable or refused).
 async fn evaluate(
     content: &Arc<Content>,
     routers: &mut HashMap<TenantId, TenantState>,
-    delivery: Delivery,
+    decoded: Decoded,
     partitions: u32,
 ) -> Option<Evaluated> {
+    let Decoded {
+        delivery,
+        span,
+        batch,
+    } = decoded;
     let tenant = delivery.subject.tenant.clone();
+    let batch = match batch {
+        Ok(batch) => batch,
+        Err(reason) => {
+            // An undecodable batch, or one holding another tenant's event: it can never be
+            // evaluated; it goes to the dead-letter subject with the reason.
+            metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
+            tracing::debug!(%tenant, %reason, "event batch refused");
+            let _ = delivery.dead_letter("detect", &reason).await;
+            return None;
+        }
+    };
     let tenant_content = content.tenant(&tenant).cloned();
     let router = match routers.remove(&tenant) {
         Some(mut router) => {
@@ -486,17 +563,7 @@ async fn evaluate(
     };
     let content = Arc::clone(content);
     let batch_tenant = tenant.clone();
-    // The alerts carry this batch's trace context.
-    let span = tracing::Span::current();
     let evaluated = tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let batch = match delivery.decode::<EventBatch>() {
-            Ok(batch) => batch,
-            Err(err) => return (router, delivery, Err(err.to_string())),
-        };
-        if let Err(reason) = batch.validate() {
-            return (router, delivery, Err(reason));
-        }
         let result = evaluate_batch(
             &content,
             &batch_tenant,
@@ -507,50 +574,34 @@ async fn evaluate(
             time::OffsetDateTime::now_utc(),
         );
         metrics::counter!(metric_names::EVENTS).increment(batch.events.len() as u64);
-        let alert_count = result.alerts.len();
-        match alert_messages(&batch_tenant, result.alerts) {
-            Ok(alerts) => {
-                let evaluated = (alerts, alert_count, result.correlate, result.suppressed);
-                (router, delivery, Ok(evaluated))
-            }
-            // Alerts always encode as JSON; should compression ever fail, the batch is kept
-            // on the dead-letter subject with the reason rather than lost or retried forever.
-            Err(err) => (
-                router,
-                delivery,
-                Err(format!("cannot encode its alerts: {err}")),
-            ),
-        }
+        (router, result)
     })
     .await;
-    let (router, delivery, result) = match evaluated {
+    let (router, result) = match evaluated {
         Ok(done) => done,
         Err(err) => {
+            // The delivery is dropped unsettled and redelivered after the ack wait.
             tracing::warn!(%tenant, error = %err, "evaluating a batch failed");
             return None;
         }
     };
     routers.insert(tenant.clone(), router);
-    let result = match result {
-        Ok(result) => result,
-        Err(reason) => {
-            // An undecodable batch, or one holding another tenant's event: it can never be
-            // evaluated (or, should compression fail, its alerts never sent); it goes to the
-            // dead-letter subject with the reason.
-            metrics::counter!(metric_names::BATCHES_REFUSED).increment(1);
-            tracing::debug!(%tenant, %reason, "event batch refused");
-            let _ = delivery.dead_letter("detect", &reason).await;
-            return None;
-        }
-    };
-    let (alerts, alert_count, correlate, suppressed) = result;
-    metrics::counter!(metric_names::SUPPRESSED).increment(suppressed);
+    metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
+    let alert_count = result.alerts.len();
+    let (alerts_tx, alerts) = tokio::sync::oneshot::channel();
+    let (alerts_span, alerts_tenant) = (span.clone(), tenant.clone());
+    let raised = result.alerts;
+    rayon::spawn(move || {
+        // The alerts carry the batch's trace context.
+        let _entered = alerts_span.enter();
+        let _ = alerts_tx.send(alert_messages(&alerts_tenant, raised));
+    });
     Some(Evaluated {
         delivery,
         tenant,
         alerts,
         alert_count,
-        correlate,
+        correlate: result.correlate,
     })
 }
 
@@ -569,8 +620,19 @@ async fn publish_stage(
     let (sent_tx, sent_rx) = tokio::sync::mpsc::channel::<Sent>(8);
     let settler = tokio::spawn(settle_stage(sent_rx));
     while let Some(mut item) = evaluated_rx.recv().await {
-        let alerts = std::mem::take(&mut item.alerts);
-        let mut acks = send_alerts(&context, &item.tenant, alerts).await;
+        let mut acks = match (&mut item.alerts).await {
+            Ok(Ok(messages)) => send_alerts(&context, &item.tenant, messages).await,
+            // Alerts always encode as JSON; should compression ever fail, the batch is
+            // redelivered until it goes to the dead-letter subject.
+            Ok(Err(err)) => {
+                tracing::warn!(tenant = %item.tenant, error = %err, "encoding alerts failed, the batch will be redelivered");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!(tenant = %item.tenant, "encoding alerts failed, the batch will be redelivered");
+                Err(())
+            }
+        };
         if let Ok(pending) = &mut acks {
             match send_correlation_batches(&context, &item.tenant, &item.correlate).await {
                 Ok(more) => pending.extend(more),
