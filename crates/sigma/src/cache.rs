@@ -1,8 +1,9 @@
 //! The content-hashed rule cache: rules compiled once are kept as rsigma's IR (its versioned
 //! CBOR encoding), keyed by a SHA-256 of every rule file's path and content, rsigma's version,
-//! this format and the placeholders. A warm start reads the files (to hash them), decodes the IR
-//! and compiles it, skipping YAML parsing (about half of a cold load); files holding filters,
-//! correlations or rules that correlations name are parsed again, so those stay exact.
+//! this format and the placeholders. A warm start reads the files (to hash them) and decodes the
+//! IR, skipping YAML parsing (about half of a cold load); each partition's rules are compiled when
+//! its first record arrives. Files holding filters, correlations or rules that correlations name
+//! are parsed again, so those stay exact.
 //!
 //! A missing, unreadable, stale or corrupt cache file is never an error: the rules are loaded
 //! from source and the cache rewritten (atomically, through a temporary file and a rename).
@@ -16,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::{
-    Extras, LoadOptions, ParsedFile, Partition, RuleInfo, RuleLogsource, RuleSet, parse_text,
+    Extras, LoadOptions, ParsedFile, Partition, Pending, RuleInfo, RuleLogsource, RuleSet,
+    parse_text,
 };
 use crate::mapping::Mappings;
 use crate::{RuleCheck, SigmaError};
@@ -173,18 +175,15 @@ fn warm(
         .partitions
         .into_par_iter()
         .map(|cached| {
+            // Decoded now, so a damaged cache falls back to the rule files; compiled when the
+            // partition's first record arrives.
             let irs = rsigma_ir::decode_rules(&cached.ir).ok()?;
-            let compiled = irs
-                .iter()
-                .map(rsigma_eval::compile_to_compiled)
-                .collect::<Result<Vec<_>, _>>()
-                .ok()?;
             let rules = cached
                 .rules
                 .into_iter()
                 .map(|info| (info.id.clone(), Arc::new(info)))
                 .collect();
-            Some(Partition::new(cached.logsource, rules, compiled))
+            Some(Partition::new(cached.logsource, rules, Pending::Ir(irs)))
         })
         .collect::<Option<Vec<_>>>()?;
     let mut extras = Extras::default();

@@ -1,7 +1,8 @@
 //! `vigil hunt`: SigmaHQ rules over EVTX and JSON files, offline, on every core.
 //!
-//! EVTX chunks are parsed in parallel by the `evtx` crate and each record is evaluated on the
-//! thread that parsed it; JSON documents are evaluated in parallel too. Hits come out in file
+//! Files are read in parallel, a window of them at a time. EVTX chunks are parsed in parallel by
+//! the `evtx` crate and each record is evaluated on the thread that parsed it; JSON documents
+//! are evaluated in parallel too. Hits come out in file
 //! order, then record order, then rule id, so two runs print the same thing. The summary goes to
 //! stderr, so stdout holds only hits.
 
@@ -184,83 +185,94 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
     let mut counts: BTreeMap<String, (String, u64)> = BTreeMap::new();
     // Correlations see records in file order, then record order, at each record's own time.
     let mut correlator = rules.correlator();
-    for (path, kind) in &files {
-        summary.files += 1;
-        if let Some(bar) = &progress {
-            bar.set_message(path.display().to_string());
-        }
-        let shown = path.display().to_string();
-        let correlate = !correlator.is_empty();
-        let records = match kind {
-            InputKind::Evtx => evtx_records(path, &rules, correlate),
-            InputKind::Json => json_records(path, &rules, correlate),
-            InputKind::Syslog => syslog_records(path, &rules, correlate),
+    let correlate = !correlator.is_empty();
+    // Files are read and evaluated a window at a time, the window's files in parallel (many
+    // small files keep every core busy, and the logsources they meet build their evaluators at
+    // the same time); what they give is reported in file order.
+    for window in windows(&files, WINDOW_FILES, WINDOW_BYTES) {
+        let read: Vec<_> = match window {
+            // Alone, a file has every core: the `evtx` crate parses its chunks on rayon's pool.
+            [(path, kind)] => vec![read_file(path, *kind, &rules, 0, correlate)],
+            // Side by side, each EVTX file is parsed on its own thread: the `evtx` crate waits
+            // for its chunks outside rayon, so pool threads waiting on each other's chunks
+            // could deadlock.
+            _ => window
+                .par_iter()
+                .map(|(path, kind)| read_file(path, *kind, &rules, 1, correlate))
+                .collect(),
         };
-        let records = match records {
-            Ok(records) => records,
-            Err(reason) => {
-                summary.unreadable += 1;
-                push_reason(&mut summary, format!("{shown}: {reason}"));
-                continue;
+        for ((path, _), records) in window.iter().zip(read) {
+            summary.files += 1;
+            if let Some(bar) = &progress {
+                bar.set_message(path.display().to_string());
             }
-        };
-        for record in records {
-            let RecordResult {
-                record,
-                record_id,
-                timestamp,
-                computer,
-                detections,
-                error,
-            } = record;
-            if let Some(reason) = error {
-                summary.unreadable += 1;
-                push_reason(&mut summary, format!("{shown}: {reason}"));
-                continue;
-            }
-            summary.records += 1;
-            for detection in &detections {
-                if detection.rule.level < options.min_level {
+            let shown = path.display().to_string();
+            let records = match records {
+                Ok(records) => records,
+                Err(reason) => {
+                    summary.unreadable += 1;
+                    push_reason(&mut summary, format!("{shown}: {reason}"));
                     continue;
                 }
-                *summary
-                    .hits_by_level
-                    .entry(detection.rule.level)
-                    .or_default() += 1;
-                let entry = counts
-                    .entry(detection.rule.id.clone())
-                    .or_insert_with(|| (detection.rule.title.clone(), 0));
-                entry.1 += 1;
-                writer.write(&to_hit(
-                    detection, &shown, &record_id, &timestamp, &computer,
-                ))?;
-            }
-            if let Some(record) = &record
-                && let Some(at) = timestamp.as_deref().and_then(epoch_seconds)
-            {
-                // Named only when a correlation counts it: `PATH#RECORD_ID`.
-                let id = detections
-                    .iter()
-                    .any(|detection| correlator.is_fed_by(&detection.rule.id))
-                    .then(|| {
-                        let record = record_id.as_ref().map(value_text).unwrap_or_default();
-                        format!("{shown}#{record}")
-                    });
-                for hit in correlator.observe(record, &detections, at, id.as_deref()) {
-                    if hit.rule.level < options.min_level {
+            };
+            for record in records {
+                let RecordResult {
+                    record,
+                    record_id,
+                    timestamp,
+                    computer,
+                    detections,
+                    error,
+                } = record;
+                if let Some(reason) = error {
+                    summary.unreadable += 1;
+                    push_reason(&mut summary, format!("{shown}: {reason}"));
+                    continue;
+                }
+                summary.records += 1;
+                for detection in &detections {
+                    if detection.rule.level < options.min_level {
                         continue;
                     }
-                    *summary.hits_by_level.entry(hit.rule.level).or_default() += 1;
+                    *summary
+                        .hits_by_level
+                        .entry(detection.rule.level)
+                        .or_default() += 1;
                     let entry = counts
-                        .entry(hit.rule.id.clone())
-                        .or_insert_with(|| (hit.rule.title.clone(), 0));
+                        .entry(detection.rule.id.clone())
+                        .or_insert_with(|| (detection.rule.title.clone(), 0));
                     entry.1 += 1;
-                    writer.write(&correlation_hit(&hit, &shown, &record_id, &timestamp))?;
+                    writer.write(&to_hit(
+                        detection, &shown, &record_id, &timestamp, &computer,
+                    ))?;
+                }
+                if let Some(record) = &record
+                    && let Some(at) = timestamp.as_deref().and_then(epoch_seconds)
+                {
+                    // Named only when a correlation counts it: `PATH#RECORD_ID`.
+                    let id = detections
+                        .iter()
+                        .any(|detection| correlator.is_fed_by(&detection.rule.id))
+                        .then(|| {
+                            let record = record_id.as_ref().map(value_text).unwrap_or_default();
+                            format!("{shown}#{record}")
+                        });
+                    for hit in correlator.observe(record, &detections, at, id.as_deref()) {
+                        if hit.rule.level < options.min_level {
+                            continue;
+                        }
+                        *summary.hits_by_level.entry(hit.rule.level).or_default() += 1;
+                        let entry = counts
+                            .entry(hit.rule.id.clone())
+                            .or_insert_with(|| (hit.rule.title.clone(), 0));
+                        entry.1 += 1;
+                        writer.write(&correlation_hit(&hit, &shown, &record_id, &timestamp))?;
+                    }
                 }
             }
-        }
-        if let Some(bar) = &progress {
-            bar.inc(file_size(path));
+            if let Some(bar) = &progress {
+                bar.inc(file_size(path));
+            }
         }
     }
     writer.finish()?;
@@ -276,6 +288,35 @@ pub fn hunt(options: &HuntOptions, out: &mut dyn Write) -> Result<HuntSummary, S
     summary.top_rules = top;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// At most this many files, or this many bytes of them, are read at once: a window's results
+/// (detections, record ids and times; records only when correlations need them) are held until
+/// it is reported.
+const WINDOW_FILES: usize = 64;
+const WINDOW_BYTES: u64 = 64 << 20;
+
+/// Consecutive runs of `files` of at most `max_files` files and `max_bytes` bytes (a larger file
+/// is a window of its own, and is parsed in parallel inside).
+fn windows(
+    files: &[(PathBuf, InputKind)],
+    max_files: usize,
+    max_bytes: u64,
+) -> Vec<&[(PathBuf, InputKind)]> {
+    let mut windows = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, (path, _)) in files.iter().enumerate() {
+        let size = file_size(path);
+        if index > start && (index - start == max_files || bytes + size > max_bytes) {
+            windows.push(&files[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < files.len() {
+        windows.push(&files[start..]);
+    }
+    windows
 }
 
 fn push_reason(summary: &mut HuntSummary, reason: String) {
@@ -328,13 +369,29 @@ fn evaluate(
     }
 }
 
+/// One file's records, evaluated. `evtx_threads` as [`source::scan_evtx`] takes it.
+fn read_file(
+    path: &Path,
+    kind: InputKind,
+    rules: &Arc<RuleSet>,
+    evtx_threads: usize,
+    correlate: bool,
+) -> Result<Vec<RecordResult>, String> {
+    match kind {
+        InputKind::Evtx => evtx_records(path, rules, evtx_threads, correlate),
+        InputKind::Json => json_records(path, rules, correlate),
+        InputKind::Syslog => syslog_records(path, rules, correlate),
+    }
+}
+
 fn evtx_records(
     path: &Path,
     rules: &Arc<RuleSet>,
+    threads: usize,
     correlate: bool,
 ) -> Result<Vec<RecordResult>, String> {
     let rules = Arc::clone(rules);
-    let records = source::scan_evtx(path, 0, move |record| match record {
+    let records = source::scan_evtx(path, threads, move |record| match record {
         // The record's own EventRecordID and TimeCreated; the chunk header's numbers are the
         // fallback (they differ in exported or filtered logs).
         Ok(record) => {
@@ -651,4 +708,37 @@ pub fn render_summary(summary: &HuntSummary) -> String {
         out.push_str(&format!("\nunreadable: {reason}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_keep_file_order_within_their_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [10usize, 10, 10, 50, 5, 5, 5, 5, 5];
+        let files: Vec<(PathBuf, InputKind)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(index, size)| {
+                let path = dir.path().join(format!("{index}.json"));
+                std::fs::write(&path, vec![b' '; *size]).unwrap();
+                (path, InputKind::Json)
+            })
+            .collect();
+        let lengths: Vec<usize> = windows(&files, 3, 25).iter().map(|w| w.len()).collect();
+        // 10+10 (a third would pass 25 bytes), 10, 50 alone, then 5+5+5 (three files), 5+5.
+        assert_eq!(lengths, [2, 1, 1, 3, 2]);
+        let flattened: Vec<&PathBuf> = windows(&files, 3, 25)
+            .into_iter()
+            .flatten()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(
+            flattened,
+            files.iter().map(|(path, _)| path).collect::<Vec<_>>()
+        );
+        assert!(windows(&[], 3, 25).is_empty());
+    }
 }
