@@ -200,6 +200,9 @@ pub(crate) struct Partition {
     evaluator: std::sync::OnceLock<Evaluator>,
 }
 
+/// Partitions with at least this many rules from the cache are compiled on several threads.
+const PARALLEL_COMPILE_RULES: usize = 64;
+
 /// A partition's rules before its evaluator is built.
 pub(crate) enum Pending {
     /// Compiled at load (which validated them).
@@ -214,12 +217,40 @@ impl Pending {
     fn compile(self) -> Vec<rsigma_eval::CompiledRule> {
         match self {
             Self::Compiled(rules) => rules,
-            Self::Ir(irs) => irs
-                .iter()
+            Self::Ir(irs) => {
                 // The same IR compiled when the cache was written; a rule that no longer
                 // compiles cannot occur, and would only be left out.
-                .filter_map(|ir| rsigma_eval::compile_to_compiled(ir).ok())
-                .collect(),
+                let compile = |irs: &[rsigma_ir::IrRule]| -> Vec<rsigma_eval::CompiledRule> {
+                    irs.iter()
+                        .filter_map(|ir| rsigma_eval::compile_to_compiled(ir).ok())
+                        .collect()
+                };
+                // Whoever needs the partition waits for this, often with the other cores
+                // waiting on it too: compile on plain threads, one per core. Not on rayon: a
+                // rayon thread waiting for its share could take up a job that needs this same
+                // partition, and wait on itself.
+                let threads = std::thread::available_parallelism().map_or(1, usize::from);
+                if threads < 2 || irs.len() < PARALLEL_COMPILE_RULES {
+                    return compile(&irs);
+                }
+                let chunk = irs.len().div_ceil(threads);
+                std::thread::scope(|scope| {
+                    let mut chunks = irs.chunks(chunk);
+                    let first = chunks.next().unwrap_or_default();
+                    let others: Vec<_> = chunks
+                        .map(|irs| scope.spawn(move || compile(irs)))
+                        .collect();
+                    let mut rules = compile(first);
+                    for other in others {
+                        // A panic inside rsigma's compiler is passed on as it would be inline.
+                        match other.join() {
+                            Ok(more) => rules.extend(more),
+                            Err(panic) => std::panic::resume_unwind(panic),
+                        }
+                    }
+                    rules
+                })
+            }
         }
     }
 }
