@@ -2,9 +2,8 @@
 //!
 //! Files are read in parallel, a window of them at a time. EVTX chunks are parsed in parallel by
 //! the `evtx` crate and each record is evaluated on the thread that parsed it; JSON documents
-//! are evaluated in parallel too. Hits come out in file
-//! order, then record order, then rule id, so two runs print the same thing. The summary goes to
-//! stderr, so stdout holds only hits.
+//! are evaluated in parallel too. Hits come out in file order, then record order, then rule id,
+//! so two runs print the same thing. The summary goes to stderr, so stdout holds only hits.
 
 use std::collections::BTreeMap;
 use std::io::Write;

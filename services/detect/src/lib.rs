@@ -450,14 +450,16 @@ struct Decoded {
     batch: Result<EventBatch, String>,
 }
 
-/// Runs `job` on rayon's pool and waits for it without blocking the runtime.
-async fn on_pool<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+/// Runs `job` on rayon's pool; its result arrives on the receiver, which is closed empty only
+/// if the job panicked. Awaiting it does not block the runtime.
+fn on_pool<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         let _ = done_tx.send(job());
     });
-    // `None` only if the job panicked.
-    done_rx.await.ok()
+    done_rx
 }
 
 /// Takes batches and has them decoded until shutdown or the end of the subscription.
@@ -486,7 +488,7 @@ async fn decode_stage(
             }
         })
         .await;
-        let Some(decoded) = decoded else {
+        let Ok(decoded) = decoded else {
             // The delivery went with the job; it is redelivered after the ack wait.
             tracing::warn!("decoding a batch failed");
             continue;
@@ -588,13 +590,11 @@ async fn evaluate(
     routers.insert(tenant.clone(), router);
     metrics::counter!(metric_names::SUPPRESSED).increment(result.suppressed);
     let alert_count = result.alerts.len();
-    let (alerts_tx, alerts) = tokio::sync::oneshot::channel();
-    let (alerts_span, alerts_tenant) = (span.clone(), tenant.clone());
-    let raised = result.alerts;
-    rayon::spawn(move || {
+    let (alerts_tenant, raised) = (tenant.clone(), result.alerts);
+    let alerts = on_pool(move || {
         // The alerts carry the batch's trace context.
-        let _entered = alerts_span.enter();
-        let _ = alerts_tx.send(alert_messages(&alerts_tenant, raised));
+        let _entered = span.enter();
+        alert_messages(&alerts_tenant, raised)
     });
     Some(Evaluated {
         delivery,
@@ -622,14 +622,14 @@ async fn publish_stage(
     while let Some(mut item) = evaluated_rx.recv().await {
         let mut acks = match (&mut item.alerts).await {
             Ok(Ok(messages)) => send_alerts(&context, &item.tenant, messages).await,
-            // Alerts always encode as JSON; should compression ever fail, the batch is
-            // redelivered until it goes to the dead-letter subject.
-            Ok(Err(err)) => {
-                tracing::warn!(tenant = %item.tenant, error = %err, "encoding alerts failed, the batch will be redelivered");
-                Err(())
-            }
-            Err(_) => {
-                tracing::warn!(tenant = %item.tenant, "encoding alerts failed, the batch will be redelivered");
+            // Alerts always encode as JSON; should compression ever fail (or the job panic),
+            // the batch is redelivered until it goes to the dead-letter subject.
+            failed => {
+                let error = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "the encoding job panicked".to_owned(),
+                };
+                tracing::warn!(tenant = %item.tenant, %error, "encoding alerts failed, the batch will be redelivered");
                 Err(())
             }
         };
