@@ -12,6 +12,10 @@ use std::time::Instant;
 #[path = "../benches/support/mod.rs"]
 mod support;
 
+// The `vigil` binary's allocator: measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let sigma = PathBuf::from(args.next().unwrap());
