@@ -264,9 +264,13 @@ struct Evaluator {
 }
 
 impl Evaluator {
-    fn evaluate<E: rsigma_eval::Event>(&self, event: &E) -> Vec<rsigma_eval::EvaluationResult> {
+    fn evaluate<E: rsigma_eval::Event>(
+        &self,
+        event: &E,
+        record: &mut crate::gate::RecordScan,
+    ) -> Vec<rsigma_eval::EvaluationResult> {
         self.gate
-            .select(event)
+            .select(event, record)
             .into_iter()
             .filter_map(|index| self.rules.get(index as usize))
             .filter_map(|rule| rsigma_eval::evaluate_rule(rule, event))
@@ -669,12 +673,13 @@ impl RuleSet {
         view: impl Fn(Option<&'a Renames>) -> E,
     ) -> Vec<Detection> {
         let mut detections = Vec::new();
+        let mut record = crate::gate::RecordScan::default();
         for target in targets {
             let partition = &self.partitions[target.partition];
             let view = view(target.renames.as_deref());
             let evaluator = partition.evaluator();
             let results = match mode {
-                Mode::Gated => evaluator.evaluate(&view),
+                Mode::Gated => evaluator.evaluate(&view, &mut record),
                 Mode::Unfiltered => evaluator.evaluate_unfiltered(&view),
             };
             for result in results {

@@ -227,8 +227,16 @@ struct Scratch {
     seen: Vec<bool>,
     /// A value folded for comparison.
     text: String,
-    /// The record's strings joined for the keyword scan.
+    /// The record's strings joined for the keyword scan, ASCII lowercased.
     joined: String,
+}
+
+/// What the gates of the partitions one record meets share: its keyword strings are joined once.
+/// One per record; a new record needs a new one.
+#[derive(Default)]
+pub(crate) struct RecordScan {
+    /// Whether the thread's [`Scratch::joined`] holds this record's strings.
+    joined: bool,
 }
 
 thread_local! {
@@ -1054,15 +1062,20 @@ impl Gate {
     }
 
     /// The indexes of the rules that may match `event`, ascending.
-    pub(crate) fn select<E: Event>(&self, event: &E) -> Vec<u32> {
+    pub(crate) fn select<E: Event>(&self, event: &E, record: &mut RecordScan) -> Vec<u32> {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.select_with(event, &mut scratch),
+            Ok(mut scratch) => self.select_with(event, &mut scratch, record),
             // Not reached (selection never nests); correct anyway.
-            Err(_) => self.select_with(event, &mut Scratch::default()),
+            Err(_) => self.select_with(event, &mut Scratch::default(), &mut RecordScan::default()),
         })
     }
 
-    fn select_with<E: Event>(&self, event: &E, scratch: &mut Scratch) -> Vec<u32> {
+    fn select_with<E: Event>(
+        &self,
+        event: &E,
+        scratch: &mut Scratch,
+        record: &mut RecordScan,
+    ) -> Vec<u32> {
         let Scratch {
             hits,
             probe,
@@ -1115,16 +1128,20 @@ impl Gate {
         if let Some(keywords) = &self.keywords {
             // One scan over the strings joined by a byte no needle contains: a needle cannot
             // span two strings, and the automaton is entered once per record, not per string.
-            joined.clear();
-            let cell = RefCell::new((&mut *joined, &mut *folded));
-            event.any_string_value(&|text| {
-                let (joined, folded) = &mut *cell.borrow_mut();
-                joined.push_str(fold_value(text, false, folded));
-                joined.push(SEPARATOR);
-                false
-            });
-            if keywords.wants_lowercase() {
+            // The strings are the record's whatever its logsource, so they are joined once for
+            // every partition the record meets.
+            if !record.joined {
+                joined.clear();
+                let cell = RefCell::new((&mut *joined, &mut *folded));
+                event.any_string_value(&|text| {
+                    let (joined, folded) = &mut *cell.borrow_mut();
+                    joined.push_str(fold_value(text, false, folded));
+                    joined.push(SEPARATOR);
+                    false
+                });
+                // Teddy compares bytes; the automaton ignores ASCII case anyway.
                 joined.make_ascii_lowercase();
+                record.joined = true;
             }
             keywords.mark(joined, hits);
         }
@@ -1295,13 +1312,13 @@ mod tests {
     }
 
     fn selected(gate: &Gate, event: serde_json::Value) -> Vec<u32> {
-        gate.select(&JsonEvent::borrow(&event))
+        gate.select(&JsonEvent::borrow(&event), &mut RecordScan::default())
     }
 
     /// The gate never drops a rule rsigma would match.
     fn assert_sound(gate: &Gate, rules: &[CompiledRule], event: serde_json::Value) {
         let view = JsonEvent::borrow(&event);
-        let chosen = gate.select(&view);
+        let chosen = gate.select(&view, &mut RecordScan::default());
         for (index, rule) in rules.iter().enumerate() {
             if rsigma_eval::evaluate_rule(rule, &view).is_some() {
                 assert!(
