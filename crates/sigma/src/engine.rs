@@ -267,7 +267,7 @@ impl Evaluator {
     fn evaluate<E: rsigma_eval::Event>(
         &self,
         event: &E,
-        record: &mut crate::gate::RecordScan,
+        record: &crate::gate::RecordScan,
     ) -> Vec<rsigma_eval::EvaluationResult> {
         self.gate
             .select(event, record)
@@ -673,13 +673,13 @@ impl RuleSet {
         view: impl Fn(Option<&'a Renames>) -> E,
     ) -> Vec<Detection> {
         let mut detections = Vec::new();
-        let mut record = crate::gate::RecordScan::default();
+        let record = crate::gate::RecordScan::new();
         for target in targets {
             let partition = &self.partitions[target.partition];
             let view = view(target.renames.as_deref());
             let evaluator = partition.evaluator();
             let results = match mode {
-                Mode::Gated => evaluator.evaluate(&view, &mut record),
+                Mode::Gated => evaluator.evaluate(&view, &record),
                 Mode::Unfiltered => evaluator.evaluate_unfiltered(&view),
             };
             for result in results {

@@ -229,14 +229,25 @@ struct Scratch {
     text: String,
     /// The record's strings joined for the keyword scan, ASCII lowercased.
     joined: String,
+    /// The [`RecordScan`] whose record `joined` holds (0: none).
+    joined_for: u64,
 }
 
 /// What the gates of the partitions one record meets share: its keyword strings are joined once.
-/// One per record; a new record needs a new one.
-#[derive(Default)]
+/// One per record. Each has its own id, so a thread's buffers are reused only for the record
+/// that filled them, whatever else ran on the thread in between (a rayon thread waiting on a
+/// partition's first build can take up another record).
 pub(crate) struct RecordScan {
-    /// Whether the thread's [`Scratch::joined`] holds this record's strings.
-    joined: bool,
+    id: u64,
+}
+
+impl RecordScan {
+    pub(crate) fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 thread_local! {
@@ -1062,11 +1073,11 @@ impl Gate {
     }
 
     /// The indexes of the rules that may match `event`, ascending.
-    pub(crate) fn select<E: Event>(&self, event: &E, record: &mut RecordScan) -> Vec<u32> {
+    pub(crate) fn select<E: Event>(&self, event: &E, record: &RecordScan) -> Vec<u32> {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => self.select_with(event, &mut scratch, record),
             // Not reached (selection never nests); correct anyway.
-            Err(_) => self.select_with(event, &mut Scratch::default(), &mut RecordScan::default()),
+            Err(_) => self.select_with(event, &mut Scratch::default(), record),
         })
     }
 
@@ -1074,7 +1085,7 @@ impl Gate {
         &self,
         event: &E,
         scratch: &mut Scratch,
-        record: &mut RecordScan,
+        record: &RecordScan,
     ) -> Vec<u32> {
         let Scratch {
             hits,
@@ -1082,6 +1093,7 @@ impl Gate {
             seen,
             text: folded,
             joined,
+            joined_for,
         } = scratch;
         hits.reset(self.atoms);
         // The fields the record can have, by its keys (`Event::visit_top_level_keys` names every
@@ -1130,7 +1142,7 @@ impl Gate {
             // span two strings, and the automaton is entered once per record, not per string.
             // The strings are the record's whatever its logsource, so they are joined once for
             // every partition the record meets.
-            if !record.joined {
+            if *joined_for != record.id {
                 joined.clear();
                 let cell = RefCell::new((&mut *joined, &mut *folded));
                 event.any_string_value(&|text| {
@@ -1141,7 +1153,7 @@ impl Gate {
                 });
                 // Teddy compares bytes; the automaton ignores ASCII case anyway.
                 joined.make_ascii_lowercase();
-                record.joined = true;
+                *joined_for = record.id;
             }
             keywords.mark(joined, hits);
         }
@@ -1312,13 +1324,13 @@ mod tests {
     }
 
     fn selected(gate: &Gate, event: serde_json::Value) -> Vec<u32> {
-        gate.select(&JsonEvent::borrow(&event), &mut RecordScan::default())
+        gate.select(&JsonEvent::borrow(&event), &RecordScan::new())
     }
 
     /// The gate never drops a rule rsigma would match.
     fn assert_sound(gate: &Gate, rules: &[CompiledRule], event: serde_json::Value) {
         let view = JsonEvent::borrow(&event);
-        let chosen = gate.select(&view, &mut RecordScan::default());
+        let chosen = gate.select(&view, &RecordScan::new());
         for (index, rule) in rules.iter().enumerate() {
             if rsigma_eval::evaluate_rule(rule, &view).is_some() {
                 assert!(
@@ -1501,6 +1513,30 @@ detection:
         ] {
             assert_sound(&gate, &rules, event);
         }
+    }
+
+    #[test]
+    fn a_records_joined_strings_serve_only_that_record() {
+        let (gate, _) = gate(
+            r#"
+title: Keywords
+logsource: {product: linux, service: auth}
+detection:
+    keywords:
+        - 'Failed password'
+    condition: keywords
+"#,
+        );
+        let hit = json!({"message": "Failed password for root"});
+        let miss = json!({"message": "Accepted password for root"});
+        let first = RecordScan::new();
+        assert_eq!(gate.select(&JsonEvent::borrow(&hit), &first), vec![0]);
+        assert!(
+            gate.select(&JsonEvent::borrow(&miss), &RecordScan::new())
+                .is_empty()
+        );
+        // The first record again, after another filled the thread's buffers.
+        assert_eq!(gate.select(&JsonEvent::borrow(&hit), &first), vec![0]);
     }
 
     #[test]
