@@ -26,4 +26,8 @@ impl FlatRecord for EventFields<'_> {
             visit(key, flat(value));
         }
     }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.0.index_of(key)
+    }
 }

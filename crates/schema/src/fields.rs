@@ -234,6 +234,13 @@ impl Fields {
             .map(|index| &self.entries[index].1)
     }
 
+    /// Where the field `key` comes in [`Fields::iter`]'s order, if there is one: the same
+    /// search as [`Fields::get`].
+    #[inline]
+    pub fn index_of(&self, key: &str) -> Option<usize> {
+        self.position(key_hash(key), key).ok()
+    }
+
     /// Looks a field up and returns it if it is a string.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(FieldValue::as_str)
@@ -681,6 +688,16 @@ mod tests {
         );
         let tags = fields.get("tags").unwrap();
         assert!(matches!(tags, FieldValue::Array(items) if items.len() == 2));
+    }
+
+    #[test]
+    fn index_of_names_a_keys_place_in_iteration_order() {
+        let fields = Fields::from_json(windows_event());
+        for (at, (key, _)) in fields.iter().enumerate() {
+            assert_eq!(fields.index_of(key), Some(at), "{key}");
+        }
+        assert_eq!(fields.index_of("missing"), None);
+        assert_eq!(fields.index_of("Event"), None);
     }
 
     #[test]

@@ -8,7 +8,12 @@
 use std::borrow::Cow;
 
 use rsigma_eval::{Event, EventValue};
-use rustc_hash::FxHashMap;
+use std::cell::RefCell;
+use std::hash::Hasher;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use rustc_hash::{FxHashMap, FxHasher};
 use serde_json::Value;
 
 use crate::engine::RecordMeta;
@@ -79,8 +84,23 @@ impl FlatValue<'_> {
 
 /// A record with flat, dotted keys.
 pub trait FlatRecord {
-    /// Calls `visit` with every (dotted key, value).
+    /// Calls `visit` with every (dotted key, value), in the same order on every call.
     fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>));
+
+    /// Where `key` comes in [`FlatRecord::for_each`]'s order, if the record has it. The default
+    /// walks the record; a record that keeps an index of its keys should answer from it, since
+    /// every field lookup of classification and detection comes here.
+    fn position(&self, key: &str) -> Option<usize> {
+        let mut found = None;
+        let mut index = 0;
+        self.for_each(&mut |have, _| {
+            if found.is_none() && have == key {
+                found = Some(index);
+            }
+            index += 1;
+        });
+        found
+    }
 }
 
 /// What ingest records about a record, from one classification.
@@ -120,51 +140,78 @@ impl Mappings {
     }
 }
 
-/// A flat record's entries sorted by key, for path probes.
+/// A flat record's entries in the record's own order, found by key through
+/// [`FlatRecord::position`]. Nothing is sorted per record: a normalized event already keeps an
+/// index of its keys.
 pub(crate) struct FlatEntries<'a> {
+    record: &'a dyn FlatRecord,
     entries: Vec<(&'a str, FlatValue<'a>)>,
+    /// A hash of the keys in order, under which their [`Layout`] is kept.
+    fingerprint: u64,
 }
 
 impl<'a> FlatEntries<'a> {
-    pub(crate) fn new(record: &'a impl FlatRecord) -> Self {
+    pub(crate) fn new(record: &'a dyn FlatRecord) -> Self {
         let mut entries = Vec::new();
-        record.for_each(&mut |key, value| entries.push((key, value)));
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        Self { entries }
+        let mut hasher = FxHasher::default();
+        record.for_each(&mut |key, value| {
+            hasher.write(key.as_bytes());
+            hasher.write_u8(0xff);
+            entries.push((key, value));
+        });
+        Self {
+            record,
+            entries,
+            fingerprint: hasher.finish(),
+        }
+    }
+
+    /// Where `key` is in `entries`.
+    fn index(&self, key: &str) -> Option<usize> {
+        let index = self.record.position(key)?;
+        // A position that does not name `key` is not trusted (a record's `position` and
+        // `for_each` disagreeing must not hand out another field's value).
+        (self.entries.get(index)?.0 == key).then_some(index)
     }
 
     fn get(&self, key: &str) -> Option<&FlatValue<'a>> {
-        self.entries
-            .binary_search_by(|(have, _)| (*have).cmp(key))
-            .ok()
-            .map(|index| &self.entries[index].1)
+        self.index(key).map(|index| &self.entries[index].1)
     }
 
-    /// The value at `path`, or at `path.#text` (an element with attributes, flattened).
-    fn value(&self, path: &Path) -> Option<&FlatValue<'a>> {
+    /// Where the value at `path` is, or at `path.#text` (an element with attributes,
+    /// flattened). With a wildcard, the smallest key that matches, so the choice does not
+    /// depend on the order the record keeps.
+    fn path_index(&self, path: &Path) -> Option<usize> {
         if path.has_wildcard() {
             return self
                 .entries
                 .iter()
-                .find(|(key, _)| path.matches_flat(key) || path.matches_flat_text(key))
-                .map(|(_, value)| value);
+                .enumerate()
+                .filter(|(_, (key, _))| path.matches_flat(key) || path.matches_flat_text(key))
+                .min_by(|(_, a), (_, b)| a.0.cmp(b.0))
+                .map(|(index, _)| index);
         }
-        // Sorted keys put `path` first and `path.#text` after any `path.#attributes...`; look
-        // through the keys under `path` without building the `.#text` key.
-        let full = path.full();
-        let start = self.entries.partition_point(|(key, _)| *key < full);
-        let mut text = None;
-        for (key, value) in &self.entries[start..] {
-            let Some(rest) = key.strip_prefix(full) else {
-                break;
-            };
-            match rest {
-                "" => return Some(value),
-                ".#text" => text = Some(value),
-                _ => {}
-            }
-        }
-        text
+        self.index(path.full())
+            .or_else(|| self.index(path.flat_text_key()))
+    }
+
+    /// The value at `path`, or at `path.#text`.
+    fn value(&self, path: &Path) -> Option<&FlatValue<'a>> {
+        self.path_index(path).map(|index| &self.entries[index].1)
+    }
+
+    /// Sigma field `name` directly under `container` (with `text`, also as `name.#text`): of
+    /// several, the smallest key.
+    fn in_container(&self, container: &Path, name: &str, text: bool) -> Option<&FlatValue<'a>> {
+        self.entries
+            .iter()
+            .filter(|(key, _)| {
+                container.strip_flat_prefix(key).is_some_and(|rest| {
+                    rest == name || (text && rest.strip_suffix(".#text") == Some(name))
+                })
+            })
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(_, value)| value)
     }
 
     /// Sigma field `name` as the record's shape places it (its path, then its containers),
@@ -174,12 +221,10 @@ impl<'a> FlatEntries<'a> {
             if let Some(value) = shape.fields.get(name).and_then(|path| self.value(path)) {
                 return Some(value);
             }
-            let in_container = shape.containers.iter().find_map(|container| {
-                self.entries.iter().find_map(|(key, value)| {
-                    let rest = container.strip_flat_prefix(key)?;
-                    (rest.strip_suffix(".#text").unwrap_or(rest) == name).then_some(value)
-                })
-            });
+            let in_container = shape
+                .containers
+                .iter()
+                .find_map(|container| self.in_container(container, name, true));
             if in_container.is_some() {
                 return in_container;
             }
@@ -197,49 +242,146 @@ impl<'a> FlatEntries<'a> {
                 .any(|(key, _)| path.is_prefix_of_flat(key));
         }
         let full = path.full();
-        let start = self.entries.partition_point(|(key, _)| *key < full);
-        self.entries[start..].first().is_some_and(|(key, _)| {
-            *key == full || (key.starts_with(full) && key.as_bytes().get(full.len()) == Some(&b'.'))
-        })
+        self.index(full).is_some()
+            || self.entries.iter().any(|(key, _)| {
+                key.as_bytes().get(full.len()) == Some(&b'.') && key.starts_with(full)
+            })
     }
 }
 
-/// Sigma name -> value for a flat record of a known shape.
+/// Sigma name -> value for a flat record of a known shape, through the [`Layout`] of its keys.
 pub(crate) struct FlatIndex<'a> {
-    names: FxHashMap<&'a str, &'a FlatValue<'a>>,
-    /// Entries inside the shape's containers, for keyword searches.
-    in_containers: Vec<&'a FlatValue<'a>>,
+    layout: Option<Rc<Layout>>,
+    entries: PhantomData<&'a FlatEntries<'a>>,
+}
+
+/// Where a shape's Sigma names are among a list of keys. It depends on the keys and their
+/// order only, and records of one kind share both (every Sysmon process creation has the same
+/// keys, which a normalized event keeps in the order of their hashes), so a thread works a
+/// layout out once per key list and keeps it: the keys are compared on every use, never
+/// trusted to a fingerprint.
+struct Layout {
+    /// The keys this layout was made for, in order.
+    keys: Box<[Box<str>]>,
+    /// Sigma name -> index of its entry.
+    names: FxHashMap<Box<str>, u32>,
+    /// The entries inside the shape's containers, for keyword searches.
+    in_containers: Box<[u32]>,
+    /// The keys' distinct first segments (`Event`): what dotted names resolve under.
+    first_segments: Box<[Box<str>]>,
+}
+
+/// Layouts a thread keeps, at most; past it, the thread starts over (a stream of ever-new key
+/// lists costs a layout per record, as with no cache, and no more memory).
+const LAYOUTS_PER_THREAD: usize = 512;
+
+thread_local! {
+    /// (shape id, fingerprint of the key list) -> layout.
+    static LAYOUTS: RefCell<FxHashMap<(u64, u64), Rc<Layout>>> = RefCell::default();
+}
+
+impl Layout {
+    /// Works out the layout of `entries` under `shape`: the shape's fields first, then its
+    /// containers in order; of two entries of one container that give the same name, the
+    /// smaller key.
+    fn new(entries: &FlatEntries<'_>, shape: &Shape) -> Self {
+        let mut names: FxHashMap<Box<str>, (u32, u32)> = FxHashMap::default();
+        names.reserve(entries.entries.len() + shape.fields.len());
+        let mut in_containers = Vec::new();
+        let at = |entry: usize| u32::try_from(entry).unwrap_or(u32::MAX);
+        for (name, path) in &shape.fields {
+            if let Some(entry) = entries.path_index(path) {
+                names.insert(name.clone(), (at(entry), 0));
+            }
+        }
+        for (rank, container) in (1..).zip(&shape.containers) {
+            for (entry, (key, _)) in entries.entries.iter().enumerate() {
+                let Some(name) = container.strip_flat_prefix(key) else {
+                    continue;
+                };
+                in_containers.push(at(entry));
+                let name = name.strip_suffix(".#text").unwrap_or(name);
+                match names.get_mut(name) {
+                    None => {
+                        names.insert(name.into(), (at(entry), rank));
+                    }
+                    Some(have) => {
+                        let smaller = entries
+                            .entries
+                            .get(have.0 as usize)
+                            .is_none_or(|(have, _)| key < have);
+                        if have.1 == rank && smaller {
+                            *have = (at(entry), rank);
+                        }
+                    }
+                }
+            }
+        }
+        let mut first_segments: Vec<Box<str>> = Vec::new();
+        for (key, _) in &entries.entries {
+            let first = key.split_once('.').map_or(*key, |(first, _)| first);
+            if !first_segments.iter().any(|have| **have == *first) {
+                first_segments.push(first.into());
+            }
+        }
+        Self {
+            keys: entries
+                .entries
+                .iter()
+                .map(|(key, _)| (*key).into())
+                .collect(),
+            names: names
+                .into_iter()
+                .map(|(name, (entry, _))| (name, entry))
+                .collect(),
+            in_containers: in_containers.into(),
+            first_segments: first_segments.into(),
+        }
+    }
+
+    fn fits(&self, entries: &FlatEntries<'_>) -> bool {
+        self.keys.len() == entries.entries.len()
+            && self
+                .keys
+                .iter()
+                .zip(&entries.entries)
+                .all(|(have, (key, _))| **have == **key)
+    }
 }
 
 impl<'a> FlatIndex<'a> {
     pub(crate) fn new(entries: &'a FlatEntries<'a>, shape: Option<&'a Shape>) -> Self {
-        let mut names: FxHashMap<&'a str, &'a FlatValue<'a>> = FxHashMap::default();
-        let mut in_containers = Vec::new();
-        let Some(shape) = shape else {
-            return Self {
-                names,
-                in_containers,
-            };
-        };
-        for (name, path) in &shape.fields {
-            if let Some(value) = entries.value(path) {
-                names.insert(name.as_ref(), value);
+        let layout = shape.map(|shape| {
+            let key = (shape.id, entries.fingerprint);
+            // The borrow ends before anything else runs: evaluation can take up another
+            // record on this thread (rayon), which comes back here.
+            let cached = LAYOUTS.with(|layouts| layouts.borrow().get(&key).cloned());
+            if let Some(layout) = cached.filter(|layout| layout.fits(entries)) {
+                return layout;
             }
-        }
-        for container in &shape.containers {
-            for (key, value) in &entries.entries {
-                let Some(name) = container.strip_flat_prefix(key) else {
-                    continue;
-                };
-                in_containers.push(value);
-                let name = name.strip_suffix(".#text").unwrap_or(name);
-                names.entry(name).or_insert(value);
-            }
-        }
+            let layout = Rc::new(Layout::new(entries, shape));
+            LAYOUTS.with(|layouts| {
+                let mut layouts = layouts.borrow_mut();
+                if layouts.len() >= LAYOUTS_PER_THREAD {
+                    layouts.clear();
+                }
+                layouts.insert(key, Rc::clone(&layout));
+            });
+            layout
+        });
         Self {
-            names,
-            in_containers,
+            layout,
+            entries: PhantomData,
         }
+    }
+
+    /// The entry Sigma name `name` is at.
+    fn entry(&self, name: &str) -> Option<usize> {
+        self.layout
+            .as_ref()?
+            .names
+            .get(name)
+            .map(|&entry| entry as usize)
     }
 }
 
@@ -264,11 +406,10 @@ impl Probe for FlatEntries<'_> {
         if let Some(path) = shape.fields.get(name) {
             return self.text(path);
         }
-        shape.containers.iter().find_map(|container| {
-            self.entries.iter().find_map(|(key, value)| {
-                (container.strip_flat_prefix(key)? == name).then(|| value.as_str())?
-            })
-        })
+        shape
+            .containers
+            .iter()
+            .find_map(|container| self.in_container(container, name, false)?.as_str())
     }
 }
 
@@ -306,15 +447,17 @@ impl<'a> FlatView<'a> {
             Some(renamed) => renamed.as_ref(),
             None => name,
         };
-        if let Some(value) = self.index.names.get(name) {
+        let value = |entry: usize| self.entries.entries.get(entry).map(|(_, value)| value);
+        if let Some(value) = self.index.entry(name).and_then(value) {
             return Some(value);
         }
         if self.loose
-            && let Some((_, value)) = self
-                .index
+            && let Some(layout) = &self.index.layout
+            && let Some(value) = layout
                 .names
                 .iter()
                 .find(|(key, _)| key.contains(' ') && loosely_equal(key, name))
+                .and_then(|(_, &entry)| value(entry as usize))
         {
             return Some(value);
         }
@@ -327,8 +470,15 @@ impl<'a> FlatView<'a> {
 
     fn visit_keyword_strings(&self, visit: &mut dyn FnMut(&'a str)) {
         if self.keywords_in_containers() {
-            for value in &self.index.in_containers {
-                value.visit_strings(visit);
+            let in_containers = self
+                .index
+                .layout
+                .as_ref()
+                .map_or(&[][..], |layout| &layout.in_containers);
+            for &entry in in_containers {
+                if let Some((_, value)) = self.entries.entries.get(entry as usize) {
+                    value.visit_strings(visit);
+                }
             }
         } else {
             for (_, value) in &self.entries.entries {
@@ -373,22 +523,35 @@ impl Event for FlatView<'_> {
         if self.loose {
             return false;
         }
-        for key in self.index.names.keys() {
-            visit(key);
-        }
         if let Some(renames) = self.renames {
             for key in renames.keys() {
                 visit(key);
             }
         }
         // Dotted names resolve against the full keys, under their first segments.
-        let mut last = "";
-        for (key, _) in &self.entries.entries {
-            let first = key.split('.').next().unwrap_or(key);
-            if first != last {
-                visit(first);
-                last = first;
+        if let Some(layout) = &self.index.layout {
+            for name in layout.names.keys() {
+                visit(name);
             }
+            for first in &layout.first_segments {
+                visit(first);
+            }
+            return true;
+        }
+        // No shape: each first segment visited once while there are few of them; visiting one
+        // twice only repeats the caller's work.
+        let mut seen = [""; 8];
+        let mut count = 0;
+        for (key, _) in &self.entries.entries {
+            let first = key.split_once('.').map_or(*key, |(first, _)| first);
+            if seen[..count].contains(&first) {
+                continue;
+            }
+            if let Some(slot) = seen.get_mut(count) {
+                *slot = first;
+                count += 1;
+            }
+            visit(first);
         }
         true
     }
@@ -443,5 +606,114 @@ mod tests {
             FlatView::new(&entries, &index, &classified).with_renames(category.renames.as_deref());
         assert_eq!(view.lookup("EventID"), Some(&FlatValue::Int(4688)));
         assert_eq!(view.lookup("Image"), Some(&FlatValue::Str("C:\\x.exe")));
+    }
+
+    /// What each Sigma name resolves to, for a record in the given order.
+    fn resolved(pairs: Vec<(&'static str, FlatValue<'static>)>) -> Vec<Option<Value>> {
+        let mappings = Mappings::builtin().unwrap();
+        let record = Pairs(pairs);
+        let entries = FlatEntries::new(&record);
+        let classified = classify_flat(&mappings, &entries);
+        assert_eq!(classified.shape.map(|shape| &*shape.name), Some("evtx"));
+        let index = FlatIndex::new(&entries, classified.shape);
+        let view = FlatView::new(&entries, &index, &classified);
+        ["EventID", "Channel", "TargetObject", "Details", "Computer"]
+            .iter()
+            .map(|name| view.lookup(name).map(FlatValue::to_json))
+            .collect()
+    }
+
+    #[test]
+    fn lookups_do_not_depend_on_the_records_order() {
+        // Two UserData children give `TargetObject`; an element gives `Details` both as itself
+        // and as its `#text`. The smallest key wins in every order.
+        let pairs = vec![
+            (
+                "Event.System.Channel",
+                FlatValue::Str("Microsoft-Windows-Sysmon/Operational"),
+            ),
+            ("Event.System.EventID.#text", FlatValue::Int(13)),
+            ("Event.System.Computer", FlatValue::Str("pc1")),
+            ("Event.UserData.B.TargetObject", FlatValue::Str("from B")),
+            ("Event.UserData.A.TargetObject", FlatValue::Str("from A")),
+            ("Event.EventData.Details.#text", FlatValue::Str("text")),
+            ("Event.EventData.Details", FlatValue::Str("itself")),
+        ];
+        let expected = vec![
+            Some(Value::from(13)),
+            Some(Value::from("Microsoft-Windows-Sysmon/Operational")),
+            Some(Value::from("from A")),
+            Some(Value::from("itself")),
+            Some(Value::from("pc1")),
+        ];
+        let mut reversed = pairs.clone();
+        reversed.reverse();
+        assert_eq!(resolved(pairs), expected);
+        assert_eq!(resolved(reversed), expected);
+    }
+
+    #[test]
+    fn a_cached_layout_serves_only_its_own_key_list() {
+        let mappings = Mappings::builtin().unwrap();
+        let record = |image: &'static str, user: &'static str, swapped: bool| {
+            let mut pairs = vec![
+                ("Event.System.Channel", FlatValue::Str("Security")),
+                ("Event.EventData.Image", FlatValue::Str(image)),
+                ("Event.EventData.User", FlatValue::Str(user)),
+            ];
+            if swapped {
+                pairs.swap(1, 2);
+            }
+            Pairs(pairs)
+        };
+        let lookups = |record: &Pairs| {
+            let entries = FlatEntries::new(record);
+            let classified = classify_flat(&mappings, &entries);
+            let index = FlatIndex::new(&entries, classified.shape);
+            let view = FlatView::new(&entries, &index, &classified);
+            ["Image", "User"].map(|name| view.lookup(name).map(FlatValue::to_json))
+        };
+        let a = record("a.exe", "alice", false);
+        let b = record("b.exe", "bob", true);
+        let (entries_a, entries_b) = (FlatEntries::new(&a), FlatEntries::new(&b));
+        let shape = classify_flat(&mappings, &entries_a).shape.unwrap();
+        // A's layout filed under B's fingerprint, as if the two key lists collided.
+        let forged = Rc::new(Layout::new(&entries_a, shape));
+        LAYOUTS.with(|layouts| {
+            layouts
+                .borrow_mut()
+                .insert((shape.id, entries_b.fingerprint), forged)
+        });
+        assert_eq!(lookups(&b), [Some("b.exe".into()), Some("bob".into())]);
+        // Records with the same keys share a layout and read their own values.
+        assert_eq!(lookups(&a), [Some("a.exe".into()), Some("alice".into())]);
+        let c = record("c.exe", "carol", false);
+        assert_eq!(lookups(&c), [Some("c.exe".into()), Some("carol".into())]);
+        let cached = LAYOUTS.with(|layouts| layouts.borrow().len());
+        assert_eq!(cached, 2);
+    }
+
+    /// A record whose `position` answers with another key's place.
+    struct Lying(Pairs);
+
+    impl FlatRecord for Lying {
+        fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+            self.0.for_each(visit);
+        }
+
+        fn position(&self, _key: &str) -> Option<usize> {
+            Some(0)
+        }
+    }
+
+    #[test]
+    fn a_position_that_names_another_key_is_not_used() {
+        let record = Lying(Pairs(vec![
+            ("Image", FlatValue::Str("C:\\x.exe")),
+            ("User", FlatValue::Str("alice")),
+        ]));
+        let entries = FlatEntries::new(&record);
+        assert_eq!(entries.get("Image"), Some(&FlatValue::Str("C:\\x.exe")));
+        assert_eq!(entries.get("User"), None);
     }
 }

@@ -107,6 +107,9 @@ pub(crate) struct Path {
     /// `suffixes[i]` is `segments[i..]` joined with dots: the literally dotted key some
     /// shippers use instead of nesting. Precomputed so a lookup never allocates.
     suffixes: Vec<Box<str>>,
+    /// The flat key of the path's `#text` (`Event.System.EventID.#text`): where a flat record
+    /// keeps an element that has attributes.
+    text_key: Box<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +124,7 @@ impl Path {
             return Ok(Self {
                 segments: Vec::new(),
                 suffixes: Vec::new(),
+                text_key: "#text".into(),
             });
         }
         let mut segments = Vec::new();
@@ -135,7 +139,11 @@ impl Path {
         let suffixes = (0..parts.len())
             .map(|i| parts[i..].join(".").into())
             .collect();
-        Ok(Self { segments, suffixes })
+        Ok(Self {
+            segments,
+            suffixes,
+            text_key: format!("{text}.#text").into(),
+        })
     }
 
     /// The value at this path, with Windows' `{"#text": v, "#attributes": ...}` unwrapped to `v`.
@@ -170,6 +178,11 @@ impl Path {
     /// The path as written (`Event.System.Channel`); empty for the record itself.
     pub(crate) fn full(&self) -> &str {
         self.suffixes.first().map_or("", AsRef::as_ref)
+    }
+
+    /// The flat key of the path's `#text`: [`Path::full`] followed by `.#text`.
+    pub(crate) fn flat_text_key(&self) -> &str {
+        &self.text_key
     }
 
     pub(crate) fn has_wildcard(&self) -> bool {
@@ -398,6 +411,9 @@ pub(crate) struct Shape {
     pub(crate) keywords_in_containers: bool,
     pub(crate) record_id: Option<Path>,
     pub(crate) timestamp: Option<Path>,
+    /// Unique to this shape in this process (shapes of reloaded mappings get new ones): what
+    /// the flat path's cached key layouts are kept under.
+    pub(crate) id: u64,
 }
 
 /// A category a Windows event can belong to, with its conditions and field renames.
@@ -574,7 +590,9 @@ fn compile_shape(spec: ShapeSpec) -> Result<Shape, String> {
         fields.insert(sigma.as_str().into(), path(at)?);
     }
     let field_tree = FieldTree::of(&fields);
+    static SHAPE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     Ok(Shape {
+        id: SHAPE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         name: spec.name.as_str().into(),
         product: spec.product.map(Into::into),
         service: spec.service.map(Into::into),

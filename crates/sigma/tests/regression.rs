@@ -137,7 +137,12 @@ fn every_sigmahq_rule_loads() {
 }
 
 /// A record flattened to dotted keys, as Vigil's normalized event stores a source's fields.
-struct Flattened(Vec<(String, Value)>);
+/// A record's leaves under dotted keys, kept as a normalized event keeps them: in the order of
+/// the keys' hashes (not the document's, not sorted), with an index of its keys.
+struct Flattened {
+    entries: Vec<(String, Value)>,
+    index: std::collections::HashMap<String, usize>,
+}
 
 impl Flattened {
     fn new(value: &Value) -> Self {
@@ -156,9 +161,28 @@ impl Flattened {
                 other => out.push((prefix.to_owned(), other.clone())),
             }
         }
-        let mut out = Vec::new();
-        walk("", value, &mut out);
-        Self(out)
+        let mut entries = Vec::new();
+        walk("", value, &mut entries);
+        let hash = |key: &str| {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+        };
+        entries.sort_by_key(|(key, _)| hash(key));
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(at, (key, _))| (key.clone(), at))
+            .collect();
+        Self { entries, index }
+    }
+}
+
+/// A flat record that finds its keys only by walking them (`FlatRecord::position`'s default).
+struct Unindexed<'a>(&'a Flattened);
+
+impl FlatRecord for Unindexed<'_> {
+    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+        self.0.for_each(visit);
     }
 }
 
@@ -178,9 +202,13 @@ fn flat_value(value: &Value) -> FlatValue<'_> {
 
 impl FlatRecord for Flattened {
     fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
-        for (key, value) in &self.0 {
+        for (key, value) in &self.entries {
             visit(key, flat_value(value));
         }
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
     }
 }
 
@@ -223,6 +251,12 @@ fn flat_records_detect_like_nested_json() {
             path.display()
         );
         assert_eq!(nested, ids(rules.detect_flat(&flat)), "{}", path.display());
+        assert_eq!(
+            nested,
+            ids(rules.detect_flat(&Unindexed(&flat))),
+            "{}",
+            path.display()
+        );
         // Described in one classification, as ingest does.
         let description = rules.mappings().describe_flat(&flat);
         assert_eq!(description.shape, rules.mappings().shape_name(&record));
