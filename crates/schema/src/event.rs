@@ -94,6 +94,72 @@ impl Payload for EventBatch {
     }
 }
 
+/// An [`EventBatch`] as a consumer that never reads raw records (detection) decodes it: each
+/// event's `raw` is skipped while it is parsed, neither allocated nor unescaped, and comes out
+/// `None`. The same payload and schema header as [`EventBatch`]; everything else decodes and
+/// is checked as there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatchWithoutRaw {
+    tenant: TenantId,
+    events: Vec<EventWithoutRaw>,
+}
+
+/// [`Event`]'s fields but `raw`, with the same names and defaults; an unknown field (`raw`
+/// here) is skipped by serde as it reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct EventWithoutRaw {
+    id: EventId,
+    tenant: TenantId,
+    #[serde(with = "time::serde::rfc3339")]
+    event_time: Timestamp,
+    #[serde(with = "time::serde::rfc3339")]
+    received_time: Timestamp,
+    source: Source,
+    #[serde(default, skip_serializing_if = "Logsource::is_empty")]
+    logsource: Logsource,
+    #[serde(default, skip_serializing_if = "Entities::is_empty")]
+    entities: Entities,
+    #[serde(default)]
+    fields: Fields,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parse_error: Option<String>,
+}
+
+impl EventBatchWithoutRaw {
+    /// The batch, every event's `raw` `None`.
+    pub fn into_batch(self) -> EventBatch {
+        EventBatch {
+            tenant: self.tenant,
+            events: self
+                .events
+                .into_iter()
+                .map(|event| Event {
+                    id: event.id,
+                    tenant: event.tenant,
+                    event_time: event.event_time,
+                    received_time: event.received_time,
+                    source: event.source,
+                    logsource: event.logsource,
+                    entities: event.entities,
+                    fields: event.fields,
+                    raw: None,
+                    parse_error: event.parse_error,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Payload for EventBatchWithoutRaw {
+    const KIND: &'static str = EventBatch::KIND;
+    const VERSION: u16 = EventBatch::VERSION;
+    const STAGE: Stage = EventBatch::STAGE;
+
+    fn tenant(&self) -> Option<&TenantId> {
+        Some(&self.tenant)
+    }
+}
+
 /// Where an event came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -228,6 +294,38 @@ mod tests {
         assert_eq!(batch.message_id(), back.message_id());
         batch.events[1].tenant = TenantId::new("other").unwrap();
         assert!(batch.validate().unwrap_err().contains("tenant other"));
+    }
+
+    #[test]
+    fn a_batch_decoded_without_raw_records_is_the_batch_less_them() {
+        let mut second = sample_event();
+        second.parse_error = Some("no parser".into());
+        second.raw = Some(RawRecord::bounded(&"\"quoted\" ".repeat(100), 64));
+        let batch = EventBatch {
+            tenant: TenantId::new("acme").unwrap(),
+            events: vec![sample_event(), second],
+        };
+        let bytes = serde_json::to_vec(&batch).unwrap();
+        let lean: EventBatchWithoutRaw = serde_json::from_slice(&bytes).unwrap();
+        let mut expected = batch.clone();
+        for event in &mut expected.events {
+            event.raw = None;
+        }
+        assert_eq!(lean.into_batch(), expected);
+        assert_eq!(
+            EventBatchWithoutRaw::schema_header(),
+            EventBatch::schema_header()
+        );
+        // What the full decoder refuses, this one refuses too.
+        let mut value = serde_json::to_value(&batch).unwrap();
+        value["events"][1]["tenant"] = serde_json::json!("Not A Tenant");
+        let err = serde_json::from_value::<EventBatchWithoutRaw>(value).unwrap_err();
+        assert!(err.to_string().contains("tenant id"), "{err}");
+        let mut value = serde_json::to_value(&batch).unwrap();
+        value["events"][0]["raw"] = serde_json::json!({"text": 1});
+        assert!(serde_json::from_value::<EventBatch>(value.clone()).is_err());
+        // A raw record is skipped unread, whatever it holds.
+        assert!(serde_json::from_value::<EventBatchWithoutRaw>(value).is_ok());
     }
 
     #[test]

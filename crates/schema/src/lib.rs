@@ -37,7 +37,9 @@ pub use alert::{Alert, AlertBatch, AlertSource, AttackTechnique, IntelMatch, Lev
 pub use audit::{Actor, AuditOutcome, AuditRecord};
 pub use correlate::{CorrelationBatch, CorrelationEvent, CorrelationFeed, RuleScope};
 pub use entity::{Entities, EntityKind, EntityRef};
-pub use event::{Event, EventBatch, Logsource, RAW_RECORD_MAX_BYTES, RawRecord, Source};
+pub use event::{
+    Event, EventBatch, EventBatchWithoutRaw, Logsource, RAW_RECORD_MAX_BYTES, RawRecord, Source,
+};
 pub use fields::{FieldValue, Fields};
 pub use ids::{ActionId, AlertId, AuditId, EventId, IncidentId, SignalId};
 pub use incident::{Incident, IncidentStatus};

@@ -4,7 +4,8 @@
 //! 1. a feed of N indicators (default 1,000,000: IPv4 addresses, networks, domains, SHA-256
 //!    digests) parsed and indexed: time, memory, nanoseconds per lookup;
 //! 2. the engine alone: batches of 500 events (P% SigmaHQ's regression records, default 80, the
-//!    rest loghub's OpenSSH and Linux syslog, cycled) against every SigmaHQ rule and the feed;
+//!    rest loghub's OpenSSH and Linux syslog, cycled; each event carries its record's text as
+//!    `raw`, as ingest sends it) against every SigmaHQ rule and the feed;
 //! 3. the service: the same batches in JetStream (its own nats-server), drained by the detect
 //!    service with every SigmaHQ rule and the feed loaded, publishing alerts; beside it, in the
 //!    same run, a consumer that only decodes and acknowledges the batches (the bus's ceiling).
@@ -26,7 +27,8 @@ use vigil_detect::evaluate::{TenantState, evaluate_batch};
 use vigil_intel::{IntelBuilder, parse_feed};
 use vigil_runtime::{Readiness, ServiceContext};
 use vigil_schema::{
-    AlertBatch, Entities, Event, EventBatch, EventId, Fields, Source, Stage, TenantId,
+    AlertBatch, Entities, Event, EventBatch, EventBatchWithoutRaw, EventId, Fields,
+    RAW_RECORD_MAX_BYTES, RawRecord, Source, Stage, TenantId,
 };
 
 /// The `vigil` binary's allocator, so the figures are the binary's.
@@ -108,8 +110,12 @@ fn feed(count: usize) -> (String, Vec<String>, Vec<String>, Vec<String>) {
     (text, ips, domains, hashes)
 }
 
-/// Windows records and syslog records.
-fn records(shared: &Path) -> (Vec<Value>, Vec<Value>) {
+/// A record and its text as received.
+type Record = (Value, String);
+
+/// Windows records and syslog records, each with its text: ingest keeps that text on the event
+/// (`raw`), so every batch carries it as in production.
+fn records(shared: &Path) -> (Vec<Record>, Vec<Record>) {
     let mut records = Vec::new();
     let files =
         vigil_sigma::source::files_under(&shared.join("data/sigma/regression_data"), &|p| {
@@ -117,13 +123,23 @@ fn records(shared: &Path) -> (Vec<Value>, Vec<Value>) {
         })
         .unwrap();
     for file in files {
-        records
-            .extend(vigil_sigma::source::json_records(&std::fs::read_to_string(file).unwrap()).0);
+        records.extend(
+            vigil_sigma::source::json_records(&std::fs::read_to_string(file).unwrap())
+                .0
+                .into_iter()
+                .map(|record| {
+                    let text = record.to_string();
+                    (record, text)
+                }),
+        );
     }
     let mut syslog = Vec::new();
     for log in ["OpenSSH_2k.log", "Linux_2k.log"] {
         let text = std::fs::read_to_string(shared.join("data/loghub").join(log)).unwrap();
-        syslog.extend(text.lines().map(vigil_sigma::source::syslog_record));
+        syslog.extend(
+            text.lines()
+                .map(|line| (vigil_sigma::source::syslog_record(line), line.to_owned())),
+        );
     }
     (records, syslog)
 }
@@ -131,17 +147,17 @@ fn records(shared: &Path) -> (Vec<Value>, Vec<Value>) {
 /// `windows_percent` of the events are Windows records, the rest syslog lines, interleaved.
 fn events(
     tenant: &TenantId,
-    (windows, syslog): &(Vec<Value>, Vec<Value>),
+    (windows, syslog): &(Vec<Record>, Vec<Record>),
     total: usize,
     windows_percent: usize,
 ) -> Vec<Event> {
     let now = time::OffsetDateTime::now_utc();
     (0..total)
         .map(|n| {
-            let record = if n % 100 < windows_percent {
-                windows[n % windows.len()].clone()
+            let (record, text) = if n % 100 < windows_percent {
+                &windows[n % windows.len()]
             } else {
-                syslog[n % syslog.len()].clone()
+                &syslog[n % syslog.len()]
             };
             Event {
                 id: EventId::derive(&[tenant.as_str().as_bytes(), &n.to_le_bytes()]),
@@ -155,8 +171,8 @@ fn events(
                 },
                 logsource: Default::default(),
                 entities: Entities::default(),
-                fields: Fields::from_json(record),
-                raw: None,
+                fields: Fields::from_json(record.clone()),
+                raw: Some(RawRecord::bounded(text, RAW_RECORD_MAX_BYTES)),
                 parse_error: None,
             }
         })
@@ -398,16 +414,17 @@ async fn service(tenant: &TenantId, events: Vec<Event>, sources: Sources) {
     );
     drop(batches);
 
-    // The bus's ceiling: decode and acknowledge only.
+    // The bus's ceiling: decode (as the service decodes) and acknowledge only.
     let mut subscription = bus.subscribe(baseline).await.unwrap();
     let began = Instant::now();
     let mut seen = 0;
     while seen < total {
         let (batch, delivery) = subscription
-            .next_payload::<EventBatch>()
+            .next_payload::<EventBatchWithoutRaw>()
             .await
             .unwrap()
             .unwrap();
+        let batch = batch.into_batch();
         seen += batch.events.len();
         delivery.ack().await.unwrap();
     }

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use vigil_bus::{ConsumerSpec, Delivery, OutgoingMessage};
 use vigil_runtime::ServiceContext;
-use vigil_schema::{Alert, AlertBatch, CorrelationBatch, EventBatch, Stage, TenantId};
+use vigil_schema::{
+    Alert, AlertBatch, CorrelationBatch, EventBatch, EventBatchWithoutRaw, Stage, TenantId,
+};
 use vigil_sigma::Mappings;
 
 use content::{Content, Sources};
@@ -477,8 +479,11 @@ async fn decode_stage(
         let span = tracing::debug_span!("detect", tenant = %delivery.subject.tenant);
         delivery.follow(&span);
         let decoded = on_pool(move || {
+            // Detection never reads the raw records: they are skipped unparsed, not unescaped
+            // into strings that would only be dropped again.
             let batch = delivery
-                .decode::<EventBatch>()
+                .decode::<EventBatchWithoutRaw>()
+                .map(EventBatchWithoutRaw::into_batch)
                 .map_err(|err| err.to_string())
                 .and_then(|batch| batch.validate().map(|()| batch));
             Decoded {

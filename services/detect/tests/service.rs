@@ -13,8 +13,8 @@ use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage, Subscription};
 use vigil_detect::Config;
 use vigil_runtime::{Readiness, ServiceContext};
 use vigil_schema::{
-    Alert, AlertBatch, AlertSource, Entities, Event, EventBatch, EventId, Fields, Level, Source,
-    Stage, TenantId,
+    Alert, AlertBatch, AlertSource, Entities, Event, EventBatch, EventId, Fields, Level, RawRecord,
+    Source, Stage, TenantId,
 };
 use vigil_store::{NewRule, OverrideRecord, Store};
 
@@ -215,8 +215,9 @@ fn event(tenant_id: &str, n: u32, record: serde_json::Value) -> Event {
             host,
             ..Entities::default()
         },
+        // As ingest sends it: the record's text rides along; detection skips it unread.
+        raw: Some(RawRecord::new(&record.to_string())),
         fields: Fields::from_json(record),
-        raw: None,
         parse_error: None,
     }
 }
