@@ -152,11 +152,19 @@ pub(crate) struct FlatEntries<'a> {
 
 impl<'a> FlatEntries<'a> {
     pub(crate) fn new(record: &'a dyn FlatRecord) -> Self {
-        let mut entries = Vec::new();
+        // Room for a Windows event's fields without growing.
+        let mut entries = Vec::with_capacity(64);
+        // The fingerprint only chooses which cached layout to compare the keys with, so it
+        // reads each key's length and last eight bytes, not all of it: key lists that share it
+        // cost a layout worked out again, never a wrong one.
         let mut hasher = FxHasher::default();
         record.for_each(&mut |key, value| {
-            hasher.write(key.as_bytes());
-            hasher.write_u8(0xff);
+            let bytes = key.as_bytes();
+            let mut tail = [0u8; 8];
+            let take = bytes.len().min(8);
+            tail[..take].copy_from_slice(&bytes[bytes.len() - take..]);
+            hasher.write_usize(bytes.len());
+            hasher.write_u64(u64::from_le_bytes(tail));
             entries.push((key, value));
         });
         Self {
@@ -691,6 +699,43 @@ mod tests {
         assert_eq!(lookups(&c), [Some("c.exe".into()), Some("carol".into())]);
         let cached = LAYOUTS.with(|layouts| layouts.borrow().len());
         assert_eq!(cached, 2);
+    }
+
+    #[test]
+    fn key_lists_that_share_a_fingerprint_keep_their_own_names() {
+        let mappings = Mappings::builtin().unwrap();
+        let record = |key: &'static str| {
+            Pairs(vec![
+                ("Event.System.Channel", FlatValue::Str("Security")),
+                (key, FlatValue::Str(key)),
+            ])
+        };
+        // The same lengths and the same last eight bytes.
+        let (a, b) = (
+            record("Event.EventData.AB_Details"),
+            record("Event.EventData.CD_Details"),
+        );
+        assert_eq!(
+            FlatEntries::new(&a).fingerprint,
+            FlatEntries::new(&b).fingerprint
+        );
+        let lookups = |record: &Pairs| {
+            let entries = FlatEntries::new(record);
+            let classified = classify_flat(&mappings, &entries);
+            let index = FlatIndex::new(&entries, classified.shape);
+            let view = FlatView::new(&entries, &index, &classified);
+            ["AB_Details", "CD_Details"].map(|name| view.lookup(name).map(FlatValue::to_json))
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                lookups(&a),
+                [Some("Event.EventData.AB_Details".into()), None]
+            );
+            assert_eq!(
+                lookups(&b),
+                [None, Some("Event.EventData.CD_Details".into())]
+            );
+        }
     }
 
     /// A record whose `position` answers with another key's place.
