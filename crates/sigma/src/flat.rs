@@ -616,16 +616,14 @@ mod tests {
         assert_eq!(view.lookup("Image"), Some(&FlatValue::Str("C:\\x.exe")));
     }
 
-    /// What each Sigma name resolves to, for a record in the given order.
-    fn resolved(pairs: Vec<(&'static str, FlatValue<'static>)>) -> Vec<Option<Value>> {
-        let mappings = Mappings::builtin().unwrap();
-        let record = Pairs(pairs);
-        let entries = FlatEntries::new(&record);
-        let classified = classify_flat(&mappings, &entries);
+    /// What each Sigma name resolves to in `record`, classified and indexed as detection does.
+    fn lookups(mappings: &Mappings, record: &dyn FlatRecord, names: &[&str]) -> Vec<Option<Value>> {
+        let entries = FlatEntries::new(record);
+        let classified = classify_flat(mappings, &entries);
         assert_eq!(classified.shape.map(|shape| &*shape.name), Some("evtx"));
         let index = FlatIndex::new(&entries, classified.shape);
         let view = FlatView::new(&entries, &index, &classified);
-        ["EventID", "Channel", "TargetObject", "Details", "Computer"]
+        names
             .iter()
             .map(|name| view.lookup(name).map(FlatValue::to_json))
             .collect()
@@ -656,8 +654,10 @@ mod tests {
         ];
         let mut reversed = pairs.clone();
         reversed.reverse();
-        assert_eq!(resolved(pairs), expected);
-        assert_eq!(resolved(reversed), expected);
+        let names = ["EventID", "Channel", "TargetObject", "Details", "Computer"];
+        let mappings = Mappings::builtin().unwrap();
+        assert_eq!(lookups(&mappings, &Pairs(pairs), &names), expected);
+        assert_eq!(lookups(&mappings, &Pairs(reversed), &names), expected);
     }
 
     #[test]
@@ -674,13 +674,7 @@ mod tests {
             }
             Pairs(pairs)
         };
-        let lookups = |record: &Pairs| {
-            let entries = FlatEntries::new(record);
-            let classified = classify_flat(&mappings, &entries);
-            let index = FlatIndex::new(&entries, classified.shape);
-            let view = FlatView::new(&entries, &index, &classified);
-            ["Image", "User"].map(|name| view.lookup(name).map(FlatValue::to_json))
-        };
+        let lookups = |record: &Pairs| lookups(&mappings, record, &["Image", "User"]);
         let a = record("a.exe", "alice", false);
         let b = record("b.exe", "bob", true);
         let (entries_a, entries_b) = (FlatEntries::new(&a), FlatEntries::new(&b));
@@ -692,11 +686,17 @@ mod tests {
                 .borrow_mut()
                 .insert((shape.id, entries_b.fingerprint), forged)
         });
-        assert_eq!(lookups(&b), [Some("b.exe".into()), Some("bob".into())]);
+        assert_eq!(lookups(&b), vec![Some("b.exe".into()), Some("bob".into())]);
         // Records with the same keys share a layout and read their own values.
-        assert_eq!(lookups(&a), [Some("a.exe".into()), Some("alice".into())]);
+        assert_eq!(
+            lookups(&a),
+            vec![Some("a.exe".into()), Some("alice".into())]
+        );
         let c = record("c.exe", "carol", false);
-        assert_eq!(lookups(&c), [Some("c.exe".into()), Some("carol".into())]);
+        assert_eq!(
+            lookups(&c),
+            vec![Some("c.exe".into()), Some("carol".into())]
+        );
         let cached = LAYOUTS.with(|layouts| layouts.borrow().len());
         assert_eq!(cached, 2);
     }
@@ -719,13 +719,7 @@ mod tests {
             FlatEntries::new(&a).fingerprint,
             FlatEntries::new(&b).fingerprint
         );
-        let lookups = |record: &Pairs| {
-            let entries = FlatEntries::new(record);
-            let classified = classify_flat(&mappings, &entries);
-            let index = FlatIndex::new(&entries, classified.shape);
-            let view = FlatView::new(&entries, &index, &classified);
-            ["AB_Details", "CD_Details"].map(|name| view.lookup(name).map(FlatValue::to_json))
-        };
+        let lookups = |record: &Pairs| lookups(&mappings, record, &["AB_Details", "CD_Details"]);
         for _ in 0..2 {
             assert_eq!(
                 lookups(&a),
