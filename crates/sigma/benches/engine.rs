@@ -19,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{flatten, regression_events};
+use support::{Flattened, flatten, regression_events};
 
 fn sigma_dir() -> PathBuf {
     std::env::var_os("VIGIL_SHARED_DIR")
@@ -86,6 +86,18 @@ fn bench(c: &mut Criterion) {
             let mut hits = 0;
             for event in &events {
                 hits += rules.detect(black_box(event)).len();
+            }
+            hits
+        });
+    });
+
+    // The same records as flat dotted keys, as the detect service holds events.
+    let flattened: Vec<Flattened> = events.iter().map(Flattened::new).collect();
+    group.bench_function("vigil_routed_flat", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for record in &flattened {
+                hits += rules.detect_flat(black_box(record)).len();
             }
             hits
         });

@@ -9,6 +9,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+// Only the event loader is used here.
+#[allow(dead_code)]
 #[path = "../benches/support/mod.rs"]
 mod support;
 

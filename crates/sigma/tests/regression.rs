@@ -10,6 +10,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use vigil_sigma::{FlatRecord, FlatValue, Mappings, RuleSet, source};
 
+// The flat records the engine benchmark measures `detect_flat` on.
+#[allow(dead_code)]
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use support::Flattened;
+
 fn sigma_dir() -> PathBuf {
     let shared = std::env::var_os("VIGIL_SHARED_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
@@ -137,78 +144,12 @@ fn every_sigmahq_rule_loads() {
 }
 
 /// A record flattened to dotted keys, as Vigil's normalized event stores a source's fields.
-/// A record's leaves under dotted keys, kept as a normalized event keeps them: in the order of
-/// the keys' hashes (not the document's, not sorted), with an index of its keys.
-struct Flattened {
-    entries: Vec<(String, Value)>,
-    index: std::collections::HashMap<String, usize>,
-}
-
-impl Flattened {
-    fn new(value: &Value) -> Self {
-        fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
-            match value {
-                Value::Object(map) => {
-                    for (key, child) in map {
-                        let path = if prefix.is_empty() {
-                            key.clone()
-                        } else {
-                            format!("{prefix}.{key}")
-                        };
-                        walk(&path, child, out);
-                    }
-                }
-                other => out.push((prefix.to_owned(), other.clone())),
-            }
-        }
-        let mut entries = Vec::new();
-        walk("", value, &mut entries);
-        let hash = |key: &str| {
-            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-            BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
-        };
-        entries.sort_by_key(|(key, _)| hash(key));
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(at, (key, _))| (key.clone(), at))
-            .collect();
-        Self { entries, index }
-    }
-}
-
 /// A flat record that finds its keys only by walking them (`FlatRecord::position`'s default).
 struct Unindexed<'a>(&'a Flattened);
 
 impl FlatRecord for Unindexed<'_> {
     fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
         self.0.for_each(visit);
-    }
-}
-
-fn flat_value(value: &Value) -> FlatValue<'_> {
-    match value {
-        Value::Null => FlatValue::Null,
-        Value::Bool(b) => FlatValue::Bool(*b),
-        Value::Number(n) => n.as_i64().map_or_else(
-            || FlatValue::Float(n.as_f64().unwrap_or(f64::NAN)),
-            FlatValue::Int,
-        ),
-        Value::String(s) => FlatValue::Str(s),
-        Value::Array(items) => FlatValue::List(items.iter().map(flat_value).collect()),
-        Value::Object(_) => FlatValue::Null,
-    }
-}
-
-impl FlatRecord for Flattened {
-    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
-        for (key, value) in &self.entries {
-            visit(key, flat_value(value));
-        }
-    }
-
-    fn position(&self, key: &str) -> Option<usize> {
-        self.index.get(key).copied()
     }
 }
 

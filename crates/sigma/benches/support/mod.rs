@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
-use vigil_sigma::source;
+use vigil_sigma::{FlatRecord, FlatValue, source};
 
 /// Every record of SigmaHQ's regression suite, from its JSON renderings (the evtx crate's
 /// shape), in file order.
@@ -46,4 +47,71 @@ pub fn flatten(record: &Value) -> Value {
         }
     }
     Value::Object(flat)
+}
+
+/// A record's leaves under dotted keys, kept as a normalized event (`vigil_schema::Fields`)
+/// keeps them: in the order of the keys' FxHash (not the document's, not sorted), with an
+/// index of its keys. What the detect service hands `RuleSet::detect_flat`.
+pub struct Flattened {
+    entries: Vec<(String, Value)>,
+    index: FxHashMap<String, usize>,
+}
+
+impl Flattened {
+    pub fn new(value: &Value) -> Self {
+        fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        let path = if prefix.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        walk(&path, child, out);
+                    }
+                }
+                other => out.push((prefix.to_owned(), other.clone())),
+            }
+        }
+        let mut entries = Vec::new();
+        walk("", value, &mut entries);
+        let hash = |key: &str| {
+            use std::hash::BuildHasher;
+            rustc_hash::FxBuildHasher.hash_one(key)
+        };
+        entries.sort_by(|a, b| (hash(&a.0), &a.0).cmp(&(hash(&b.0), &b.0)));
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(at, (key, _))| (key.clone(), at))
+            .collect();
+        Self { entries, index }
+    }
+}
+
+fn flat_value(value: &Value) -> FlatValue<'_> {
+    match value {
+        Value::Null => FlatValue::Null,
+        Value::Bool(b) => FlatValue::Bool(*b),
+        Value::Number(n) => n.as_i64().map_or_else(
+            || FlatValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            FlatValue::Int,
+        ),
+        Value::String(s) => FlatValue::Str(s),
+        Value::Array(items) => FlatValue::List(items.iter().map(flat_value).collect()),
+        Value::Object(_) => FlatValue::Null,
+    }
+}
+
+impl FlatRecord for Flattened {
+    fn for_each<'s>(&'s self, visit: &mut dyn FnMut(&'s str, FlatValue<'s>)) {
+        for (key, value) in &self.entries {
+            visit(key, flat_value(value));
+        }
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
 }
