@@ -97,7 +97,7 @@ impl Payload for EventBatch {
 /// An [`EventBatch`] as a consumer that never reads raw records (detection) decodes it: each
 /// event's `raw` is skipped while it is parsed, neither allocated nor unescaped, and comes out
 /// `None`. The same payload and schema header as [`EventBatch`]; everything else decodes and
-/// is checked as there.
+/// is checked as there. It is for decoding: serialized, its events have no raw records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBatchWithoutRaw {
     tenant: TenantId,

@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use rsigma_eval::{Event, EventValue};
 use std::cell::RefCell;
 use std::hash::Hasher;
-use std::marker::PhantomData;
 use std::rc::Rc;
 
 use rustc_hash::{FxHashMap, FxHasher};
@@ -258,9 +257,8 @@ impl<'a> FlatEntries<'a> {
 }
 
 /// Sigma name -> value for a flat record of a known shape, through the [`Layout`] of its keys.
-pub(crate) struct FlatIndex<'a> {
+pub(crate) struct FlatIndex {
     layout: Option<Rc<Layout>>,
-    entries: PhantomData<&'a FlatEntries<'a>>,
 }
 
 /// Where a shape's Sigma names are among a list of keys. It depends on the keys and their
@@ -357,8 +355,8 @@ impl Layout {
     }
 }
 
-impl<'a> FlatIndex<'a> {
-    pub(crate) fn new(entries: &'a FlatEntries<'a>, shape: Option<&'a Shape>) -> Self {
+impl FlatIndex {
+    pub(crate) fn new(entries: &FlatEntries<'_>, shape: Option<&Shape>) -> Self {
         let layout = shape.map(|shape| {
             let key = (shape.id, entries.fingerprint);
             // The borrow ends before anything else runs: evaluation can take up another
@@ -377,10 +375,7 @@ impl<'a> FlatIndex<'a> {
             });
             layout
         });
-        Self {
-            layout,
-            entries: PhantomData,
-        }
+        Self { layout }
     }
 
     /// The entry Sigma name `name` is at.
@@ -425,7 +420,7 @@ impl Probe for FlatEntries<'_> {
 #[derive(Clone, Copy)]
 pub(crate) struct FlatView<'a> {
     entries: &'a FlatEntries<'a>,
-    index: &'a FlatIndex<'a>,
+    index: &'a FlatIndex,
     shape: Option<&'a Shape>,
     renames: Option<&'a Renames>,
     loose: bool,
@@ -434,7 +429,7 @@ pub(crate) struct FlatView<'a> {
 impl<'a> FlatView<'a> {
     pub(crate) fn new(
         entries: &'a FlatEntries<'a>,
-        index: &'a FlatIndex<'a>,
+        index: &'a FlatIndex,
         classified: &Classified<'a>,
     ) -> Self {
         Self {

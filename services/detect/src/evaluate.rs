@@ -3,7 +3,7 @@
 //! matches, turned into alerts with stable ids.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -552,7 +552,11 @@ fn intel_hits(sets: &[&IntelSet], event: &Event, now: i64) -> Vec<IntelHit> {
     }
     for (key, value) in event.fields.iter() {
         let last = key.rsplit('.').next().unwrap_or(key);
-        let Some(kind) = intel_kind(last) else {
+        let Some(kind) = INTEL_FIELDS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(last))
+            .map(|(_, kind)| *kind)
+        else {
             continue;
         };
         // `url.domain` and `url.full` (ECS) vs a bare `domain` or `full` elsewhere.
@@ -605,25 +609,6 @@ fn intel_hits(sets: &[&IntelSet], event: &Event, now: i64) -> Vec<IntelHit> {
         }
     }
     hits
-}
-
-/// What a field whose key ends in `last` is looked up as, if anything: [`INTEL_FIELDS`] by the
-/// name's length, so each of an event's keys is compared with the few names of its length
-/// rather than all of them (the detect benchmark: the name scan was 5 % of evaluation).
-fn intel_kind(last: &str) -> Option<IndicatorKind> {
-    static BY_LENGTH: LazyLock<Vec<Vec<(&str, IndicatorKind)>>> = LazyLock::new(|| {
-        let longest = INTEL_FIELDS.iter().map(|(name, _)| name.len()).max();
-        let mut by_length = vec![Vec::new(); longest.map_or(0, |longest| longest + 1)];
-        for &(name, kind) in INTEL_FIELDS {
-            by_length[name.len()].push((name, kind));
-        }
-        by_length
-    });
-    BY_LENGTH
-        .get(last.len())?
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(last))
-        .map(|(_, kind)| *kind)
 }
 
 fn attack(rule: &RuleInfo) -> Vec<AttackTechnique> {
@@ -799,29 +784,5 @@ fn intel_alert(
         }),
         event_time: event.event_time,
         detected_time: now,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_intel_field_name_is_found_in_any_case_and_nothing_else() {
-        for &(name, kind) in INTEL_FIELDS {
-            assert_eq!(intel_kind(name), Some(kind), "{name}");
-            assert_eq!(intel_kind(&name.to_ascii_uppercase()), Some(kind), "{name}");
-        }
-        for other in [
-            "",
-            "Image",
-            "SourceIps",
-            "ur",
-            "DestinationIpAddress",
-            "ſha1",
-            "md5 ",
-        ] {
-            assert_eq!(intel_kind(other), None, "{other:?}");
-        }
     }
 }
