@@ -581,6 +581,9 @@ async fn evaluate(
             time::OffsetDateTime::now_utc(),
         );
         metrics::counter!(metric_names::EVENTS).increment(batch.events.len() as u64);
+        // Freeing the events took a tenth of the service's time, here, while both of rayon's
+        // threads waited for the next batch: on the pool it overlaps that batch's evaluation.
+        rayon::spawn(move || drop(batch));
         (router, result)
     })
     .await;
