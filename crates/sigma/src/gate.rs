@@ -100,6 +100,9 @@ struct FieldGate {
     presence: Option<u32>,
     /// Folded literal -> atom.
     exact: FxHashMap<String, u32>,
+    /// The byte lengths of the exact literals: an ASCII value of another length equals none of
+    /// them and is neither copied nor lowercased for the lookup.
+    exact_lengths: ExactLengths,
     contains: Option<Needles>,
     /// rsigma's numeric equalities, by value.
     numbers: Vec<(f64, u32)>,
@@ -1194,6 +1197,7 @@ impl Gate {
                 name: name.clone(),
                 presence: None,
                 exact: FxHashMap::default(),
+                exact_lengths: ExactLengths::default(),
                 contains: None,
                 numbers: Vec::new(),
                 lengths: Vec::new(),
@@ -1212,6 +1216,7 @@ impl Gate {
                 AtomKey::Exact(field, value) => {
                     if let Some(gate) = fields.get_mut(*field as usize) {
                         gate.exact.insert(value.clone(), atom);
+                        gate.exact_lengths.insert(value.len());
                     }
                 }
                 AtomKey::Contains(field, needle) => {
@@ -1457,14 +1462,39 @@ impl FieldGate {
     }
 
     fn mark(&self, text: &str, scratch: &mut String, hits: &mut Hits) {
-        let lowercase =
-            !self.exact.is_empty() || self.contains.as_ref().is_some_and(Needles::wants_lowercase);
+        // Folding keeps ASCII's length; anything else is folded and looked up.
+        let exact =
+            !self.exact.is_empty() && (self.exact_lengths.contains(text.len()) || !text.is_ascii());
+        let lowercase = exact || self.contains.as_ref().is_some_and(Needles::wants_lowercase);
         let folded = fold_value(text, lowercase, scratch);
-        if let Some(&atom) = self.exact.get(folded) {
+        if exact && let Some(&atom) = self.exact.get(folded) {
             hits.set(atom);
         }
         if let Some(needles) = &self.contains {
             needles.mark(folded, hits);
+        }
+    }
+}
+
+/// A set of lengths: a bit each below 1,024 bytes, one flag for every length above.
+#[derive(Default)]
+struct ExactLengths {
+    short: [u64; 16],
+    long: bool,
+}
+
+impl ExactLengths {
+    fn insert(&mut self, length: usize) {
+        match self.short.get_mut(length / 64) {
+            Some(word) => *word |= 1 << (length % 64),
+            None => self.long = true,
+        }
+    }
+
+    fn contains(&self, length: usize) -> bool {
+        match self.short.get(length / 64) {
+            Some(word) => word & (1 << (length % 64)) != 0,
+            None => self.long,
         }
     }
 }
@@ -1671,6 +1701,7 @@ detection:
         - CommandLine|contains: 'ÄRGER'
         - TargetFilename: 'C:\Temp\Ärger.txt'
         - Image|contains|cased: 'Temp'
+        - User: 'Kelvin'
     condition: selection
 ---
 title: Numbers
@@ -1702,6 +1733,8 @@ detection:
             json!({"CommandLine": "MIMIKATZ mimidogz", "User": "ADM1N"}),
             json!({"CommandLine": "mimikatz", "User": "ſadmin"}),
             json!({"CommandLine": "MIMI\u{212a}ATZ", "User": "ADMIN"}),
+            // Eight bytes that fold to the six of `kelvin` (the Kelvin sign).
+            json!({"User": "\u{212a}ELVIN"}),
         ] {
             assert_sound(&gate, &rules, event);
         }
