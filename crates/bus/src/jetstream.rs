@@ -485,9 +485,16 @@ impl Bus for JetStreamBus {
         } else {
             (Duration::from_secs(5), Duration::from_secs(30))
         };
+        // Pulls are bounded in bytes too. A pull of 1,024 event batches asked for more than
+        // nats-server lets wait for one connection (64 MiB): it cut the connection off as a slow
+        // consumer and dropped what it had queued, which came back only after the ack wait (a
+        // 30 s stall in the detect benchmark). Never less than the server's largest message, or
+        // a message could be too large for every pull.
+        let max_bytes = PULL_MAX_BYTES.max(self.inner.client.server_info().max_payload);
         let messages = consumer
             .stream()
             .max_messages_per_batch(spec.max_in_flight.clamp(1, 1024))
+            .max_bytes_per_batch(max_bytes)
             .heartbeat(heartbeat)
             .expires(expires)
             .messages()
@@ -567,6 +574,11 @@ impl Bus for JetStreamBus {
         "jetstream"
     }
 }
+
+/// The most bytes one pull asks for. The client asks again when half has arrived, so at most
+/// one and a half times this waits for a consumer: well under nats-server's 64 MiB per
+/// connection, with room for several consumers on one connection.
+const PULL_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 struct JetStreamSubscription {
     bus: JetStreamBus,

@@ -134,3 +134,47 @@ async fn changed_delivery_rules_never_stop_a_consumer_from_starting() {
     assert_eq!(&delivery.payload[..], b"kept");
     delivery.ack().await.unwrap();
 }
+
+/// A pull of many large messages must not outrun the client: nats-server cuts off a connection
+/// with more than 64 MiB waiting for it ("Slow Consumer Detected"), drops what it had queued,
+/// and JetStream redelivers those messages only after the ack wait. Found in the detect
+/// benchmark: a consumer of 800 event batches stalled 30 s. The consumer here reads 1 MiB
+/// messages and blocks its only runtime thread on each, so the connection is not read
+/// meanwhile; every message must still arrive once, long before the ack wait.
+#[tokio::test]
+async fn a_consumer_slow_on_large_messages_is_not_cut_off() {
+    const MESSAGES: usize = 150;
+    let server = NatsServer::start().unwrap();
+    let bus = JetStreamBus::connect(JetStreamConfig::new(server.url()))
+        .await
+        .unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let mut spec = ConsumerSpec::new("large", Stage::Events, Some(tenant.clone()));
+    spec.ack_wait = Duration::from_secs(120);
+    bus.ensure_consumer(&spec).await.unwrap();
+    let subject = Subject::new(tenant, Stage::Events);
+    let mut acks = Vec::new();
+    for i in 0..MESSAGES {
+        let payload = vec![b'x'; 1000 * 1000];
+        let message = OutgoingMessage::new(subject.clone(), format!("large-{i}"), payload);
+        acks.push(bus.publish(message).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let mut subscription = bus.subscribe(spec).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let consume = async {
+        while seen.len() < MESSAGES {
+            let delivery = subscription.next().await.unwrap().unwrap();
+            assert_eq!(delivery.deliveries, 1, "{:?} was redelivered", delivery.id);
+            // Work that keeps the runtime's only thread from reading the connection.
+            std::thread::sleep(Duration::from_millis(20));
+            seen.insert(delivery.id.clone());
+            delivery.ack().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), consume)
+        .await
+        .unwrap_or_else(|_| panic!("{} of {MESSAGES} messages arrived", seen.len()));
+}
