@@ -333,26 +333,20 @@ impl Grams {
 }
 
 impl Needles {
+    /// Teddy for a few needles, grams for many (an automaton if grams cannot be built), an
+    /// automaton for one.
     fn build(needles: Vec<(String, u32)>) -> Option<Self> {
-        if needles.is_empty() {
-            return None;
+        if needles.len() <= PACKED_UP_TO {
+            return Self::build_scanned(needles);
         }
         let (patterns, atoms): (Vec<String>, Vec<u32>) = needles.into_iter().unzip();
-        if patterns.len() > 1
-            && patterns.len() <= PACKED_UP_TO
-            && let Some(packed) = Self::packed(&patterns, &atoms)
-        {
-            return Some(packed);
-        }
-        if patterns.len() > PACKED_UP_TO
-            && let Some(grams) = Grams::build(&patterns, &atoms)
-        {
-            return Some(Self {
+        match Grams::build(&patterns, &atoms) {
+            Some(grams) => Some(Self {
                 scan: Scan::Grams(Box::new(grams)),
                 atoms: atoms.into_boxed_slice(),
-            });
+            }),
+            None => Self::automaton(&patterns, atoms),
         }
-        Self::automaton(&patterns, atoms)
     }
 
     /// [`Needles::build`] without grams: Teddy or the automaton.
@@ -1589,6 +1583,16 @@ mod tests {
         gate.select(&JsonEvent::borrow(&event), &RecordScan::new())
     }
 
+    /// The atoms `needles` marks in `text`, ascending.
+    fn marked_atoms(needles: &Needles, text: &str, atoms: usize) -> Vec<u32> {
+        let mut hits = Hits::default();
+        hits.reset(atoms);
+        needles.mark(text, &mut hits);
+        let mut set = hits.set.clone();
+        set.sort_unstable();
+        set
+    }
+
     /// The gate never drops a rule rsigma would match.
     fn assert_sound(gate: &Gate, rules: &[CompiledRule], event: serde_json::Value) {
         let view = JsonEvent::borrow(&event);
@@ -2107,14 +2111,7 @@ detection:
                 atoms: atoms.clone().into_boxed_slice(),
             };
             let automaton = Needles::automaton(&needles, atoms.clone()).unwrap();
-            let marked = |needles: &Needles, text: &str| {
-                let mut hits = Hits::default();
-                hits.reset(atoms.len());
-                needles.mark(text, &mut hits);
-                let mut set = hits.set.clone();
-                set.sort_unstable();
-                set
-            };
+            let marked = |needles: &Needles, text: &str| marked_atoms(needles, text, atoms.len());
             let text = if grams.wants_lowercase() { text.to_ascii_lowercase() } else { text };
             proptest::prop_assert_eq!(marked(&grams, &text), marked(&automaton, &text));
         }
@@ -2132,14 +2129,7 @@ detection:
                 return Ok(());
             };
             let automaton = Needles::automaton(&needles, atoms.clone()).unwrap();
-            let marked = |needles: &Needles, text: &str| {
-                let mut hits = Hits::default();
-                hits.reset(atoms.len());
-                needles.mark(text, &mut hits);
-                let mut set = hits.set.clone();
-                set.sort_unstable();
-                set
-            };
+            let marked = |needles: &Needles, text: &str| marked_atoms(needles, text, atoms.len());
             proptest::prop_assert_eq!(
                 marked(&packed, &text.to_ascii_lowercase()),
                 marked(&automaton, &text)
