@@ -11,8 +11,9 @@
 //! `OR`s over *atoms*, each a cheap, necessary fact about the record (a field is present, a field's
 //! folded value equals a literal or contains one, some string of the record contains one). A record
 //! marks the atoms it satisfies (one hash lookup and one scan for literals per field the rules
-//! name: Teddy, a filter over the value's grams, or Aho-Corasick's automaton), and a rule reaches rsigma only when its tree holds on those atoms. rsigma still decides
-//! every match: the gate is a necessary condition and never a second evaluator.
+//! name: Teddy, a filter over the value's grams, or Aho-Corasick's automaton), and a rule reaches
+//! rsigma only when its tree holds on those atoms. rsigma still decides every match: the gate is
+//! a necessary condition and never a second evaluator.
 //!
 //! # Soundness
 //!
@@ -36,9 +37,10 @@
 //! - Literals are compared folded: case-insensitive ones as rsigma stores them (lowercased),
 //!   case-sensitive ones lowercased when every character outside ASCII is caseless (an emoji, a
 //!   symbol: no case mapping or case-insensitive match relates it to another character, so a raw
-//!   match implies a folded match), otherwise not at all. Values are folded as rsigma folds them: ASCII in place,
-//!   anything else with `str::to_lowercase`, and both with `ſ` read as `s` (a case-insensitive
-//!   regex equates them). Numbers and booleans are compared by the text rsigma gives them.
+//!   match implies a folded match), otherwise not at all. Values are folded as rsigma folds them:
+//!   ASCII in place, anything else with `str::to_lowercase`, and both with `ſ` read as `s` (a
+//!   case-insensitive regex equates them). Numbers and booleans are compared by the text rsigma
+//!   gives them.
 //! - Numeric equality (`EventID: 4688`) is an atom of its own, tested as rsigma tests it.
 //! - Keyword atoms are checked on exactly the strings rsigma's keyword matcher sees
 //!   (`Event::any_string_value`).

@@ -143,7 +143,6 @@ fn every_sigmahq_rule_loads() {
     assert!(check.loaded > 3_700, "{check:?}");
 }
 
-/// A record flattened to dotted keys, as Vigil's normalized event stores a source's fields.
 /// A flat record that finds its keys only by walking them (`FlatRecord::position`'s default).
 struct Unindexed<'a>(&'a Flattened);
 

@@ -76,9 +76,13 @@ impl Flattened {
         }
         let mut entries = Vec::new();
         walk("", value, &mut entries);
+        // Ordered as vigil_schema orders a record's keys: by the Fx hash of the key's bytes alone
+        // (`str`'s `Hash` would add a terminator byte and give another order).
         let hash = |key: &str| {
-            use std::hash::BuildHasher;
-            rustc_hash::FxBuildHasher.hash_one(key)
+            use std::hash::Hasher;
+            let mut hasher = rustc_hash::FxHasher::default();
+            hasher.write(key.as_bytes());
+            hasher.finish()
         };
         entries.sort_by(|a, b| (hash(&a.0), &a.0).cmp(&(hash(&b.0), &b.0)));
         let index = entries
