@@ -5,7 +5,7 @@
 //! whose logsource it belongs to, through a view that applies that logsource's field renames.
 //! A rule therefore never fires on a record of another logsource. Inside a partition, Vigil's
 //! prefilter ([`crate::gate`]) selects the rules whose necessary literals the record has, and
-//! rsigma's `evaluate_rule` decides each of them.
+//! rsigma's condition evaluator decides each of them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -257,35 +257,123 @@ impl Pending {
 
 /// A partition's compiled rules (filters applied) behind Vigil's prefilter ([`crate::gate`]).
 /// rsigma's `Engine` and its candidate index are not used for evaluation: the gate selects the
-/// rules, and rsigma's `evaluate_rule` decides each.
+/// rules, and rsigma's condition evaluator decides each ([`decide`]).
 struct Evaluator {
     rules: Vec<rsigma_eval::CompiledRule>,
     gate: crate::gate::Gate,
 }
 
+/// A rule rsigma matched, with the fields it matched (unsorted, as rsigma gives them).
+type Hit<'a> = (&'a rsigma_eval::CompiledRule, Vec<MatchedField>);
+
 impl Evaluator {
-    fn evaluate<E: rsigma_eval::Event>(
-        &self,
+    fn evaluate<'a, E: rsigma_eval::Event>(
+        &'a self,
         event: &E,
         record: &crate::gate::RecordScan,
-    ) -> Vec<rsigma_eval::EvaluationResult> {
+    ) -> Vec<Hit<'a>> {
+        let mut selections = Vec::new();
         self.gate
             .select(event, record)
             .into_iter()
             .filter_map(|index| self.rules.get(index as usize))
-            .filter_map(|rule| rsigma_eval::evaluate_rule(rule, event))
+            .filter_map(|rule| Some((rule, decide(rule, event, &mut selections)?)))
             .collect()
     }
 
-    /// Every rule, without the gate: what the gate must never change.
-    fn evaluate_unfiltered<E: rsigma_eval::Event>(
-        &self,
-        event: &E,
-    ) -> Vec<rsigma_eval::EvaluationResult> {
+    /// Every rule, without the gate, each through rsigma's own `evaluate_rule`: what the gate
+    /// and [`decide`] must never change.
+    fn evaluate_unfiltered<'a, E: rsigma_eval::Event>(&'a self, event: &E) -> Vec<Hit<'a>> {
         self.rules
             .iter()
-            .filter_map(|rule| rsigma_eval::evaluate_rule(rule, event))
+            .filter_map(|rule| {
+                let result = rsigma_eval::evaluate_rule(rule, event)?;
+                Some((rule, rsigma_matched(result)))
+            })
             .collect()
+    }
+}
+
+/// rsigma's verdict on one rule and the fields it matched: what `rsigma_eval::evaluate_rule`
+/// gives, for less on a match.
+///
+/// On a match, `evaluate_rule` runs the rule's condition twice (a yes/no pass, then a pass that
+/// records the selections that held), evaluates the items of those selections again to report
+/// the fields that matched, and copies the rule's title, id and tags into its result. Here the
+/// condition runs once, through rsigma's public `eval_condition` (the pass that records
+/// selections), and the matched fields are read off what that pass decided:
+/// - a selection that held and is a map of items (`AllOf`) held on every item, so rsigma
+///   reports each of its items whose field the record has;
+/// - a selection that held and is a list of one-item maps (`AnyOf` of `AllOf`s of one item, the
+///   `- Image|endswith: ...` / `- OriginalFileName: ...` idiom) has rsigma report each item
+///   whose field the record has and whose matcher (rsigma's) accepts the value;
+/// - for any other kind (maps of several items in a list, keywords, array quantifiers),
+///   `evaluate_rule` itself reports them.
+///
+/// `detect_unfiltered` evaluates with `evaluate_rule` alone, and the regression tests hold both
+/// to the same detections and matched fields.
+fn decide<E: rsigma_eval::Event>(
+    rule: &rsigma_eval::CompiledRule,
+    event: &E,
+    selections: &mut Vec<String>,
+) -> Option<Vec<MatchedField>> {
+    use rsigma_eval::CompiledDetection;
+    for condition in &rule.conditions {
+        selections.clear();
+        if !rsigma_eval::compiler::eval_condition(condition, &rule.detections, event, selections) {
+            continue;
+        }
+        let mut matched = Vec::new();
+        let mut report = |item: &rsigma_eval::CompiledDetectionItem, check: bool| {
+            // A keyword item: rsigma reports none.
+            let Some(field) = &item.field else {
+                return;
+            };
+            if let Some(value) = event.get_field(field)
+                && (!check || item.matcher.matches(&value, event))
+            {
+                matched.push(MatchedField {
+                    field: field.clone(),
+                    value: value.to_json(),
+                });
+            }
+        };
+        for name in selections.iter() {
+            match rule.detections.get(name) {
+                Some(CompiledDetection::AllOf(items)) => {
+                    items.iter().for_each(|item| report(item, false));
+                }
+                Some(CompiledDetection::AnyOf(choices))
+                    if choices.iter().all(|choice| {
+                        matches!(choice, CompiledDetection::AllOf(items) if items.len() == 1)
+                    }) =>
+                {
+                    for choice in choices {
+                        if let CompiledDetection::AllOf(items) = choice {
+                            items.iter().for_each(|item| report(item, true));
+                        }
+                    }
+                }
+                _ => return rsigma_eval::evaluate_rule(rule, event).map(rsigma_matched),
+            }
+        }
+        return Some(matched);
+    }
+    None
+}
+
+/// The fields an rsigma result reports as matched.
+fn rsigma_matched(result: rsigma_eval::EvaluationResult) -> Vec<MatchedField> {
+    match result.body {
+        rsigma_eval::ResultBody::Detection(body) => body
+            .matched_fields
+            .into_iter()
+            .map(|field| MatchedField {
+                field: field.field,
+                value: field.value,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -682,25 +770,10 @@ impl RuleSet {
                 Mode::Gated => evaluator.evaluate(&view, &record),
                 Mode::Unfiltered => evaluator.evaluate_unfiltered(&view),
             };
-            for result in results {
-                let key = result
-                    .header
-                    .rule_id
-                    .as_deref()
-                    .unwrap_or(result.header.rule_title.as_str());
+            for (compiled, mut matched) in results {
+                let key = compiled.id.as_deref().unwrap_or(compiled.title.as_str());
                 let Some(rule) = partition.rules.get(key) else {
                     continue;
-                };
-                let mut matched: Vec<MatchedField> = match result.body {
-                    rsigma_eval::ResultBody::Detection(body) => body
-                        .matched_fields
-                        .into_iter()
-                        .map(|field| MatchedField {
-                            field: field.field,
-                            value: field.value,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
                 };
                 // rsigma reports selections in hash order; sorted, the same record gives the
                 // same output on every run.
@@ -1084,6 +1157,50 @@ mod tests {
                 "title: {title}\nid: {title}\nlogsource:\n{logsource}\ndetection:\n{detection}\nlevel: high\ntags:\n  - attack.execution\n  - attack.t1059.001\n"
             ),
         )
+    }
+
+    /// [`decide`] gives rsigma's verdict and matched fields on every kind of selection: maps,
+    /// lists of one-item maps where several items hold, lists of larger maps and keywords (which
+    /// fall back to `evaluate_rule`), `exists`, `null`, negations over partly held selections,
+    /// and selectors.
+    #[test]
+    fn decide_matches_evaluate_rule() {
+        let detections = [
+            "  sel:\n    Image|endswith: '.exe'\n    User|exists: true\n    Gone|exists: false\n    Missing: null\n  condition: sel",
+            "  sel:\n    - Image|endswith: '.exe'\n    - OriginalFileName: 'evil.exe'\n    - Gone: x\n  condition: sel",
+            "  sel:\n    - Image|endswith: '.exe'\n      User: bob\n    - OriginalFileName: 'evil.exe'\n  condition: sel",
+            "  sel:\n    - evil\n  other:\n    User: bob\n  condition: sel and other",
+            "  a:\n    User: bob\n  b:\n    Image: nope\n  c:\n    OriginalFileName: evil.exe\n  condition: c and not (a and b)",
+            "  sel_a:\n    User: bob\n  sel_b:\n    OriginalFileName|contains: evil\n  sel_c:\n    Image: nope\n  condition: 1 of sel_*",
+            "  sel_a:\n    User: bob\n  sel_b:\n    OriginalFileName|contains: evil\n  condition: all of sel_*",
+            "  sel:\n    Image|endswith: '.exe'\n  filter:\n    User: bob\n  condition: sel and not filter",
+        ];
+        let event = json!({
+            "Image": "C:\\evil.exe",
+            "OriginalFileName": "EVIL.EXE",
+            "User": "bob",
+            "Gone": null,
+            "CommandLine": "evil things",
+        });
+        let view = rsigma_eval::JsonEvent::borrow(&event);
+        let sorted = |mut fields: Vec<MatchedField>| {
+            fields.sort_by(|a, b| {
+                (&a.field, a.value.to_string()).cmp(&(&b.field, b.value.to_string()))
+            });
+            fields
+        };
+        let mut matches = 0;
+        for detection in detections {
+            let yaml =
+                format!("title: t\nlogsource:\n  product: windows\ndetection:\n{detection}\n");
+            let collection = rsigma_parser::parse_sigma_yaml(&yaml).unwrap();
+            let compiled = rsigma_eval::compile_rule(&collection.rules[0]).unwrap();
+            let expected = rsigma_eval::evaluate_rule(&compiled, &view).map(rsigma_matched);
+            let got = decide(&compiled, &view, &mut Vec::new());
+            assert_eq!(got.map(sorted), expected.map(sorted), "{detection}");
+            matches += usize::from(rsigma_eval::evaluate_rule(&compiled, &view).is_some());
+        }
+        assert_eq!(matches, 7);
     }
 
     fn rules() -> RuleSet {
