@@ -131,6 +131,9 @@ enum Scan {
     /// Many needles: each filed under one of its four-byte grams, found by testing every gram
     /// of the text against a bit filter and comparing the needles filed under the few that pass.
     Grams(Box<Grams>),
+    /// One needle, ASCII lowercased: its first byte found by memchr (either ASCII case), the
+    /// rest compared ignoring ASCII case.
+    One(Box<[u8]>),
 }
 
 /// Bytes in the gram a needle of at least that many bytes is filed under; shorter needles
@@ -357,6 +360,14 @@ impl Needles {
             return None;
         }
         let (patterns, atoms): (Vec<String>, Vec<u32>) = needles.into_iter().unzip();
+        if let [pattern] = patterns.as_slice()
+            && !pattern.is_empty()
+        {
+            return Some(Self {
+                scan: Scan::One(pattern.to_ascii_lowercase().into_bytes().into_boxed_slice()),
+                atoms: atoms.into_boxed_slice(),
+            });
+        }
         if patterns.len() > 1
             && patterns.len() <= PACKED_UP_TO
             && let Some(packed) = Self::packed(&patterns, &atoms)
@@ -409,7 +420,7 @@ impl Needles {
     fn wants_lowercase(&self) -> bool {
         match &self.scan {
             Scan::Packed { .. } => true,
-            Scan::Automaton(_) => false,
+            Scan::Automaton(_) | Scan::One(_) => false,
             Scan::Grams(grams) => grams.short.as_ref().is_some_and(Needles::wants_lowercase),
         }
     }
@@ -424,6 +435,13 @@ impl Needles {
                 }
             }
             Scan::Grams(grams) => grams.mark(folded, &self.atoms, hits),
+            Scan::One(needle) => {
+                if let Some(&atom) = self.atoms.first()
+                    && contains_ignoring_ascii_case(folded.as_bytes(), needle)
+                {
+                    hits.set(atom);
+                }
+            }
             Scan::Packed { searcher, needles } => {
                 let text = folded.as_bytes();
                 let mut at = 0;
@@ -446,6 +464,28 @@ impl Needles {
             }
         }
     }
+}
+
+/// Whether `needle` (ASCII lowercased, not empty) occurs in `text`, ignoring ASCII case.
+fn contains_ignoring_ascii_case(text: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let mut at = 0;
+    while let Some(found) = text
+        .get(at..)
+        .and_then(|tail| memchr::memchr2(first, first.to_ascii_uppercase(), tail))
+    {
+        let start = at + found + 1;
+        if text
+            .get(start..start + rest.len())
+            .is_some_and(|candidate| candidate.eq_ignore_ascii_case(rest))
+        {
+            return true;
+        }
+        at = start;
+    }
+    false
 }
 
 /// The buffers [`Gate::select`] reuses, one set per thread: a record allocates none of them.
@@ -2116,6 +2156,19 @@ detection:
             let marked = |needles: &Needles, text: &str| marked_atoms(needles, text, atoms.len());
             let text = if grams.wants_lowercase() { text.to_ascii_lowercase() } else { text };
             proptest::prop_assert_eq!(marked(&grams, &text), marked(&automaton, &text));
+        }
+
+        /// One needle is found exactly where the automaton finds it ignoring ASCII case.
+        #[test]
+        fn one_needle_marks_what_the_automaton_marks(
+            needle in "[abAB@`\\r\\-é ſ\u{212A}]{1,6}",
+            text in "[abAB@`\\r\\-é ſ\u{212A}.]{0,200}",
+        ) {
+            let needles = vec![needle];
+            let one = Needles::build_scanned(vec![(needles[0].clone(), 0)]).unwrap();
+            proptest::prop_assert!(matches!(one.scan, Scan::One(_)));
+            let automaton = Needles::automaton(&needles, vec![0]).unwrap();
+            proptest::prop_assert_eq!(marked_atoms(&one, &text, 1), marked_atoms(&automaton, &text, 1));
         }
 
         /// Teddy over lowercased text marks exactly the needles the automaton finds ignoring
