@@ -179,7 +179,9 @@ struct Grams {
     levels: [Option<GramLevel>; 3],
     /// The needles, ASCII lowercased, by pattern index.
     needles: Box<[Box<[u8]>]>,
-    /// Needles of one byte, searched on their own.
+    /// Needles under [`GRAM`] bytes when there are at most [`PACKED_UP_TO`] of them (one Teddy
+    /// search over the lowercased text, instead of a pass of grams per width for a handful of
+    /// needles), otherwise the needles of one byte; searched on their own.
     short: Option<Needles>,
 }
 
@@ -283,13 +285,22 @@ impl Grams {
         }
         let mut filed: [FxHashMap<u32, Vec<(u32, u32)>>; 3] = Default::default();
         let mut short = Vec::new();
+        let below_gram = needles.iter().filter(|needle| needle.len() < GRAM).count();
+        let short_up_to = if below_gram <= PACKED_UP_TO {
+            GRAM - 1
+        } else {
+            1
+        };
         for (index, needle) in needles.iter().enumerate() {
+            if needle.is_empty() {
+                return None;
+            }
+            if needle.len() <= short_up_to {
+                short.push((patterns.get(index)?.clone(), *atoms.get(index)?));
+                continue;
+            }
             let (level, offset, gram) = match needle.len() {
-                0 => return None,
-                1 => {
-                    short.push((patterns.get(index)?.clone(), *atoms.get(index)?));
-                    continue;
-                }
+                0 | 1 => return None,
                 2 => (2, 0, grams::<2>(needle).next()?),
                 3 => (1, 0, grams::<3>(needle).next()?),
                 _ => {
