@@ -98,8 +98,15 @@ fn decoded_payload<'a>(
             use std::io::Read;
             let decoder = zstd::stream::read::Decoder::new(&payload[..])
                 .map_err(|err| BusError::Codec(format!("cannot decompress payload: {err}")))?;
-            let mut out =
-                Vec::with_capacity(payload.len().saturating_mul(4).min(MAX_DECODED_PAYLOAD));
+            // Sized by the frame's content size where it states one (Vigil's publishers
+            // always do: `bulk::compress`), so a batch of JSON (about 8:1) is not regrown and
+            // copied three times; never more than the limit, whatever a header claims.
+            let expected = zstd::zstd_safe::get_frame_content_size(payload)
+                .ok()
+                .flatten()
+                .and_then(|size| usize::try_from(size).ok())
+                .unwrap_or_else(|| payload.len().saturating_mul(4));
+            let mut out = Vec::with_capacity(expected.min(MAX_DECODED_PAYLOAD) + 1);
             decoder
                 .take(MAX_DECODED_PAYLOAD as u64 + 1)
                 .read_to_end(&mut out)

@@ -286,6 +286,17 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
         OutgoingMessage::new(events_of("acme"), "bad-encoding", b"{}".to_vec());
     unknown_encoding.headers.insert(HEADER_ENCODING, "brotli");
     bus.publish_durable(unknown_encoding).await.unwrap();
+    // A few KiB that decompress past the limit: refused, not allocated, whatever its frame
+    // header says the content size is.
+    let zeros = vec![0u8; vigil_bus::MAX_DECODED_PAYLOAD + 1];
+    let mut bomb = OutgoingMessage::new(
+        events_of("acme"),
+        "bomb",
+        zstd::bulk::compress(&zeros, 3).unwrap(),
+    );
+    drop(zeros);
+    bomb.headers.insert(HEADER_ENCODING, "zstd");
+    bus.publish_durable(bomb).await.unwrap();
     // A payload that decodes but claims another tenant than its subject.
     let mut foreign = sample_event("globex");
     foreign.id = vigil_schema::EventId::derive(&[b"foreign"]);
@@ -306,7 +317,7 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
     assert_eq!(event, good);
     delivery.ack().await.unwrap();
     let mut reasons = Vec::new();
-    for _ in 0..bad_payloads.len() + 3 {
+    for _ in 0..bad_payloads.len() + 4 {
         let letter = next(&mut dead).await;
         reasons.push(
             letter
@@ -322,6 +333,10 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
     assert_eq!(
         reasons[6],
         "unsupported payload encoding \"brotli\": expected zstd or none"
+    );
+    assert_eq!(
+        reasons[7], "decompressed payload exceeds 64 MiB",
+        "{reasons:?}"
     );
     assert!(
         reasons
