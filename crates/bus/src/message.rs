@@ -100,13 +100,19 @@ fn decoded_payload<'a>(
                 .map_err(|err| BusError::Codec(format!("cannot decompress payload: {err}")))?;
             // Sized by the frame's content size where it states one (Vigil's publishers
             // always do: `bulk::compress`), so a batch of JSON (about 8:1) is not regrown and
-            // copied three times; never more than the limit, whatever a header claims.
+            // copied three times. Whatever a header claims, no more is reserved than 64 times
+            // the payload or the limit; a larger output still grows as it is read.
             let expected = zstd::zstd_safe::get_frame_content_size(payload)
                 .ok()
                 .flatten()
                 .and_then(|size| usize::try_from(size).ok())
                 .unwrap_or_else(|| payload.len().saturating_mul(4));
-            let mut out = Vec::with_capacity(expected.min(MAX_DECODED_PAYLOAD) + 1);
+            let mut out = Vec::with_capacity(
+                expected
+                    .min(payload.len().saturating_mul(64))
+                    .min(MAX_DECODED_PAYLOAD)
+                    + 1,
+            );
             decoder
                 .take(MAX_DECODED_PAYLOAD as u64 + 1)
                 .read_to_end(&mut out)
