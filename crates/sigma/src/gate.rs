@@ -300,6 +300,7 @@ impl Grams {
                 continue;
             }
             let (level, offset, gram) = match needle.len() {
+                // Empty needles returned and one-byte ones went to `short` above.
                 0 | 1 => return None,
                 2 => (2, 0, grams::<2>(needle).next()?),
                 3 => (1, 0, grams::<3>(needle).next()?),
@@ -408,16 +409,15 @@ impl Needles {
         // Overlapping search needs the standard match kind: a needle inside another must still
         // mark its own atom. Needles are folded; ASCII case-insensitivity lets ASCII values be
         // scanned without a lowercase copy.
-        // A prefilter only for one needle (memchr's substring search): the automaton's own
-        // prefilter for a larger set (rare bytes, or Teddy handing every candidate back to the
-        // automaton) cost more than stepping the automaton (callgrind, the regression suite:
-        // 1-2 % more instructions), while one needle's search over a record's joined keyword
-        // strings saves 5 %. Larger sets hold long lists of paths and command-line fragments:
-        // an automaton's DFA for those up to 1,000 needles saved 6 % of instructions, no
-        // measurable time, for 40 MB more.
+        // No prefilter: the automaton's own for a set (rare bytes, or Teddy handing every
+        // candidate back to the automaton) cost more than stepping the automaton (callgrind,
+        // the regression suite: 1-2 % more instructions). A single needle never gets here
+        // (`Scan::One`, memchr). Larger sets hold long lists of paths and command-line
+        // fragments: an automaton's DFA for those up to 1,000 needles saved 6 % of
+        // instructions, no measurable time, for 40 MB more.
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
-            .prefilter(patterns.len() == 1)
+            .prefilter(false)
             .ascii_case_insensitive(true)
             .build(patterns)
             .ok()?;
