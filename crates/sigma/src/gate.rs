@@ -15,14 +15,21 @@
 //! rsigma only when its tree holds on those atoms. rsigma still decides every match: the gate is
 //! a necessary condition and never a second evaluator.
 //!
+//! A rule whose tree holds is then checked against its *veto* ([`proof`]): facts that prove one
+//! of its `not`s false (`not known_extension` on an `Image` ending in `.exe`). The veto is read
+//! only for rules that passed their tree, and only where it is exactly rsigma's verdict.
+//!
 //! # Soundness
 //!
 //! The tree may only be weaker than the rule. Anything the analysis cannot prove necessary
 //! becomes *open* (true), and a rule whose tree is open is evaluated on every record:
-//! - `not`, `exists: false`, `null`, field references, numeric, CIDR, timestamp-part, boolean
-//!   and `expand` matchers give no literal. An item with a field still needs the field, so it
-//!   falls back to the field's presence, as rsigma's own index does: every matcher but `null` is
-//!   false on an absent field.
+//! - `not`, `exists: false`, `null`, numeric, CIDR, timestamp-part, boolean and `expand`
+//!   matchers give no literal. An item with a field still needs the field, so it falls back to
+//!   the field's presence, as rsigma's own index does: every matcher but `null` is false on an
+//!   absent field.
+//! - A field reference (`fieldref`) needs both fields and, where both are strings, their folded
+//!   texts equal (for its `contains`, `startswith` and `endswith` forms on ASCII, the other
+//!   field's text inside this one's; outside ASCII, anything).
 //! - `startswith`/`endswith` become "contains". A regex (which is also what rsigma makes of a
 //!   value with wildcards) gives literals one of which every match contains: its literals and
 //!   small classes are folded character by character, then regex-syntax's extractor reads the
@@ -48,6 +55,8 @@
 //! `RuleSet::detect_unfiltered` evaluates every rule of a record's logsource without the gate;
 //! the regression tests compare the two on every record of SigmaHQ's suite.
 
+mod proof;
+
 use std::cell::RefCell;
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -55,6 +64,7 @@ use rsigma_eval::matcher::GroupMode;
 use rsigma_eval::{
     CompiledDetection, CompiledDetectionItem, CompiledMatcher, CompiledRule, Event, EventValue,
 };
+use rsigma_ir::IrStrOp;
 use rsigma_parser::{ArrayQuantifier, ConditionExpr, Quantifier};
 use rustc_hash::FxHashMap;
 
@@ -94,7 +104,20 @@ pub(crate) struct Gate {
     open: Box<[u32]>,
     /// Per rule, its tree (`None` for open rules).
     trees: Vec<Option<Test>>,
+    /// Per rule, facts of a record under which it cannot match ([`proof`]).
+    vetoes: Box<[Option<proof::Proof>]>,
+    /// Field references (`fieldref`): pairs of fields compared per record.
+    references: Box<[Reference]>,
     atoms: usize,
+}
+
+/// A `fieldref` item's necessary condition: both fields present and, where both are strings,
+/// the folded texts equal (or, for the substring forms, one in the other).
+struct Reference {
+    field: String,
+    other: String,
+    substring: bool,
+    atom: u32,
 }
 
 struct FieldGate {
@@ -587,13 +610,16 @@ impl Test {
         }
     }
 
-    fn holds(&self, hits: &Hits) -> bool {
+    /// Whether the test holds on atoms set in `words`.
+    fn holds(&self, words: &[u64]) -> bool {
         match self {
-            Test::Atom(atom) => hits.get(*atom),
-            Test::All(children) => children.iter().all(|child| child.holds(hits)),
-            Test::Any(children) => children.iter().any(|child| child.holds(hits)),
+            Test::Atom(atom) => words
+                .get(*atom as usize / 64)
+                .is_some_and(|word| word & (1u64 << (atom % 64)) != 0),
+            Test::All(children) => children.iter().all(|child| child.holds(words)),
+            Test::Any(children) => children.iter().any(|child| child.holds(words)),
             Test::AnyMask(masks) => masks.iter().any(|&(word, mask)| {
-                hits.words
+                words
                     .get(word as usize)
                     .is_some_and(|bits| bits & mask != 0)
             }),
@@ -631,12 +657,6 @@ impl Hits {
             self.set.push(atom);
         }
     }
-
-    fn get(&self, atom: u32) -> bool {
-        self.words
-            .get(atom as usize / 64)
-            .is_some_and(|word| word & (1u64 << (atom % 64)) != 0)
-    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -649,6 +669,8 @@ enum AtomKey {
     /// The field has a string of at least this many bytes.
     MinLength(u32, usize),
     Keyword(String),
+    /// A field reference: the field, the other field, whether a substring test.
+    Reference(u32, u32, bool),
 }
 
 impl AtomKey {
@@ -656,6 +678,7 @@ impl AtomKey {
     fn rank(&self) -> u8 {
         match self {
             AtomKey::Exact(..) => 0,
+            AtomKey::Reference(..) => 1,
             AtomKey::Contains(_, needle) if needle.len() >= 8 => 1,
             AtomKey::Contains(..) => 2,
             AtomKey::Keyword(needle) if needle.len() >= 8 => 3,
@@ -801,6 +824,14 @@ impl Builder {
             return Analysis::Open;
         }
         let field = self.field(name);
+        if let CompiledMatcher::FieldRef {
+            field: other, op, ..
+        } = &item.matcher
+        {
+            let other = self.field(other);
+            let substring = !matches!(op, IrStrOp::Exact);
+            return self.atom(AtomKey::Reference(field, other, substring));
+        }
         match self.matcher(&item.matcher, Some(field)) {
             Analysis::Tree(node) => Analysis::Tree(node),
             Analysis::Open => self.atom(AtomKey::Presence(field)),
@@ -1217,6 +1248,7 @@ impl Gate {
                 Analysis::Open => None,
             })
             .collect();
+        let vetoes: Box<[Option<proof::Proof>]> = rules.iter().map(proof::veto).collect();
 
         let mut anchored: Vec<Vec<u32>> = vec![Vec::new(); builder.atoms.len()];
         let mut open = Vec::new();
@@ -1250,6 +1282,7 @@ impl Gate {
                 lengths: Vec::new(),
             })
             .collect();
+        let mut references = Vec::new();
         let mut needles: Vec<Vec<(String, u32)>> = vec![Vec::new(); fields.len()];
         let mut keywords = Vec::new();
         for (atom, key) in builder.atoms.iter().enumerate() {
@@ -1282,6 +1315,19 @@ impl Gate {
                     }
                 }
                 AtomKey::Keyword(needle) => keywords.push((needle.clone(), atom)),
+                AtomKey::Reference(field, other, substring) => {
+                    if let (Some(field), Some(other)) = (
+                        builder.field_names.get(*field as usize),
+                        builder.field_names.get(*other as usize),
+                    ) {
+                        references.push(Reference {
+                            field: field.clone(),
+                            other: other.clone(),
+                            substring: *substring,
+                            atom,
+                        });
+                    }
+                }
             }
         }
         for gate in &mut fields {
@@ -1346,6 +1392,8 @@ impl Gate {
                 .iter()
                 .map(|tree| tree.as_ref().map(Test::of))
                 .collect(),
+            vetoes,
+            references: references.into_boxed_slice(),
             atoms: builder.atoms.len(),
         }
     }
@@ -1421,6 +1469,11 @@ impl Gate {
             }
             project(&value, &mut |text| field.mark(text, folded, hits));
         }
+        for reference in &self.references {
+            if reference.holds(event) {
+                hits.set(reference.atom);
+            }
+        }
         if let Some(keywords) = &self.keywords {
             // One scan over the strings joined by a byte no needle contains: a needle cannot
             // span two strings, and the automaton is entered once per record, not per string.
@@ -1444,7 +1497,18 @@ impl Gate {
 
         seen.clear();
         seen.resize(self.trees.len(), false);
-        let mut selected: Vec<u32> = self.open.to_vec();
+        let vetoed = |rule: u32| {
+            self.vetoes
+                .get(rule as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|veto| veto.holds(event))
+        };
+        let mut selected: Vec<u32> = self
+            .open
+            .iter()
+            .copied()
+            .filter(|&rule| !vetoed(rule))
+            .collect();
         for &atom in &hits.set {
             let Some(rules) = self.anchored.get(atom as usize) else {
                 continue;
@@ -1461,7 +1525,8 @@ impl Gate {
                     .trees
                     .get(rule as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|tree| tree.holds(hits))
+                    .is_some_and(|tree| tree.holds(&hits.words))
+                    && !vetoed(rule)
                 {
                     selected.push(rule);
                 }
@@ -1520,6 +1585,36 @@ impl FieldGate {
         if let Some(needles) = &self.contains {
             needles.mark(folded, hits);
         }
+    }
+}
+
+impl Reference {
+    /// Whether the reference may hold: both fields present and, for two strings, their folded
+    /// texts equal (rsigma's equality, case-sensitive or not, implies that) or, for the
+    /// substring forms on ASCII, one inside the other. Any other pair of values may hold.
+    fn holds<E: Event>(&self, event: &E) -> bool {
+        let (Some(value), Some(other)) =
+            (event.get_field(&self.field), event.get_field(&self.other))
+        else {
+            return false;
+        };
+        let (EventValue::Str(value), EventValue::Str(other)) = (&value, &other) else {
+            return true;
+        };
+        if value.is_ascii() && other.is_ascii() {
+            let (value, other) = (value.as_bytes(), other.as_bytes());
+            return if self.substring {
+                other.is_empty()
+                    || value
+                        .windows(other.len())
+                        .any(|part| part.eq_ignore_ascii_case(other))
+            } else {
+                value.eq_ignore_ascii_case(other)
+            };
+        }
+        // `str::to_lowercase` is not a function of each character (a final sigma), so a
+        // substring outside ASCII may fold to a non-substring: it may hold.
+        self.substring || fold_text(value) == fold_text(other)
     }
 }
 
@@ -1658,6 +1753,147 @@ mod tests {
                     rule.title
                 );
             }
+        }
+    }
+
+    /// The gate's selection with and without the rule's veto, and rsigma's verdict.
+    fn vetoed(gate: &Gate, rules: &[CompiledRule], event: serde_json::Value) -> bool {
+        assert_sound(gate, rules, event.clone());
+        selected(gate, event).is_empty()
+    }
+
+    const EXTENSION: &str = r#"
+title: Not an executable
+logsource: {category: process_creation, product: windows}
+detection:
+    known:
+        Image|endswith: ['.exe', '.com']
+    filter_main_system:
+        Image: System
+    filter_optional_temp:
+        - ParentImage|contains: ':\Windows\Temp\'
+        - Image|startswith: 'C:\Temp\'
+    filter_optional_regex:
+        Image|re: 'x.z'
+    condition: not known and not 1 of filter_main_* and not 1 of filter_optional_*
+"#;
+
+    #[test]
+    fn vetoes_drop_rules_their_filters_prove_false() {
+        let (gate, rules) = gate(EXTENSION);
+        assert_eq!(gate.open_rules(), 1);
+        // Proven: a suffix, an equality, one branch of a list of maps, a prefix.
+        assert!(vetoed(
+            &gate,
+            &rules,
+            json!({"Image": r"C:\Windows\cmd.EXE"})
+        ));
+        assert!(vetoed(&gate, &rules, json!({"Image": "SYSTEM"})));
+        assert!(vetoed(
+            &gate,
+            &rules,
+            json!({"Image": "a.dat", "ParentImage": r"c:\windows\temp\p.exe"})
+        ));
+        assert!(vetoed(&gate, &rules, json!({"Image": r"c:\temp\a.dat"})));
+        // Not proven: rsigma decides.
+        for record in [
+            json!({"Image": r"C:\Windows\a.dat"}),
+            json!({"Other": "x.exe"}),
+            json!({"Image": null}),
+            // The regex filter proves nothing.
+            json!({"Image": "xyz"}),
+            // Outside ASCII, an array, a number: the gate proves nothing from them.
+            json!({"Image": r"C:\Jérôme\a.exe"}),
+            json!({"Image": ["a.exe", "b.dat"]}),
+            json!({"Image": 7}),
+            json!({"Image": "a.dat", "ParentImage": ["c:\\windows\\temp\\"]}),
+        ] {
+            assert!(!vetoed(&gate, &rules, record.clone()), "{record}");
+        }
+    }
+
+    #[test]
+    fn vetoes_of_selected_rules_and_conditions_that_prove_nothing() {
+        let (gate, rules) = gate(
+            r#"
+title: Renamed
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        OriginalFileName: 'reg.exe'
+    filter:
+        Image|endswith: '\reg.exe'
+        User|contains|all: ['NT ', 'SYSTEM']
+    condition: selection and not filter
+---
+title: Double negation
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        OriginalFileName: 'reg.exe'
+    filter:
+        Image|endswith: '\reg.exe'
+    condition: selection and not (not filter)
+---
+title: Cased
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        OriginalFileName: 'reg.exe'
+    filter:
+        Image|endswith|cased: '\reg.exe'
+    condition: selection and not filter
+"#,
+        );
+        let renamed = json!({"OriginalFileName": "REG.EXE", "Image": r"C:\x\svc.exe"});
+        assert_eq!(selected(&gate, renamed), vec![0, 1, 2]);
+        // Every item of the filter proven: the first rule is dropped; a `not` inside a `not`
+        // and a case-sensitive literal prove nothing.
+        let system = json!({
+            "OriginalFileName": "REG.EXE", "Image": r"C:\x\REG.exe", "User": "NT AUTHORITY\\SYSTEM"
+        });
+        assert_sound(&gate, &rules, system.clone());
+        assert_eq!(selected(&gate, system), vec![1, 2]);
+        // One item of the filter unproven: nothing dropped.
+        let user = json!({"OriginalFileName": "REG.EXE", "Image": r"C:\x\reg.exe", "User": "bob"});
+        assert_eq!(selected(&gate, user), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn field_references_need_both_fields_and_equal_texts() {
+        let (gate, rules) = gate(
+            r#"
+title: Runs itself
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        Image|fieldref: ParentImage
+    condition: selection
+---
+title: Named in its parent
+logsource: {category: process_creation, product: windows}
+detection:
+    selection:
+        ParentCommandLine|fieldref|contains: Image
+    condition: selection
+"#,
+        );
+        assert_eq!(gate.open_rules(), 0);
+        let cases = [
+            (json!({"Image": "a.exe", "ParentImage": "b.exe"}), vec![]),
+            (json!({"Image": "a.exe"}), vec![]),
+            (json!({"Image": "A.exe", "ParentImage": "a.EXE"}), vec![0]),
+            (json!({"Image": "Σ", "ParentImage": "σ"}), vec![0]),
+            (json!({"Image": 1, "ParentImage": "1"}), vec![0]),
+            (
+                json!({"Image": "b.exe", "ParentCommandLine": "run B.EXE now"}),
+                vec![1],
+            ),
+            (json!({"Image": "é", "ParentCommandLine": "x"}), vec![1]),
+        ];
+        for (record, expected) in cases {
+            assert_sound(&gate, &rules, record.clone());
+            assert_eq!(selected(&gate, record.clone()), expected, "{record}");
         }
     }
 
@@ -2180,6 +2416,63 @@ detection:
             proptest::prop_assert!(matches!(one.scan, Scan::One(_)));
             let automaton = Needles::automaton(&needles, vec![0]).unwrap();
             proptest::prop_assert_eq!(marked_atoms(&one, &text, 1), marked_atoms(&automaton, &text, 1));
+        }
+
+        /// A rule's veto never drops it where rsigma matches: filters of every modifier and
+        /// case, under `not` at several depths, on values in and outside ASCII, arrays,
+        /// numbers, `null` and absent fields.
+        #[test]
+        fn vetoes_never_drop_a_match(
+            filters in proptest::collection::vec(
+                (
+                    prop::sample::select(vec!["A", "B"]),
+                    prop::sample::select(vec![
+                        "", "|contains", "|startswith", "|endswith", "|contains|cased",
+                        "|endswith|cased", "|contains|all", "|re", "|re|i",
+                    ]),
+                    proptest::collection::vec("[aAbéÉſ\\.]{1,3}", 1..3),
+                ),
+                1..4,
+            ),
+            shape in 0usize..5,
+            a in prop_oneof![
+                "[aAbéÉſ\\.]{0,6}".prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+                Just(json!(7)),
+                proptest::collection::vec("[aAbé.]{0,4}", 0..3).prop_map(|v| json!(v)),
+            ],
+            b in proptest::option::of("[aAbéÉſ\\.]{0,6}"),
+        ) {
+            let mut yaml = String::from(
+                "title: t\nlogsource: {category: test}\ndetection:\n  selection:\n    A|exists: true\n",
+            );
+            for (index, (field, modifier, values)) in filters.iter().enumerate() {
+                let mut values: Vec<String> =
+                    values.iter().map(|value| format!("'{value}'")).collect();
+                if modifier.ends_with("|all") && values.len() == 1 {
+                    // rsigma refuses `|all` over one value.
+                    values.push("'a'".into());
+                }
+                yaml.push_str(&format!(
+                    "  filter_{index}:\n    {field}{modifier}: [{}]\n",
+                    values.join(", ")
+                ));
+            }
+            let condition = match shape {
+                0 => "selection and not 1 of filter_*",
+                1 => "not 1 of filter_*",
+                2 => "selection and not all of filter_*",
+                3 => "not (selection and 1 of filter_*) and selection",
+                _ => "selection and not (filter_0 or not selection)",
+            };
+            yaml.push_str(&format!("  condition: {condition}\n"));
+            let (gate, rules) = gate(&yaml);
+            let mut record = serde_json::Map::new();
+            record.insert("A".into(), a);
+            if let Some(b) = b {
+                record.insert("B".into(), b.into());
+            }
+            assert_sound(&gate, &rules, serde_json::Value::Object(record));
         }
 
         /// Teddy over lowercased text marks exactly the needles the automaton finds ignoring
