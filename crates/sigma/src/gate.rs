@@ -65,7 +65,7 @@ use rsigma_eval::{
     CompiledDetection, CompiledDetectionItem, CompiledMatcher, CompiledRule, Event, EventValue,
 };
 use rsigma_ir::IrStrOp;
-use rsigma_parser::{ArrayQuantifier, ConditionExpr, Quantifier};
+use rsigma_parser::{ArrayQuantifier, ConditionExpr, Quantifier, SelectorPattern};
 use rustc_hash::FxHashMap;
 
 /// A literal shorter than this, extracted from a regex, selects nearly everything: the regex
@@ -755,15 +755,8 @@ impl Builder {
                 quantifier,
                 pattern,
             } => {
-                let mut names: Vec<&String> = rule
-                    .detections
-                    .keys()
-                    .filter(|name| pattern.matches_detection_name(name))
-                    .collect();
-                names.sort();
-                let parts: Vec<Analysis> = names
+                let parts: Vec<Analysis> = named_detections(rule, pattern)
                     .into_iter()
-                    .filter_map(|name| rule.detections.get(name))
                     .map(|detection| self.detection(detection))
                     .collect();
                 match quantifier {
@@ -1179,6 +1172,20 @@ fn combine(mode: GroupMode, parts: Vec<Analysis>) -> Analysis {
         GroupMode::Any => any_of(parts),
         GroupMode::All => all_of(parts),
     }
+}
+
+/// The detections a selector (`1 of selection_*`) names, in the order of their names.
+fn named_detections<'r>(
+    rule: &'r CompiledRule,
+    pattern: &SelectorPattern,
+) -> Vec<&'r CompiledDetection> {
+    let mut named: Vec<(&String, &CompiledDetection)> = rule
+        .detections
+        .iter()
+        .filter(|(name, _)| pattern.matches_detection_name(name))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named.into_iter().map(|(_, detection)| detection).collect()
 }
 
 /// Every part is necessary: the open ones say nothing and are dropped.
@@ -1754,6 +1761,11 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn base64_text(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
     }
 
     /// The gate's selection with and without the rule's veto, and rsigma's verdict.
@@ -2428,20 +2440,32 @@ detection:
                     prop::sample::select(vec!["A", "B"]),
                     prop::sample::select(vec![
                         "", "|contains", "|startswith", "|endswith", "|contains|cased",
-                        "|endswith|cased", "|contains|all", "|re", "|re|i",
+                        "|endswith|cased", "|contains|all", "|re", "|re|i", "|contains|windash",
+                        "|base64offset|contains", "|neq",
                     ]),
-                    proptest::collection::vec("[aAbéÉſ\\.]{1,3}", 1..3),
+                    // Mostly a few values (a record escapes every filter only then), sometimes
+                    // eight or more: rsigma makes those `contains` one Aho-Corasick set.
+                    prop_oneof![
+                        3 => proptest::collection::vec("[aAbéſK\\.]{1,2}", 1..3),
+                        1 => proptest::collection::vec("[aAbéſK\\.]{1,2}", 8..10),
+                    ],
                 ),
-                1..4,
+                1..3,
             ),
-            shape in 0usize..5,
+            shape in 0usize..8,
             a in prop_oneof![
-                "[aAbéÉſ\\.]{0,6}".prop_map(serde_json::Value::from),
-                Just(serde_json::Value::Null),
-                Just(json!(7)),
-                proptest::collection::vec("[aAbé.]{0,4}", 0..3).prop_map(|v| json!(v)),
+                8 => "[aAbéÉſK\\.-]{0,5}".prop_map(serde_json::Value::from),
+                1 => "[aAbéÉſK\\.-]{0,5}".prop_map(|text| {
+                    // `|base64offset` literals are base64 of the rule's text.
+                    serde_json::Value::from(base64_text(&text))
+                }),
+                1 => Just(serde_json::Value::Null),
+                1 => Just(json!(7)),
+                1 => Just(json!(true)),
+                1 => Just(json!(1.5)),
+                1 => proptest::collection::vec("[aAbé.]{0,4}", 0..3).prop_map(|v| json!(v)),
             ],
-            b in proptest::option::of("[aAbéÉſ\\.]{0,6}"),
+            b in proptest::option::of("[aAbéÉſK\\.-]{0,6}"),
         ) {
             let mut yaml = String::from(
                 "title: t\nlogsource: {category: test}\ndetection:\n  selection:\n    A|exists: true\n",
@@ -2463,6 +2487,9 @@ detection:
                 1 => "not 1 of filter_*",
                 2 => "selection and not all of filter_*",
                 3 => "not (selection and 1 of filter_*) and selection",
+                4 => "selection and not 2 of filter_*",
+                5 => "selection and not all of them",
+                6 => "selection and not (1 of filter_* and not filter_0)",
                 _ => "selection and not (filter_0 or not selection)",
             };
             yaml.push_str(&format!("  condition: {condition}\n"));
@@ -2471,6 +2498,40 @@ detection:
             record.insert("A".into(), a);
             if let Some(b) = b {
                 record.insert("B".into(), b.into());
+            }
+            assert_sound(&gate, &rules, serde_json::Value::Object(record));
+        }
+
+        /// A `fieldref` rule is selected whenever rsigma matches it: every form, on strings in
+        /// and outside ASCII (the Kelvin sign lowercases to `k`, `Σ` to `σ` or `ς`), numbers,
+        /// booleans, arrays, `null` and absent fields.
+        #[test]
+        fn field_references_are_selected_whenever_they_match(
+            modifier in prop::sample::select(vec![
+                "|fieldref", "|fieldref|contains", "|fieldref|startswith", "|fieldref|endswith",
+            ]),
+            values in proptest::collection::vec(
+                proptest::option::of(prop_oneof![
+                    "[aAkKσΣςſsé]{0,4}".prop_map(serde_json::Value::from),
+                    Just(serde_json::Value::Null),
+                    Just(json!(1)),
+                    Just(json!("1")),
+                    Just(json!(false)),
+                    proptest::collection::vec("[aAkK]{0,2}", 0..3).prop_map(|v| json!(v)),
+                ]),
+                2,
+            ),
+        ) {
+            let yaml = format!(
+                "title: t\nlogsource: {{category: test}}\ndetection:\n  selection:\n    \
+                 A{modifier}: B\n  condition: selection\n"
+            );
+            let (gate, rules) = gate(&yaml);
+            let mut record = serde_json::Map::new();
+            for (name, value) in ["A", "B"].into_iter().zip(values) {
+                if let Some(value) = value {
+                    record.insert(name.into(), value);
+                }
             }
             assert_sound(&gate, &rules, serde_json::Value::Object(record));
         }

@@ -134,20 +134,11 @@ fn prove(condition: &ConditionExpr, rule: &CompiledRule) -> Option<Proof> {
             quantifier,
             pattern,
         } => {
-            let mut names: Vec<&String> = rule
-                .detections
-                .keys()
-                .filter(|name| pattern.matches_detection_name(name))
-                .collect();
-            if names.is_empty() {
+            let named = super::named_detections(rule, pattern);
+            if named.is_empty() {
                 return None;
             }
-            names.sort();
-            let proven = names
-                .into_iter()
-                .filter_map(|name| rule.detections.get(name))
-                .map(detection)
-                .collect();
+            let proven = named.into_iter().map(detection).collect();
             match quantifier {
                 Quantifier::Any | Quantifier::Count(1) => some(proven, Proof::Any),
                 Quantifier::All => every(proven, Proof::All),
@@ -184,8 +175,12 @@ fn item(item: &CompiledDetectionItem) -> Option<Proof> {
 }
 
 fn text(matcher: &CompiledMatcher) -> Option<Text> {
+    // rsigma stores case-insensitive literals lowercased and compares lowercased text with
+    // them; a literal with an uppercase letter (which rsigma 0.23 never makes) could match
+    // nothing there, and proves nothing here.
     let literal = |value: &str| -> Option<Box<[u8]>> {
-        (!value.is_empty() && value.is_ascii()).then(|| value.as_bytes().into())
+        (!value.is_empty() && value.is_ascii() && !value.bytes().any(|b| b.is_ascii_uppercase()))
+            .then(|| value.as_bytes().into())
     };
     match matcher {
         CompiledMatcher::Exact {
