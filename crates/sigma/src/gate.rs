@@ -1581,11 +1581,15 @@ impl FieldGate {
     }
 
     fn mark(&self, text: &str, scratch: &mut String, hits: &mut Hits) {
+        let ascii = text.is_ascii();
         // Folding keeps ASCII's length; anything else is folded and looked up.
-        let exact =
-            !self.exact.is_empty() && (self.exact_lengths.contains(text.len()) || !text.is_ascii());
+        let exact = !self.exact.is_empty() && (!ascii || self.exact_lengths.contains(text.len()));
         let lowercase = exact || self.contains.as_ref().is_some_and(Needles::wants_lowercase);
-        let folded = fold_value(text, lowercase, scratch);
+        let folded = if ascii {
+            fold_ascii(text, lowercase, scratch)
+        } else {
+            fold_value(text, lowercase, scratch)
+        };
         if exact && let Some(&atom) = self.exact.get(folded) {
             hits.set(atom);
         }
@@ -1653,16 +1657,21 @@ impl ExactLengths {
 /// the automata ignore ASCII case.
 fn fold_value<'a>(text: &'a str, lowercase_ascii: bool, scratch: &'a mut String) -> &'a str {
     if text.is_ascii() {
-        if !lowercase_ascii || !text.bytes().any(|byte| byte.is_ascii_uppercase()) {
-            return text;
-        }
-        scratch.clear();
-        scratch.push_str(text);
-        scratch.make_ascii_lowercase();
-    } else {
-        // Rare.
-        *scratch = fold_text(text);
+        return fold_ascii(text, lowercase_ascii, scratch);
     }
+    // Rare.
+    *scratch = fold_text(text);
+    scratch
+}
+
+/// [`fold_value`] of a text the caller knows to be ASCII.
+fn fold_ascii<'a>(text: &'a str, lowercase: bool, scratch: &'a mut String) -> &'a str {
+    if !lowercase || !text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        return text;
+    }
+    scratch.clear();
+    scratch.push_str(text);
+    scratch.make_ascii_lowercase();
     scratch
 }
 
