@@ -223,6 +223,76 @@ pub async fn run(context: ServiceContext, config: Config) -> Result<(), DetectEr
     result
 }
 
+/// With a file watcher, the rule and intel files are still fingerprinted every this many ticks:
+/// a change a watch cannot see (a network file system) is picked up within about a minute at
+/// the default `reload_secs`.
+const RESCAN_TICKS: u32 = 30;
+
+/// Whether the rule and intel files may have changed since the last look. The folders are
+/// watched (inotify on Linux), so an idle service does not read the metadata of every rule file
+/// each `reload_secs` (3,754 files for SigmaHQ: about 2 % of the detect benchmark's CPU). Any
+/// event, a watcher error included, means "look". Where a path cannot be watched (it does not
+/// exist yet, or the watch limit is reached), every tick looks, as without a watcher.
+struct FileChanges {
+    changed: Arc<std::sync::atomic::AtomicBool>,
+    /// `None`: nothing watched, every tick looks.
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FileChanges {
+    fn watch(sources: &Sources) -> Self {
+        use notify::Watcher;
+        // The first tick looks, whatever the watcher saw.
+        let changed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Arc::clone(&changed);
+        let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+        })
+        .and_then(|mut watcher| {
+            for path in sources.rule_dirs.iter().chain(&sources.intel_paths) {
+                // A file is replaced by renaming over it (editors, Kubernetes' ConfigMaps): its
+                // folder is watched, which sees that.
+                let (target, mode) = if path.is_dir() {
+                    (path.as_path(), notify::RecursiveMode::Recursive)
+                } else {
+                    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                    (
+                        parent.unwrap_or(std::path::Path::new(".")),
+                        notify::RecursiveMode::NonRecursive,
+                    )
+                };
+                watcher.watch(target, mode)?;
+            }
+            Ok(watcher)
+        });
+        let watcher = match watcher {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                tracing::info!(
+                    error = %err,
+                    "rule and intel files are not watched; they are checked every reload interval"
+                );
+                None
+            }
+        };
+        Self { changed, watcher }
+    }
+
+    /// Whether to look at the files now; clears the flag.
+    fn take(&self) -> bool {
+        self.watcher.is_none()
+            || self
+                .changed
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Makes the next tick look again (a reload that failed is retried).
+    fn look_again(&self) {
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 async fn fingerprint(sources: &Sources) -> u64 {
     let sources = sources.clone();
     tokio::task::spawn_blocking(move || content::files_fingerprint(&sources))
@@ -284,11 +354,14 @@ async fn watch_content(
     mut files: u64,
 ) {
     let mut generation = 1;
+    let changes = FileChanges::watch(&sources);
+    let mut ticks: u32 = 0;
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
+        ticks = ticks.wrapping_add(1);
         let current = match context.store.platform().content_versions().await {
             Ok(current) => current,
             Err(err) => {
@@ -296,7 +369,11 @@ async fn watch_content(
                 continue;
             }
         };
-        let current_files = fingerprint(&sources).await;
+        let current_files = if changes.take() || ticks.is_multiple_of(RESCAN_TICKS) {
+            fingerprint(&sources).await
+        } else {
+            files
+        };
         if current == versions && current_files == files {
             continue;
         }
@@ -321,6 +398,7 @@ async fn watch_content(
             }
             Err(err) => {
                 metrics::counter!(metric_names::RELOADS, "outcome" => "failure").increment(1);
+                changes.look_again();
                 tracing::warn!(error = %err, "detection content not reloaded, the previous stays");
             }
         }
@@ -1004,6 +1082,58 @@ mod tests {
 
     use super::*;
     use vigil_schema::{AlertId, AlertSource, Entities, EventId, Level, MatchedField};
+
+    fn sources(rule_dirs: Vec<PathBuf>, intel_paths: Vec<PathBuf>) -> Sources {
+        Sources {
+            rule_dirs,
+            intel_paths,
+            placeholders: BTreeMap::new(),
+        }
+    }
+
+    /// Waits up to five seconds for the watcher to see a change.
+    fn seen(changes: &FileChanges) -> bool {
+        (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            changes.take()
+        })
+    }
+
+    #[test]
+    fn watched_files_are_looked_at_only_after_a_change() {
+        let rules = tempfile::tempdir().unwrap();
+        let nested = rules.path().join("windows");
+        std::fs::create_dir(&nested).unwrap();
+        let feeds = tempfile::tempdir().unwrap();
+        let feed = feeds.path().join("feed.txt");
+        std::fs::write(&feed, "203.0.113.7\n").unwrap();
+        let changes = FileChanges::watch(&sources(vec![rules.path().into()], vec![feed.clone()]));
+        assert!(changes.take(), "the first tick looks");
+        assert!(!changes.take(), "nothing changed");
+
+        std::fs::write(nested.join("new.yml"), "title: t\n").unwrap();
+        assert!(seen(&changes), "a rule file added in a subfolder");
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = changes.take();
+        assert!(!changes.take());
+
+        // A feed replaced by renaming over it, as editors and ConfigMaps do.
+        let fresh = feeds.path().join("feed.txt.tmp");
+        std::fs::write(&fresh, "198.51.100.9\n").unwrap();
+        std::fs::rename(&fresh, &feed).unwrap();
+        assert!(seen(&changes), "a feed replaced");
+
+        changes.look_again();
+        assert!(changes.take(), "a failed reload is retried");
+    }
+
+    #[test]
+    fn unwatchable_paths_are_looked_at_every_tick() {
+        let missing = std::env::temp_dir().join("vigil-no-such-rules-folder/rules");
+        let changes = FileChanges::watch(&sources(vec![missing], vec![]));
+        assert!(changes.take());
+        assert!(changes.take());
+    }
 
     /// An alert whose matched value is `len` bytes that zstd cannot shrink much.
     fn alert(tenant: &TenantId, n: u64, len: usize) -> Alert {
