@@ -610,16 +610,13 @@ impl Test {
         }
     }
 
-    /// Whether the test holds on atoms set in `words`.
-    fn holds(&self, words: &[u64]) -> bool {
+    fn holds(&self, hits: &Hits) -> bool {
         match self {
-            Test::Atom(atom) => words
-                .get(*atom as usize / 64)
-                .is_some_and(|word| word & (1u64 << (atom % 64)) != 0),
-            Test::All(children) => children.iter().all(|child| child.holds(words)),
-            Test::Any(children) => children.iter().any(|child| child.holds(words)),
+            Test::Atom(atom) => hits.get(*atom),
+            Test::All(children) => children.iter().all(|child| child.holds(hits)),
+            Test::Any(children) => children.iter().any(|child| child.holds(hits)),
             Test::AnyMask(masks) => masks.iter().any(|&(word, mask)| {
-                words
+                hits.words
                     .get(word as usize)
                     .is_some_and(|bits| bits & mask != 0)
             }),
@@ -657,6 +654,12 @@ impl Hits {
             self.set.push(atom);
         }
     }
+
+    fn get(&self, atom: u32) -> bool {
+        self.words
+            .get(atom as usize / 64)
+            .is_some_and(|word| word & (1u64 << (atom % 64)) != 0)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -669,8 +672,9 @@ enum AtomKey {
     /// The field has a string of at least this many bytes.
     MinLength(u32, usize),
     Keyword(String),
-    /// A field reference: the field, the other field, whether a substring test.
-    Reference(u32, u32, bool),
+    /// A field reference: the field, the other field, whether a substring test. Its fields
+    /// are looked up by the reference alone, not scanned as the other atoms' fields are.
+    Reference(String, String, bool),
 }
 
 impl AtomKey {
@@ -816,15 +820,18 @@ impl Builder {
         if matches!(item.matcher, CompiledMatcher::Null) {
             return Analysis::Open;
         }
-        let field = self.field(name);
         if let CompiledMatcher::FieldRef {
             field: other, op, ..
         } = &item.matcher
         {
-            let other = self.field(other);
             let substring = !matches!(op, IrStrOp::Exact);
-            return self.atom(AtomKey::Reference(field, other, substring));
+            return self.atom(AtomKey::Reference(
+                name.to_owned(),
+                other.clone(),
+                substring,
+            ));
         }
+        let field = self.field(name);
         match self.matcher(&item.matcher, Some(field)) {
             Analysis::Tree(node) => Analysis::Tree(node),
             Analysis::Open => self.atom(AtomKey::Presence(field)),
@@ -1322,19 +1329,12 @@ impl Gate {
                     }
                 }
                 AtomKey::Keyword(needle) => keywords.push((needle.clone(), atom)),
-                AtomKey::Reference(field, other, substring) => {
-                    if let (Some(field), Some(other)) = (
-                        builder.field_names.get(*field as usize),
-                        builder.field_names.get(*other as usize),
-                    ) {
-                        references.push(Reference {
-                            field: field.clone(),
-                            other: other.clone(),
-                            substring: *substring,
-                            atom,
-                        });
-                    }
-                }
+                AtomKey::Reference(field, other, substring) => references.push(Reference {
+                    field: field.clone(),
+                    other: other.clone(),
+                    substring: *substring,
+                    atom,
+                }),
             }
         }
         for gate in &mut fields {
@@ -1532,7 +1532,7 @@ impl Gate {
                     .trees
                     .get(rule as usize)
                     .and_then(Option::as_ref)
-                    .is_some_and(|tree| tree.holds(&hits.words))
+                    .is_some_and(|tree| tree.holds(hits))
                     && !vetoed(rule)
                 {
                     selected.push(rule);
@@ -1777,7 +1777,8 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(text)
     }
 
-    /// The gate's selection with and without the rule's veto, and rsigma's verdict.
+    /// Whether the gate selects no rule for `event`, having checked that it keeps every rule
+    /// rsigma matches.
     fn vetoed(gate: &Gate, rules: &[CompiledRule], event: serde_json::Value) -> bool {
         assert_sound(gate, rules, event.clone());
         selected(gate, event).is_empty()

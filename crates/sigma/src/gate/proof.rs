@@ -12,9 +12,9 @@
 //!
 //! A veto only ever drops a rule rsigma would not match. It proves `X` only from items whose
 //! truth it establishes exactly as rsigma would:
-//! - the item names a field and its matcher is case-insensitive with an ASCII literal: an
-//!   equality, a substring, a prefix or a suffix (rsigma lowercases the value and compares it
-//!   with the literal it stored lowercased);
+//! - the item names a field and its matcher is case-insensitive with an ASCII literal, stored
+//!   lowercase as rsigma stores it: an equality, a substring, a prefix or a suffix (rsigma
+//!   lowercases the value and compares it with that literal);
 //! - the field's value is one string, and ASCII, where ASCII lowercasing is rsigma's
 //!   `str::to_lowercase`. A number, a boolean, an array, a map, `null`, an absent field or a
 //!   string outside ASCII proves nothing.
@@ -87,10 +87,8 @@ impl Text {
 
 /// A condition under which `rule` cannot match, if the analysis finds one.
 pub(super) fn veto(rule: &CompiledRule) -> Option<Proof> {
-    if rule.conditions.is_empty() {
-        return None;
-    }
-    // The rule matches when any of its conditions does: every one must be refuted.
+    // The rule matches when any of its conditions does: every one must be refuted (and a rule
+    // without conditions gets no veto: `every` of nothing is nothing).
     let refuted = rule
         .conditions
         .iter()
