@@ -38,7 +38,7 @@ pub use headers::{
     HEADER_CONSUMER, HEADER_DEAD_LETTER_REASON, HEADER_DELIVERIES, HEADER_ENCODING,
     HEADER_ORIGINAL_SUBJECT, HEADER_SCHEMA, Headers,
 };
-pub use message::{Delivery, MAX_DECODED_PAYLOAD, OutgoingMessage, PublishReceipt};
+pub use message::{Delivery, MAX_DECODED_PAYLOAD, OutgoingMessage, PublishReceipt, decode_payload};
 pub use subject::Subject;
 pub use subscription::{Acker, RawSubscription, Subscription};
 

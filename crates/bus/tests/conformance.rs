@@ -269,7 +269,9 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
     let bad_payloads: [&[u8]; 5] = [
         b"not json",
         b"{\"id\": 1}",
-        b"\xff\xfe\x00garbage",
+        // Well-formed JSON but for a string that is not UTF-8 (a lead byte without its
+        // continuation).
+        b"{\"source\": {\"transport\": \"http\", \"format\": \"\xc3\x28\"}}",
         b"",
         b"{\"truncated\": ",
     ];
@@ -328,6 +330,10 @@ async fn dead_letters_undecodable_payloads(fixture: Fixture) {
         letter.ack().await.unwrap();
     }
     assert!(reasons[0].starts_with("cannot decode event"), "{reasons:?}");
+    assert!(
+        reasons[2].starts_with("cannot decode event: the payload is not UTF-8"),
+        "{reasons:?}"
+    );
     assert!(reasons[5].starts_with("cannot decompress"), "{reasons:?}");
     assert_eq!(
         reasons[6],
