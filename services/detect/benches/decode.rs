@@ -99,8 +99,7 @@ fn main() {
         }
     }
     let step = |name: &str| only.as_deref().is_none_or(|only| only == name);
-    let shared = std::env::var("VIGIL_SHARED").unwrap_or_else(|_| "../shared".to_owned());
-    let batch = batch(Path::new(&shared));
+    let batch = batch(&vigil_e2e::shared_dir());
     let message = OutgoingMessage::encode_compressed(&batch, "bench").unwrap();
     let json = serde_json::to_vec(&batch).unwrap();
     println!(
