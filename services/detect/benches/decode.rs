@@ -18,9 +18,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use vigil_bus::{OutgoingMessage, decode_payload};
-use vigil_schema::{
-    Entities, Event, EventBatch, EventBatchWithoutRaw, EventId, Fields, RawRecord, Source, TenantId,
-};
+use vigil_schema::{EventBatch, EventBatchWithoutRaw, TenantId};
+
+mod support;
 
 /// The `vigil` binary's allocator, so the figures are the binary's.
 #[global_allocator]
@@ -28,40 +28,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 500;
 
+/// A batch of the regression records, cycled, each with its text as `raw`.
 fn batch(shared: &Path) -> EventBatch {
-    let files =
-        vigil_sigma::source::files_under(&shared.join("data/sigma/regression_data"), &|p| {
-            p.extension().is_some_and(|e| e == "json")
-        })
-        .unwrap();
-    let mut records = Vec::new();
-    for file in files {
-        records
-            .extend(vigil_sigma::source::json_records(&std::fs::read_to_string(file).unwrap()).0);
-    }
     let tenant: TenantId = "acme".parse().unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let events = (0..BATCH)
-        .map(|n| {
-            let record = &records[n % records.len()];
-            Event {
-                id: EventId::derive(&[tenant.as_str().as_bytes(), &n.to_le_bytes()]),
-                tenant: tenant.clone(),
-                event_time: now,
-                received_time: now,
-                source: Source {
-                    transport: "bench".into(),
-                    format: "json".into(),
-                    peer: None,
-                },
-                logsource: Default::default(),
-                entities: Entities::default(),
-                fields: Fields::from_json(record.clone()),
-                raw: Some(RawRecord::new(&record.to_string())),
-                parse_error: None,
-            }
-        })
-        .collect();
+    let events = support::events(&tenant, &support::records(shared), BATCH, 100);
     EventBatch { tenant, events }
 }
 

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use vigil_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use vigil_bus::{Bus, ConsumerSpec, OutgoingMessage};
@@ -26,10 +25,9 @@ use vigil_detect::content::{Content, Sources, build_global};
 use vigil_detect::evaluate::{TenantState, evaluate_batch};
 use vigil_intel::{IntelBuilder, parse_feed};
 use vigil_runtime::{Readiness, ServiceContext};
-use vigil_schema::{
-    AlertBatch, Entities, Event, EventBatch, EventBatchWithoutRaw, EventId, Fields,
-    RAW_RECORD_MAX_BYTES, RawRecord, Source, Stage, TenantId,
-};
+use vigil_schema::{AlertBatch, Event, EventBatch, EventBatchWithoutRaw, Stage, TenantId};
+
+mod support;
 
 /// The `vigil` binary's allocator, so the figures are the binary's.
 #[global_allocator]
@@ -108,75 +106,6 @@ fn feed(count: usize) -> (String, Vec<String>, Vec<String>, Vec<String>) {
         text.push('\n');
     }
     (text, ips, domains, hashes)
-}
-
-/// A record and its text as received.
-type Record = (Value, String);
-
-/// Windows records and syslog records, each with its text: ingest keeps that text on the event
-/// (`raw`), so every batch carries it as in production.
-fn records(shared: &Path) -> (Vec<Record>, Vec<Record>) {
-    let mut records = Vec::new();
-    let files =
-        vigil_sigma::source::files_under(&shared.join("data/sigma/regression_data"), &|p| {
-            p.extension().is_some_and(|e| e == "json")
-        })
-        .unwrap();
-    for file in files {
-        records.extend(
-            vigil_sigma::source::json_records(&std::fs::read_to_string(file).unwrap())
-                .0
-                .into_iter()
-                .map(|record| {
-                    let text = record.to_string();
-                    (record, text)
-                }),
-        );
-    }
-    let mut syslog = Vec::new();
-    for log in ["OpenSSH_2k.log", "Linux_2k.log"] {
-        let text = std::fs::read_to_string(shared.join("data/loghub").join(log)).unwrap();
-        syslog.extend(
-            text.lines()
-                .map(|line| (vigil_sigma::source::syslog_record(line), line.to_owned())),
-        );
-    }
-    (records, syslog)
-}
-
-/// `windows_percent` of the events are Windows records, the rest syslog lines, interleaved.
-fn events(
-    tenant: &TenantId,
-    (windows, syslog): &(Vec<Record>, Vec<Record>),
-    total: usize,
-    windows_percent: usize,
-) -> Vec<Event> {
-    let now = time::OffsetDateTime::now_utc();
-    (0..total)
-        .map(|n| {
-            let (record, text) = if n % 100 < windows_percent {
-                &windows[n % windows.len()]
-            } else {
-                &syslog[n % syslog.len()]
-            };
-            Event {
-                id: EventId::derive(&[tenant.as_str().as_bytes(), &n.to_le_bytes()]),
-                tenant: tenant.clone(),
-                event_time: now,
-                received_time: now,
-                source: Source {
-                    transport: "bench".into(),
-                    format: "json".into(),
-                    peer: None,
-                },
-                logsource: Default::default(),
-                entities: Entities::default(),
-                fields: Fields::from_json(record.clone()),
-                raw: Some(RawRecord::bounded(text, RAW_RECORD_MAX_BYTES)),
-                parse_error: None,
-            }
-        })
-        .collect()
 }
 
 fn sigma_dirs(shared: &Path) -> Vec<PathBuf> {
@@ -288,13 +217,13 @@ fn main() {
 
     // 2. The engine alone.
     let windows_percent = vigil_e2e::bench_arg("--windows-percent", 80).min(100);
-    let records = records(&shared);
+    let records = support::records(&shared);
     println!(
         "inputs: {windows_percent}% Windows records (SigmaHQ's {} regression records), the rest syslog (loghub's {} OpenSSH and Linux lines), cycled",
         records.0.len(),
         records.1.len()
     );
-    let events = events(&tenant, &records, total, windows_percent);
+    let events = support::events(&tenant, &records, total, windows_percent);
     let mappings = Arc::new(vigil_sigma::Mappings::builtin().unwrap());
     let correlation_dir = tempfile::tempdir().unwrap();
     let mut rule_dirs = sigma_dirs(&shared);
