@@ -28,6 +28,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 500;
 
+/// The steps `--only` can name.
+const STEPS: [&str; 4] = ["without-raw", "with-raw", "zstd", "from-slice"];
+
 /// A batch of the regression records, cycled, each with its text as `raw`.
 fn batch(shared: &Path) -> EventBatch {
     let tenant: TenantId = "acme".parse().unwrap();
@@ -64,11 +67,18 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .expect("--passes N")
             }
-            "--only" => only = Some(args.next().expect("--only STEP")),
+            "--only" => {
+                let step = args.next().expect("--only STEP");
+                assert!(
+                    STEPS.contains(&step.as_str()),
+                    "--only takes one of {STEPS:?}"
+                );
+                only = Some(step);
+            }
+            // `cargo bench` passes `--bench`.
             _ => {}
         }
     }
-    let step = |name: &str| only.as_deref().is_none_or(|only| only == name);
     let batch = batch(&vigil_e2e::shared_dir());
     let message = OutgoingMessage::encode_compressed(&batch, "bench").unwrap();
     let json = serde_json::to_vec(&batch).unwrap();
@@ -77,7 +87,13 @@ fn main() {
         json.len(),
         message.payload.len()
     );
-    let rounds_of = |name: &str| if step(name) { rounds } else { 0 };
+    let rounds_of = |name: &str| {
+        if only.as_deref().is_none_or(|only| only == name) {
+            rounds
+        } else {
+            0
+        }
+    };
     for pass in 1..=passes {
         let zstd = per_event(rounds_of("zstd"), || {
             black_box(zstd::decode_all(&message.payload[..]).unwrap());
