@@ -1,7 +1,9 @@
 //! Evaluation loop for profilers (callgrind, perf): every SigmaHQ rule against the regression
 //! suite's JSON events, `ROUNDS` times; with `flat`, the same records as flat dotted keys
-//! (`RuleSet::detect_flat`, the detect service's path). `cargo run --release -p vigil-sigma
-//! --example eval_profile -- SIGMA_DIR [ROUNDS] [flat]`
+//! (`RuleSet::detect_flat`, the detect service's path); with `fresh`, flat records too, but each
+//! evaluation on a new copy made just before its batch of `BATCH` (500) records, as a stream
+//! delivers them, not on the same 238 records kept warm in the caches. `cargo run --release -p
+//! vigil-sigma --example eval_profile -- SIGMA_DIR [ROUNDS] [flat | fresh [BATCH]]`
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -21,7 +23,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let sigma = PathBuf::from(args.next().unwrap());
     let rounds: usize = args.next().map_or(10, |n| n.parse().unwrap());
-    let flat = args.next().is_some_and(|mode| mode == "flat");
+    let mode = args.next().unwrap_or_default();
+    let flat = mode == "flat";
+    let fresh = mode == "fresh";
+    let size: usize = args.next().map_or(500, |n| n.parse().unwrap());
     let dirs: Vec<PathBuf> = ["rules", "rules-emerging-threats", "rules-threat-hunting"]
         .iter()
         .map(|dir| sigma.join(dir))
@@ -33,6 +38,28 @@ fn main() {
     rules.compile_all();
     let events = support::regression_events(&sigma);
     let flattened: Vec<support::Flattened> = events.iter().map(support::Flattened::new).collect();
+    if fresh {
+        // As a stream delivers them: every record a new copy, made just before its batch is
+        // evaluated; only the evaluation is timed.
+        let mut hits = 0;
+        let mut spent = std::time::Duration::ZERO;
+        let all: Vec<&serde_json::Value> = (0..rounds).flat_map(|_| events.iter()).collect();
+        for chunk in all.chunks(size) {
+            let batch: Vec<support::Flattened> =
+                chunk.iter().map(|e| support::Flattened::new(e)).collect();
+            let started = Instant::now();
+            for record in &batch {
+                hits += rules.detect_flat(record).len();
+            }
+            spent += started.elapsed();
+        }
+        println!(
+            "{} events x {rounds}, fresh copies in batches of {size}: {hits} hits, {:.0} events/s",
+            events.len(),
+            all.len() as f64 / spent.as_secs_f64()
+        );
+        return;
+    }
     let started = Instant::now();
     let mut hits = 0;
     for _ in 0..rounds {
