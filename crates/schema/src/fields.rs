@@ -15,6 +15,8 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::field_key::Key;
+
 /// One field value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
@@ -118,7 +120,7 @@ pub struct Fields {
     /// `key_hash` of each entry's key, ascending; same length as `entries`.
     hashes: Vec<u64>,
     /// Entries in the order of `(hash, key)`.
-    entries: Vec<(Box<str>, FieldValue)>,
+    entries: Vec<(Key, FieldValue)>,
 }
 
 /// The fixed hash that orders entries. Stable across processes and releases (it is not
@@ -142,7 +144,7 @@ impl Fields {
     pub fn from_pairs<K: Into<Box<str>>>(pairs: impl IntoIterator<Item = (K, FieldValue)>) -> Self {
         let mut entries = Vec::new();
         for (key, value) in pairs {
-            push_flattened(&mut entries, key.into(), value);
+            push_flattened(&mut entries, Key::from_boxed(key.into()), value);
         }
         Self::from_unsorted(entries)
     }
@@ -188,8 +190,8 @@ impl Fields {
         Ok((Self::from_unsorted(entries), depth.most))
     }
 
-    fn from_unsorted(entries: Vec<(Box<str>, FieldValue)>) -> Self {
-        let mut keyed: Vec<(u64, Box<str>, FieldValue)> = entries
+    fn from_unsorted(entries: Vec<(Key, FieldValue)>) -> Self {
+        let mut keyed: Vec<(u64, Key, FieldValue)> = entries
             .into_iter()
             .map(|(key, value)| (key_hash(&key), key, value))
             .collect();
@@ -250,7 +252,7 @@ impl Fields {
     /// Inserts or replaces one field (objects are flattened under `key`).
     pub fn insert(&mut self, key: impl Into<Box<str>>, value: FieldValue) {
         let mut flattened = Vec::new();
-        push_flattened(&mut flattened, key.into(), value);
+        push_flattened(&mut flattened, Key::from_boxed(key.into()), value);
         for (key, value) in flattened {
             let hash = key_hash(&key);
             match self.position(hash, &key) {
@@ -299,7 +301,7 @@ impl Fields {
 /// Pushes an object's leaves under `prefix` (empty, or ending in `.`), in document order, so
 /// that of duplicate keys the last still wins.
 fn flatten_object(
-    entries: &mut Vec<(Box<str>, FieldValue)>,
+    entries: &mut Vec<(Key, FieldValue)>,
     prefix: &mut String,
     map: serde_json::Map<String, serde_json::Value>,
 ) {
@@ -314,12 +316,13 @@ fn flatten_object(
             }
             leaf => {
                 let key = if prefix.is_empty() {
-                    key.into_boxed_str()
+                    Key::from_string(key)
                 } else {
-                    let mut joined = String::with_capacity(prefix.len() + key.len());
-                    joined.push_str(prefix);
-                    joined.push_str(&key);
-                    joined.into_boxed_str()
+                    let length = prefix.len();
+                    prefix.push_str(&key);
+                    let joined = Key::new(prefix);
+                    prefix.truncate(length);
+                    joined
                 };
                 entries.push((key, FieldValue::from_json(leaf)));
             }
@@ -327,15 +330,16 @@ fn flatten_object(
     }
 }
 
-fn push_flattened(entries: &mut Vec<(Box<str>, FieldValue)>, key: Box<str>, value: FieldValue) {
+fn push_flattened(entries: &mut Vec<(Key, FieldValue)>, key: Key, value: FieldValue) {
     match value {
         FieldValue::Object(inner) => {
+            let mut joined = String::new();
             for (inner_key, inner_value) in inner.entries {
-                let mut joined = String::with_capacity(key.len() + 1 + inner_key.len());
+                joined.clear();
                 joined.push_str(&key);
                 joined.push('.');
                 joined.push_str(&inner_key);
-                entries.push((joined.into_boxed_str(), inner_value));
+                entries.push((Key::new(&joined), inner_value));
             }
         }
         other => entries.push((key, other)),
@@ -371,7 +375,7 @@ fn value_depth(value: &FieldValue) -> usize {
 
 /// Reads an object's entries into `entries`, each key under `prefix` (empty, or ending in `.`).
 struct FlattenVisitor<'a> {
-    entries: &'a mut Vec<(Box<str>, FieldValue)>,
+    entries: &'a mut Vec<(Key, FieldValue)>,
     prefix: &'a mut String,
     depth: &'a mut Depth,
 }
@@ -431,14 +435,14 @@ impl<'de> Visitor<'de> for KeyInto<'_> {
 /// The value of the key the prefix ends with: an object is flattened under it, anything else
 /// is stored at it.
 struct Entry<'a> {
-    entries: &'a mut Vec<(Box<str>, FieldValue)>,
+    entries: &'a mut Vec<(Key, FieldValue)>,
     prefix: &'a mut String,
     depth: &'a mut Depth,
 }
 
 impl Entry<'_> {
     fn push<E>(self, value: FieldValue) -> Result<(), E> {
-        self.entries.push((self.prefix.as_str().into(), value));
+        self.entries.push((Key::new(self.prefix), value));
         Ok(())
     }
 }
@@ -631,6 +635,49 @@ struct FieldsVisitor;
 thread_local! {
     /// How many fields the last field set read on this thread had: the next one's first guess.
     static LAST_LEN: Cell<usize> = const { Cell::new(0) };
+    /// The names of the last field set read on this thread, by position: events of a batch
+    /// mostly share their names in the same order, so a name is first compared with the one
+    /// at its place last time, before it is looked up among the kept names.
+    static LAST_KEYS: Cell<Vec<&'static str>> = const { Cell::new(Vec::new()) };
+}
+
+/// Reads a field's name without allocating it (serde's `String` and `Cow<str>` always do): a
+/// name met before is the shared copy kept of it.
+struct KeySeed<'a> {
+    last_keys: &'a mut Vec<&'static str>,
+    at: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+        if let Some(&seen) = self.last_keys.get(self.at)
+            && seen == name
+        {
+            return Ok(Key::kept(seen));
+        }
+        let key = Key::new(name);
+        if let Some(kept) = key.as_kept() {
+            match self.last_keys.get_mut(self.at) {
+                Some(slot) => *slot = kept,
+                None => self.last_keys.push(kept),
+            }
+        }
+        Ok(key)
+    }
 }
 
 impl<'de> Visitor<'de> for FieldsVisitor {
@@ -649,9 +696,17 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             .unwrap_or_else(|| LAST_LEN.with(Cell::get))
             .min(1024);
         let mut entries = Vec::with_capacity(capacity);
-        while let Some((key, value)) = map.next_entry::<std::borrow::Cow<'de, str>, FieldValue>()? {
-            push_flattened(&mut entries, key.into(), value);
+        // Taken, not borrowed, so a field set read inside this one (an object in an array)
+        // starts with none; an error leaves none.
+        let mut last_keys = LAST_KEYS.take();
+        while let Some(key) = map.next_key_seed(KeySeed {
+            at: entries.len(),
+            last_keys: &mut last_keys,
+        })? {
+            let value = map.next_value::<FieldValue>()?;
+            push_flattened(&mut entries, key, value);
         }
+        LAST_KEYS.set(last_keys);
         LAST_LEN.with(|last| last.set(entries.len()));
         // Serialized fields come in lookup order already; only foreign input pays for a sort.
         let hashes: Vec<u64> = entries.iter().map(|(key, _)| key_hash(key)).collect();
@@ -712,6 +767,36 @@ mod tests {
         }
         assert_eq!(fields.index_of("missing"), None);
         assert_eq!(fields.index_of("Event"), None);
+    }
+
+    #[test]
+    fn names_read_again_in_another_order_or_escaped_keep_their_values() {
+        // Names are first compared with those at the same place in the last field set read
+        // on the thread: a set with the same names in another order, one with an escaped
+        // name, and one longer than any kept name must still read exactly.
+        let long = "n".repeat(300);
+        let texts = [
+            r#"{"a.b": 1, "c": "x", "we\"ird": true}"#.to_owned(),
+            r#"{"a.b": 2, "c": "y", "we\"ird": false}"#.to_owned(),
+            r#"{"c": "z", "we\"ird": null, "a.b": 3}"#.to_owned(),
+            format!(r#"{{"c": "w", "{long}": 4}}"#),
+        ];
+        let read: Vec<Fields> = texts
+            .iter()
+            .map(|text| serde_json::from_str(text).unwrap())
+            .collect();
+        assert_eq!(read[0].get("a.b"), Some(&FieldValue::Int(1)));
+        assert_eq!(read[1].get("a.b"), Some(&FieldValue::Int(2)));
+        assert_eq!(read[1].get("we\"ird"), Some(&FieldValue::Bool(false)));
+        assert_eq!(read[2].get("a.b"), Some(&FieldValue::Int(3)));
+        assert_eq!(read[2].get_str("c"), Some("z"));
+        assert_eq!(read[2].get("we\"ird"), Some(&FieldValue::Null));
+        assert_eq!(read[3].get(&long), Some(&FieldValue::Int(4)));
+        assert_eq!(read[3].len(), 2);
+        for (fields, text) in read.iter().zip(&texts) {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(*fields, Fields::from_json(value), "{text}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod audit;
 mod correlate;
 mod entity;
 mod event;
+mod field_key;
 mod fields;
 mod ids;
 mod incident;
