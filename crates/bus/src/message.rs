@@ -105,8 +105,13 @@ fn decoded_payload<'a>(
             let stated = zstd::zstd_safe::get_frame_content_size(payload)
                 .ok()
                 .flatten();
+            // A size past 64 times the payload goes to the stream, which reserves no more than
+            // that up front: a header's claim alone never reserves up to the limit.
+            let plausible = |size: u64| size <= (payload.len() as u64).saturating_mul(64);
             match stated {
-                Some(size) if single_frame => {
+                Some(size)
+                    if single_frame && (size > MAX_DECODED_PAYLOAD as u64 || plausible(size)) =>
+                {
                     let size = usize::try_from(size)
                         .ok()
                         .filter(|&size| size <= MAX_DECODED_PAYLOAD)
@@ -362,6 +367,19 @@ mod tests {
         assert_eq!(
             &decoded_payload(&zstd_headers(), &two).unwrap()[..],
             &[a, b].concat()[..]
+        );
+    }
+
+    #[test]
+    fn a_frame_that_claims_more_than_64_times_its_size_is_read_as_a_stream() {
+        // 1 MiB of zeros compresses to a few dozen bytes: its stated size alone reserves
+        // nothing, and it still decompresses whole.
+        let zeros = vec![0u8; 1 << 20];
+        let payload = Bytes::from(zstd::bulk::compress(&zeros, ZSTD_LEVEL).unwrap());
+        assert!(payload.len() * 64 < zeros.len());
+        assert_eq!(
+            &decoded_payload(&zstd_headers(), &payload).unwrap()[..],
+            &zeros[..]
         );
     }
 

@@ -2,15 +2,18 @@
 //!
 //! A tenant's events carry the same few dozen field names over and over (`Event.System.EventID`
 //! in every Windows event), and each one was its own heap allocation: allocated when an event
-//! was decoded and freed when it was dropped, usually on another thread. Names are now kept
-//! once per process, in a bounded table that is never freed, and an event holds a
-//! `&'static str` to them. A name the table has no room for (it is full, or the name is long)
-//! is owned by its event as before, so a source that invents names without end costs memory
-//! only up to the bound, and never changes a field's name or value.
+//! was decoded and freed when it was dropped, usually on another thread. The names of flat
+//! field sets read from the bus are now kept once per process, in a bounded table that is
+//! never freed, and an event holds a `&'static str` to them. A name the table has no room for
+//! (it is full, or the name is long) is owned by its event as before, so a source that invents
+//! names without end costs memory only up to the bound, and never changes a field's name or
+//! value. Names built anywhere else (ingest's parsing of untrusted bodies, nested objects) are
+//! always owned: only events already accepted by ingest reach the table.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use rustc_hash::FxHashSet;
@@ -19,6 +22,12 @@ use rustc_hash::FxHashSet;
 const MAX_NAMES: usize = 16_384;
 /// Longer names are never kept: no real source uses them, and they would eat the table.
 const MAX_NAME_BYTES: usize = 128;
+/// A thread's copy of the table is emptied when it reaches this many names.
+const MAX_LOCAL_NAMES: usize = 1_024;
+
+/// Set once the table is full: from then on a name no thread has a copy of is owned without
+/// taking the lock.
+static FULL: AtomicBool = AtomicBool::new(false);
 
 /// Names kept so far, shared by all threads.
 static SHARED: LazyLock<Mutex<FxHashSet<&'static str>>> =
@@ -38,15 +47,25 @@ fn shared(name: &str) -> Option<&'static str> {
         if let Some(&kept) = local.borrow().get(name) {
             return Some(kept);
         }
+        if FULL.load(Ordering::Relaxed) {
+            return None;
+        }
         // A poisoned lock still holds a valid set: names are only ever added.
-        let kept = keep(
+        let Some(kept) = keep(
             &mut SHARED
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             name,
             MAX_NAMES,
-        )?;
-        local.borrow_mut().insert(kept);
+        ) else {
+            FULL.store(true, Ordering::Relaxed);
+            return None;
+        };
+        let mut local = local.borrow_mut();
+        if local.len() >= MAX_LOCAL_NAMES {
+            local.clear();
+        }
+        local.insert(kept);
         Some(kept)
     })
 }
@@ -69,20 +88,22 @@ fn keep(names: &mut FxHashSet<&'static str>, name: &str, limit: usize) -> Option
 pub(crate) struct Key(Cow<'static, str>);
 
 impl Key {
-    /// The key for `name`, shared when it can be.
-    pub(crate) fn new(name: &str) -> Self {
+    /// The key for `name`, the table's copy when it has or can take one.
+    pub(crate) fn shared(name: &str) -> Self {
         match shared(name) {
             Some(kept) => Key(Cow::Borrowed(kept)),
-            None => Key(Cow::Owned(name.to_owned())),
+            None => Self::owned(name),
         }
     }
 
-    /// As [`Key::new`], reusing `name`'s allocation when it is not shared.
+    /// The key for `name`, owned by its event.
+    pub(crate) fn owned(name: &str) -> Self {
+        Key(Cow::Owned(name.to_owned()))
+    }
+
+    /// As [`Key::owned`], reusing `name`'s allocation.
     pub(crate) fn from_string(name: String) -> Self {
-        match shared(&name) {
-            Some(kept) => Key(Cow::Borrowed(kept)),
-            None => Key(Cow::Owned(name)),
-        }
+        Key(Cow::Owned(name))
     }
 
     /// As [`Key::from_string`].
@@ -133,20 +154,18 @@ mod tests {
     #[test]
     fn a_name_met_twice_is_one_shared_copy() {
         let (a, b) = (
-            Key::new("Event.System.EventID"),
-            Key::new("Event.System.EventID"),
+            Key::shared("Event.System.EventID"),
+            Key::shared("Event.System.EventID"),
         );
         let same = |x: &Key, y: &Key| matches!((x.as_kept(), y.as_kept()), (Some(x), Some(y)) if std::ptr::eq(x, y));
         assert!(same(&a, &b));
         // Another thread finds the same copy through the shared table.
-        let there = std::thread::spawn(|| Key::new("Event.System.EventID"))
+        let there = std::thread::spawn(|| Key::shared("Event.System.EventID"))
             .join()
             .unwrap();
         assert!(same(&a, &there));
-        assert_eq!(
-            &*Key::from_string("Event.System.EventID".into()),
-            "Event.System.EventID"
-        );
+        // Keys compare by their text, shared or not.
+        assert_eq!(a, Key::owned("Event.System.EventID"));
     }
 
     #[test]
@@ -162,7 +181,7 @@ mod tests {
     #[test]
     fn a_long_name_is_owned_by_its_event() {
         let long = "x".repeat(MAX_NAME_BYTES + 1);
-        let key = Key::new(&long);
+        let key = Key::shared(&long);
         assert_eq!(key.as_kept(), None);
         assert_eq!(&*key, long);
         assert_eq!(key, Key::from_string(long.clone()));

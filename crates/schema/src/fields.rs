@@ -318,11 +318,10 @@ fn flatten_object(
                 let key = if prefix.is_empty() {
                     Key::from_string(key)
                 } else {
-                    let length = prefix.len();
-                    prefix.push_str(&key);
-                    let joined = Key::new(prefix);
-                    prefix.truncate(length);
-                    joined
+                    let mut joined = String::with_capacity(prefix.len() + key.len());
+                    joined.push_str(prefix);
+                    joined.push_str(&key);
+                    Key::from_string(joined)
                 };
                 entries.push((key, FieldValue::from_json(leaf)));
             }
@@ -333,13 +332,12 @@ fn flatten_object(
 fn push_flattened(entries: &mut Vec<(Key, FieldValue)>, key: Key, value: FieldValue) {
     match value {
         FieldValue::Object(inner) => {
-            let mut joined = String::new();
             for (inner_key, inner_value) in inner.entries {
-                joined.clear();
+                let mut joined = String::with_capacity(key.len() + 1 + inner_key.len());
                 joined.push_str(&key);
                 joined.push('.');
                 joined.push_str(&inner_key);
-                entries.push((Key::new(&joined), inner_value));
+                entries.push((Key::from_string(joined), inner_value));
             }
         }
         other => entries.push((key, other)),
@@ -442,7 +440,7 @@ struct Entry<'a> {
 
 impl Entry<'_> {
     fn push<E>(self, value: FieldValue) -> Result<(), E> {
-        self.entries.push((Key::new(self.prefix), value));
+        self.entries.push((Key::owned(self.prefix), value));
         Ok(())
     }
 }
@@ -639,12 +637,33 @@ thread_local! {
     /// mostly share their names in the same order, so a name is first compared with the one
     /// at its place last time, before it is looked up among the kept names.
     static LAST_KEYS: Cell<Vec<&'static str>> = const { Cell::new(Vec::new()) };
+    /// Whether a field set is being read on this thread: one read inside it (an object in an
+    /// array) neither shares its names nor counts as the last one read.
+    static READING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Reads a field's name without allocating it (serde's `String` and `Cow<str>` always do): a
-/// name met before is the shared copy kept of it.
+/// Marks a top-level field set as being read on this thread until it is dropped, also when
+/// reading fails.
+struct Reading;
+
+impl Reading {
+    /// `Some` when no field set is being read on this thread already.
+    fn start() -> Option<Self> {
+        (!READING.replace(true)).then_some(Reading)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.set(false);
+    }
+}
+
+/// Reads a field's name without allocating it (serde's `String` and `Cow<str>` always do): in
+/// a top-level field set, a name met before is the shared copy kept of it.
 struct KeySeed<'a> {
-    last_keys: &'a mut Vec<&'static str>,
+    /// The names of the last top-level field set, by position; `None` inside another set.
+    last_keys: Option<&'a mut Vec<&'static str>>,
     at: usize,
 }
 
@@ -664,16 +683,19 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
-        if let Some(&seen) = self.last_keys.get(self.at)
+        let Some(last_keys) = self.last_keys else {
+            return Ok(Key::owned(name));
+        };
+        if let Some(&seen) = last_keys.get(self.at)
             && seen == name
         {
             return Ok(Key::kept(seen));
         }
-        let key = Key::new(name);
+        let key = Key::shared(name);
         if let Some(kept) = key.as_kept() {
-            match self.last_keys.get_mut(self.at) {
+            match last_keys.get_mut(self.at) {
                 Some(slot) => *slot = kept,
-                None => self.last_keys.push(kept),
+                None => last_keys.push(kept),
             }
         }
         Ok(key)
@@ -691,23 +713,27 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         // JSON gives no size hint. Events of a batch are mostly alike, so the vector starts at
         // the size of the last field set this thread read instead of growing from nothing
         // (five reallocations and copies for a 40-field Windows event).
+        let reading = Reading::start();
+        let top = reading.is_some();
         let capacity = map
             .size_hint()
-            .unwrap_or_else(|| LAST_LEN.with(Cell::get))
+            .unwrap_or_else(|| if top { LAST_LEN.get() } else { 0 })
             .min(1024);
         let mut entries = Vec::with_capacity(capacity);
-        // Taken, not borrowed, so a field set read inside this one (an object in an array)
-        // starts with none; an error leaves none.
-        let mut last_keys = LAST_KEYS.take();
+        // Taken, not borrowed; an error leaves none.
+        let mut last_keys = if top { LAST_KEYS.take() } else { Vec::new() };
         while let Some(key) = map.next_key_seed(KeySeed {
             at: entries.len(),
-            last_keys: &mut last_keys,
+            last_keys: top.then_some(&mut last_keys),
         })? {
             let value = map.next_value::<FieldValue>()?;
             push_flattened(&mut entries, key, value);
         }
-        LAST_KEYS.set(last_keys);
-        LAST_LEN.with(|last| last.set(entries.len()));
+        if top {
+            LAST_KEYS.set(last_keys);
+            LAST_LEN.set(entries.len());
+        }
+        drop(reading);
         // Serialized fields come in lookup order already; only foreign input pays for a sort.
         let hashes: Vec<u64> = entries.iter().map(|(key, _)| key_hash(key)).collect();
         let ordered = (1..entries.len())
@@ -797,6 +823,37 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(*fields, Fields::from_json(value), "{text}");
         }
+    }
+
+    #[test]
+    fn only_the_names_of_a_top_level_field_set_are_shared() {
+        let shared = |fields: &Fields| {
+            fields
+                .entries
+                .iter()
+                .all(|(key, _)| key.as_kept().is_some())
+        };
+        let fields: Fields =
+            serde_json::from_str(r#"{"top.name": 1, "list": [{"inner": 2}]}"#).unwrap();
+        assert!(shared(&fields));
+        let Some(FieldValue::Array(items)) = fields.get("list") else {
+            panic!("{fields:?}");
+        };
+        let FieldValue::Object(inner) = &items[0] else {
+            panic!("{items:?}");
+        };
+        assert!(!shared(inner), "{inner:?}");
+        // Neither ingest's parsing nor building by hand adds to the table.
+        let parsed = Fields::deserialize_nested(&mut serde_json::Deserializer::from_str(
+            r#"{"a": {"b": 1}}"#,
+        ))
+        .unwrap();
+        assert!(!shared(&parsed));
+        assert!(!shared(&Fields::from_pairs([("x", FieldValue::Int(1))])));
+        // A field set that fails to read leaves the next one read as a top-level set.
+        assert!(serde_json::from_str::<Fields>(r#"{"top.name": 1, "bad": }"#).is_err());
+        let again: Fields = serde_json::from_str(r#"{"top.name": 3}"#).unwrap();
+        assert!(shared(&again));
     }
 
     #[test]
