@@ -1659,7 +1659,18 @@ fn fold_value<'a>(text: &'a str, lowercase_ascii: bool, scratch: &'a mut String)
     if text.is_ascii() {
         return fold_ascii(text, lowercase_ascii, scratch);
     }
-    // Rare.
+    // Text outside ASCII mostly has no letter there that folds (`®` in the product names of
+    // Sysmon's process events): folded, it is its ASCII lowercased, and the scratch buffer's
+    // room is reused instead of a new string allocated.
+    if text
+        .chars()
+        .all(|c| c.is_ascii() || fold_char(c) == Some(c))
+    {
+        scratch.clear();
+        scratch.push_str(text);
+        scratch.make_ascii_lowercase();
+        return scratch;
+    }
     *scratch = fold_text(text);
     scratch
 }
@@ -2003,6 +2014,43 @@ detection:
         ] {
             assert_sound(&gate, &rules, event);
         }
+    }
+
+    proptest::proptest! {
+        /// Text outside ASCII folds exactly as `fold_text`, through either path of
+        /// `fold_value` (the scratch buffer reused, or a new string).
+        #[test]
+        fn text_outside_ascii_folds_as_fold_text(
+            text in "[a-zA-Z ®©ſΣσςİıÄäK😀😃\\\\]{0,24}",
+            lowercase in proptest::prelude::any::<bool>(),
+        ) {
+            proptest::prop_assume!(!text.is_ascii());
+            let mut scratch = String::from("left over");
+            proptest::prop_assert_eq!(fold_value(&text, lowercase, &mut scratch), fold_text(&text));
+        }
+    }
+
+    #[test]
+    fn folding_text_outside_ascii_keeps_what_str_to_lowercase_does() {
+        let mut scratch = String::new();
+        for text in [
+            "Microsoft® Windows® Operating System",
+            "ΟΔΟΣ",
+            "ſystem",
+            "İstanbul",
+            "\u{212a}elvin",
+            "😀 PowerShell",
+        ] {
+            assert_eq!(
+                fold_value(text, false, &mut scratch),
+                fold_text(text),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            fold_value("Microsoft® Windows®", true, &mut scratch),
+            "microsoft® windows®"
+        );
     }
 
     #[test]
