@@ -109,13 +109,10 @@ fn decoded_payload<'a>(
             // that up front: a header's claim alone never reserves up to the limit.
             let plausible = |size: u64| size <= (payload.len() as u64).saturating_mul(64);
             match stated {
-                Some(size)
-                    if single_frame && (size > MAX_DECODED_PAYLOAD as u64 || plausible(size)) =>
-                {
-                    let size = usize::try_from(size)
-                        .ok()
-                        .filter(|&size| size <= MAX_DECODED_PAYLOAD)
-                        .ok_or_else(too_large)?;
+                Some(size) if single_frame && size > MAX_DECODED_PAYLOAD as u64 => Err(too_large()),
+                Some(size) if single_frame && plausible(size) => {
+                    // At most the limit, so it fits a `usize`.
+                    let size = usize::try_from(size).map_err(|_| too_large())?;
                     let out = zstd::bulk::decompress(payload, size).map_err(|err| {
                         BusError::Codec(format!("cannot decompress zstd payload: {err}"))
                     })?;

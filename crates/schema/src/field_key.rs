@@ -25,8 +25,8 @@ const MAX_NAME_BYTES: usize = 128;
 /// A thread's copy of the table is emptied when it reaches this many names.
 const MAX_LOCAL_NAMES: usize = 1_024;
 
-/// Set once the table is full: from then on a name no thread has a copy of is owned without
-/// taking the lock.
+/// Set once the table is full: from then on a name this thread has no copy of is owned without
+/// taking the lock (even one the table holds, if the thread's copy was emptied since).
 static FULL: AtomicBool = AtomicBool::new(false);
 
 /// Names kept so far, shared by all threads.

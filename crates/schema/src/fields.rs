@@ -710,11 +710,11 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let reading = Reading::start();
+        let top = reading.is_some();
         // JSON gives no size hint. Events of a batch are mostly alike, so the vector starts at
         // the size of the last field set this thread read instead of growing from nothing
         // (five reallocations and copies for a 40-field Windows event).
-        let reading = Reading::start();
-        let top = reading.is_some();
         let capacity = map
             .size_hint()
             .unwrap_or_else(|| if top { LAST_LEN.get() } else { 0 })
